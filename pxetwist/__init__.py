@@ -1,0 +1,3 @@
+"""pxetwist: a network-boot (PXE) server suite on Twisted."""
+
+__version__ = "0.1.0"

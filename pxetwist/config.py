@@ -1,0 +1,494 @@
+"""The ini file (``etc/pxe.ini``) read into frozen attrs objects.
+
+Every problem is a :class:`ConfigError` whose message is one line naming the
+file, the section, the key and what is wrong, so that a typo stops the server
+before anything binds instead of being silently ignored.
+"""
+
+from __future__ import annotations
+
+import configparser
+import ipaddress
+import os.path
+import re
+from collections.abc import Callable, Iterable, Mapping
+from ipaddress import IPv4Address, IPv4Network
+from pathlib import Path
+from typing import TypeVar
+from urllib.parse import urlparse
+
+from attrs import evolve, field, frozen
+
+from pxetwist.arch import is_boot_files_key
+
+T = TypeVar("T")
+
+
+class ConfigError(Exception):
+    """A config problem; ``str()`` is the one line shown to the operator."""
+
+
+#: Every section and key the file may hold, with the default value (as ini text).
+DEFAULTS: dict[str, dict[str, str]] = {
+    "server": {"address": "", "interface": "", "state": "../var/pxetwist.sqlite"},
+    "dhcp": {
+        "mode": "proxy",
+        "port": "67",
+        "proxy_port": "4011",
+        "range_start": "",
+        "range_end": "",
+        "netmask": "255.255.255.0",
+        "router": "",
+        "dns": "",
+        "domain": "",
+        "lease_time": "3600",
+        "reply_delay": "0",
+    },
+    "tftp": {
+        "enabled": "yes",
+        "port": "69",
+        "address": "",
+        "root": "../tftproot",
+        "ipxe_dir": "/usr/lib/ipxe",
+        "max_blksize": "65464",
+        "max_windowsize": "64",
+        "max_sessions": "1000",
+        "max_sessions_per_client": "32",
+        "stall_timeout": "120",
+    },
+    "http": {"port": "8080", "interface": "", "public_url": "", "api_token": ""},
+    "catalog": {"paths": "../catalog", "rescan_interval": "60", "pxe_default": "yes"},
+    "boot": {"unknown": "local", "menu_timeout": "10", "api_url": ""},
+}
+
+#: Sections whose keys are data (MACs, architectures), not fixed names.
+OPEN_SECTIONS: tuple[str, ...] = ("dhcp.reservations", "boot.files")
+
+DEFAULT_BOOT_FILES: dict[str, str] = {
+    "bios": "undionly.kpxe",
+    "uefi-x64": "ipxe.efi",
+    "uefi-ia32": "ipxe.efi",
+    "uefi-arm64": "ipxe-arm64.efi",
+    "default": "undionly.kpxe",
+}
+
+_MAC_RE = re.compile(r"^[0-9a-f]{2}([:-][0-9a-f]{2}){5}$")
+
+
+def normalise_mac(text: str) -> str | None:
+    """``aa:bb:cc:dd:ee:ff`` for a MAC written with ``:`` or ``-`` (any case), else ``None``."""
+    text = text.strip().lower()
+    if not _MAC_RE.match(text):
+        return None
+    return text.replace("-", ":")
+
+
+@frozen
+class ServerConfig:
+    """``[server]``: who we are on the network.
+
+    :ivar address: the IPv4 address clients reach us at; ``None`` = read it from ``interface``.
+    :ivar interface: the interface DHCP binds to; ``""`` = all.
+    :ivar state: the SQLite state file.
+    """
+
+    address: IPv4Address | None
+    interface: str
+    state: Path
+
+
+@frozen
+class DhcpConfig:
+    """``[dhcp]`` and ``[dhcp.reservations]``.
+
+    :ivar mode: ``proxy``, ``full`` or ``off``.
+    :ivar reply_delay: milliseconds to wait before each reply.
+    :ivar reservations: MAC (``aa:bb:..``) -> fixed address.
+    """
+
+    mode: str
+    port: int
+    proxy_port: int
+    range_start: IPv4Address | None
+    range_end: IPv4Address | None
+    netmask: IPv4Address
+    router: IPv4Address | None
+    dns: tuple[IPv4Address, ...]
+    domain: str
+    lease_time: int
+    reply_delay: int
+    reservations: Mapping[str, IPv4Address] = field(factory=dict, hash=False)
+
+
+@frozen
+class TftpConfig:
+    """``[tftp]``: the TFTP server and where its files come from."""
+
+    enabled: bool
+    port: int
+    address: str
+    root: Path
+    ipxe_dir: Path
+    max_blksize: int
+    max_windowsize: int
+    max_sessions: int
+    max_sessions_per_client: int
+    stall_timeout: int
+
+
+@frozen
+class HttpConfig:
+    """``[http]``: the Klein app's listener and the URL written into scripts.
+
+    :ivar public_url: base URL without a trailing ``/``; ``""`` = ``http://ADDRESS:PORT``.
+    :ivar api_token: bearer token for mutations; ``""`` = mutations from loopback only.
+    """
+
+    port: int
+    interface: str
+    public_url: str
+    api_token: str
+
+
+@frozen
+class CatalogConfig:
+    """``[catalog]``: where boot entries are found and how often they are rescanned."""
+
+    paths: tuple[Path, ...]
+    rescan_interval: int
+    pxe_default: bool
+
+
+@frozen
+class BootConfig:
+    """``[boot]`` and ``[boot.files]``.
+
+    :ivar unknown: ``local`` or ``menu``: what an unassigned machine gets.
+    :ivar files: architecture name or option-93 code (as text), or ``default`` ->
+        boot file name or URL.
+    """
+
+    unknown: str
+    menu_timeout: int
+    api_url: str
+    files: Mapping[str, str] = field(factory=dict, hash=False)
+
+
+@frozen
+class Config:
+    """The whole configuration. :ivar path: the file it came from (``None`` if built in code)."""
+
+    path: Path | None
+    server: ServerConfig
+    dhcp: DhcpConfig
+    tftp: TftpConfig
+    http: HttpConfig
+    catalog: CatalogConfig
+    boot: BootConfig
+
+    def base_url(self, fallback_address: str = "127.0.0.1") -> str:
+        """The base URL iPXE is told to fetch from (no trailing ``/``)."""
+        if self.http.public_url:
+            return self.http.public_url
+        address = str(self.server.address) if self.server.address else fallback_address
+        return f"http://{address}:{self.http.port}"
+
+
+class _Reader:
+    """Reads typed values from a parsed ini, naming file/section/key in every error."""
+
+    def __init__(self, parser: configparser.RawConfigParser, source: str, folder: Path) -> None:
+        self._parser = parser
+        self._source = source
+        self._folder = folder
+
+    def error(self, section: str, key: str, problem: str) -> ConfigError:
+        return ConfigError(f"{self._source}: [{section}] {key}: {problem}")
+
+    def raw(self, section: str, key: str) -> str:
+        if self._parser.has_option(section, key):
+            return self._parser.get(section, key).strip()
+        return DEFAULTS[section][key]
+
+    def convert(self, section: str, key: str, convert: Callable[[str], T], what: str) -> T:
+        text = self.raw(section, key)
+        try:
+            return convert(text)
+        except ValueError:
+            raise self.error(section, key, f"{text!r} is not {what}") from None
+
+    def integer(self, section: str, key: str, low: int, high: int) -> int:
+        value = self.convert(section, key, int, "a whole number")
+        if not low <= value <= high:
+            raise self.error(section, key, f"{value} is out of range ({low}..{high})")
+        return value
+
+    def port(self, section: str, key: str) -> int:
+        return self.integer(section, key, 0, 65535)
+
+    def boolean(self, section: str, key: str) -> bool:
+        text = self.raw(section, key).lower()
+        if text in ("yes", "true", "on", "1"):
+            return True
+        if text in ("no", "false", "off", "0"):
+            return False
+        raise self.error(section, key, f"{text!r} is not yes or no")
+
+    def choice(self, section: str, key: str, choices: Iterable[str]) -> str:
+        text = self.raw(section, key).lower()
+        options = tuple(choices)
+        if text not in options:
+            raise self.error(section, key, f"{text!r} is not one of {', '.join(options)}")
+        return text
+
+    def address(self, section: str, key: str) -> IPv4Address | None:
+        text = self.raw(section, key)
+        if not text:
+            return None
+        return self.convert(section, key, IPv4Address, "an IPv4 address")
+
+    def addresses(self, section: str, key: str) -> tuple[IPv4Address, ...]:
+        text = self.raw(section, key)
+        parts = [p.strip() for p in text.split(",") if p.strip()]
+        result = []
+        for part in parts:
+            try:
+                result.append(IPv4Address(part))
+            except ValueError:
+                raise self.error(section, key, f"{part!r} is not an IPv4 address") from None
+        return tuple(result)
+
+    def path(self, section: str, key: str, text: str | None = None) -> Path:
+        text = self.raw(section, key) if text is None else text
+        if not text:
+            raise self.error(section, key, "a path is required")
+        path = Path(text).expanduser()
+        if not path.is_absolute():
+            path = self._folder / path
+        return Path(os.path.normpath(path))
+
+    def folder(self, section: str, key: str, text: str | None = None) -> Path:
+        path = self.path(section, key, text)
+        if not path.is_dir():
+            raise self.error(section, key, f"folder {str(path)!r} does not exist")
+        return path
+
+    def url(self, section: str, key: str) -> str:
+        text = self.raw(section, key).rstrip("/")
+        if text:
+            parsed = urlparse(text)
+            if parsed.scheme not in ("http", "https") or not parsed.netloc:
+                raise self.error(section, key, f"{text!r} is not an http:// or https:// URL")
+        return text
+
+
+def _server(r: _Reader) -> ServerConfig:
+    interface = r.raw("server", "interface")
+    if interface and not re.fullmatch(r"[A-Za-z0-9_.:@-]{1,15}", interface):
+        raise r.error("server", "interface", f"{interface!r} is not an interface name")
+    return ServerConfig(
+        address=r.address("server", "address"),
+        interface=interface,
+        state=r.path("server", "state"),
+    )
+
+
+def _dhcp(r: _Reader, parser: configparser.RawConfigParser) -> DhcpConfig:
+    mode = r.choice("dhcp", "mode", ("proxy", "full", "off"))
+    netmask = r.convert("dhcp", "netmask", IPv4Address, "an IPv4 netmask")
+    try:
+        IPv4Network(f"0.0.0.0/{netmask}")
+    except ValueError:
+        raise r.error("dhcp", "netmask", f"{str(netmask)!r} is not a netmask") from None
+    start = r.address("dhcp", "range_start")
+    end = r.address("dhcp", "range_end")
+    if mode == "full":
+        if start is None:
+            raise r.error("dhcp", "range_start", "full mode needs a pool (range_start)")
+        if end is None:
+            raise r.error("dhcp", "range_end", "full mode needs a pool (range_end)")
+    if start is not None and end is not None:
+        if end < start:
+            raise r.error("dhcp", "range_end", f"{end} comes before range_start {start}")
+        network = IPv4Network(f"{start}/{netmask}", strict=False)
+        if end not in network:
+            raise r.error(
+                "dhcp", "range_end", f"{end} is outside {network} (range_start/netmask)"
+            )
+    reservations: dict[str, IPv4Address] = {}
+    if parser.has_section("dhcp.reservations"):
+        for key, value in parser.items("dhcp.reservations"):
+            mac = normalise_mac(key)
+            if mac is None:
+                raise r.error("dhcp.reservations", key, "is not a MAC address")
+            try:
+                reservations[mac] = IPv4Address(value.strip())
+            except ValueError:
+                raise r.error(
+                    "dhcp.reservations", key, f"{value.strip()!r} is not an IPv4 address"
+                ) from None
+    return DhcpConfig(
+        mode=mode,
+        port=r.port("dhcp", "port"),
+        proxy_port=r.port("dhcp", "proxy_port"),
+        range_start=start,
+        range_end=end,
+        netmask=netmask,
+        router=r.address("dhcp", "router"),
+        dns=r.addresses("dhcp", "dns"),
+        domain=r.raw("dhcp", "domain"),
+        lease_time=r.integer("dhcp", "lease_time", 60, 2**31 - 1),
+        reply_delay=r.integer("dhcp", "reply_delay", 0, 10_000),
+        reservations=reservations,
+    )
+
+
+def _tftp(r: _Reader) -> TftpConfig:
+    address = r.raw("tftp", "address")
+    if address:
+        r.address("tftp", "address")
+    enabled = r.boolean("tftp", "enabled")
+    return TftpConfig(
+        enabled=enabled,
+        port=r.port("tftp", "port"),
+        address=address,
+        root=r.folder("tftp", "root") if enabled else r.path("tftp", "root"),
+        ipxe_dir=r.path("tftp", "ipxe_dir"),
+        max_blksize=r.integer("tftp", "max_blksize", 8, 65464),
+        max_windowsize=r.integer("tftp", "max_windowsize", 1, 65535),
+        max_sessions=r.integer("tftp", "max_sessions", 1, 1_000_000),
+        max_sessions_per_client=r.integer("tftp", "max_sessions_per_client", 1, 1_000_000),
+        stall_timeout=r.integer("tftp", "stall_timeout", 1, 86_400),
+    )
+
+
+def _http(r: _Reader) -> HttpConfig:
+    interface = r.raw("http", "interface")
+    if interface:
+        r.convert("http", "interface", ipaddress.ip_address, "an IP address")
+    return HttpConfig(
+        port=r.port("http", "port"),
+        interface=interface,
+        public_url=r.url("http", "public_url"),
+        api_token=r.raw("http", "api_token"),
+    )
+
+
+def _catalog(r: _Reader) -> CatalogConfig:
+    texts = [p.strip() for p in r.raw("catalog", "paths").split(",") if p.strip()]
+    return CatalogConfig(
+        paths=tuple(r.folder("catalog", "paths", text) for text in texts),
+        rescan_interval=r.integer("catalog", "rescan_interval", 0, 86_400),
+        pxe_default=r.boolean("catalog", "pxe_default"),
+    )
+
+
+def _boot(r: _Reader, parser: configparser.RawConfigParser) -> BootConfig:
+    files = dict(DEFAULT_BOOT_FILES)
+    if parser.has_section("boot.files"):
+        for key, value in parser.items("boot.files"):
+            if not is_boot_files_key(key):
+                raise r.error(
+                    "boot.files", key, "is not an architecture name, option-93 code or default"
+                )
+            if not value.strip():
+                raise r.error("boot.files", key, "needs a file name or URL")
+            files[key] = value.strip()
+    return BootConfig(
+        unknown=r.choice("boot", "unknown", ("local", "menu")),
+        menu_timeout=r.integer("boot", "menu_timeout", 0, 3600),
+        api_url=r.url("boot", "api_url"),
+        files=files,
+    )
+
+
+def _new_parser() -> configparser.RawConfigParser:
+    parser = configparser.RawConfigParser(
+        delimiters=("=",),
+        comment_prefixes=(";", "#"),
+        inline_comment_prefixes=(";", "#"),
+        strict=True,
+        empty_lines_in_values=False,
+        interpolation=None,
+    )
+    return parser
+
+
+def _check_names(parser: configparser.RawConfigParser, source: str) -> None:
+    for section in parser.sections():
+        if section in OPEN_SECTIONS:
+            continue
+        if section not in DEFAULTS:
+            raise ConfigError(f"{source}: [{section}]: unknown section")
+        for key in parser.options(section):
+            if key not in DEFAULTS[section]:
+                raise ConfigError(f"{source}: [{section}] {key}: unknown key")
+
+
+def parse_override(text: str) -> tuple[str, str, str]:
+    """Split a ``--set section.key=value`` argument into its three parts.
+
+    The section may itself contain dots (``dhcp.reservations.52:54:..=10.0.0.9``
+    is not supported; use the file for open sections), so the key is the last
+    dotted part before ``=``.
+
+    :raises ConfigError: when it is not of that form.
+    """
+    name, sep, value = text.partition("=")
+    section, dot, key = name.strip().rpartition(".")
+    if not sep or not dot or not section or not key:
+        raise ConfigError(f"--set {text}: expected section.key=value")
+    return section, key.lower(), value.strip()
+
+
+def load_text(
+    text: str,
+    folder: Path,
+    source: str = "<config>",
+    overrides: Iterable[tuple[str, str, str]] = (),
+) -> Config:
+    """Build a :class:`Config` from ini text; relative paths are taken from ``folder``.
+
+    :param overrides: ``(section, key, value)`` triples applied over the file, validated
+        like it (``--set``).
+    :raises ConfigError: one line naming source, section and key.
+    """
+    parser = _new_parser()
+    try:
+        parser.read_string(text, source=source)
+    except configparser.Error as e:
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise ConfigError(f"{source}: {first}") from None
+    _check_names(parser, source)
+    for section, key, value in overrides:
+        if section not in DEFAULTS and section not in OPEN_SECTIONS:
+            raise ConfigError(f"--set: [{section}]: unknown section")
+        if section in DEFAULTS and key not in DEFAULTS[section]:
+            raise ConfigError(f"--set: [{section}] {key}: unknown key")
+        if not parser.has_section(section):
+            parser.add_section(section)
+        parser.set(section, key, value)
+    reader = _Reader(parser, source, folder)
+    return Config(
+        path=None,
+        server=_server(reader),
+        dhcp=_dhcp(reader, parser),
+        tftp=_tftp(reader),
+        http=_http(reader),
+        catalog=_catalog(reader),
+        boot=_boot(reader, parser),
+    )
+
+
+def load(path: str | Path, overrides: Iterable[tuple[str, str, str]] = ()) -> Config:
+    """Read the config file at ``path`` (see :func:`load_text`).
+
+    :raises ConfigError: for an unreadable file or any bad value.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path}: cannot read: {getattr(e, 'strerror', None) or e}") from None
+    config = load_text(text, path.resolve().parent, str(path), overrides)
+    return evolve(config, path=path)

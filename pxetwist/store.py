@@ -1,0 +1,383 @@
+"""The persistent state: one SQLite file (WAL) holding leases, machines,
+catalog settings and per-machine boot history.
+
+All SQL runs on one dedicated thread, never on the reactor thread: every
+public method returns a Deferred. Every commit uses ``synchronous=FULL``, so
+once a method's Deferred fires, the row survives a kill -9 or a power cut; the
+DHCP server relies on that before it sends an ACK.
+
+Opening the file (and migrating its schema) happens at once, in the caller's
+thread, at startup, so that a corrupt or unwritable file is a clear startup
+error instead of a failure on the first boot.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+from attrs import frozen
+from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.interfaces import IReactorThreads
+from twisted.internet.threads import deferToThreadPool
+from twisted.python.threadpool import ThreadPool
+
+T = TypeVar("T")
+
+#: Per-MAC boot events kept on disk; older ones are pruned.
+EVENTS_PER_MACHINE = 500
+
+#: Schema migrations, in order; the file's ``user_version`` says how many ran.
+MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE leases (
+        ip TEXT PRIMARY KEY,
+        mac TEXT NOT NULL,
+        client_id TEXT NOT NULL DEFAULT '',
+        hostname TEXT NOT NULL DEFAULT '',
+        expires REAL NOT NULL,
+        state TEXT NOT NULL
+    );
+    CREATE INDEX leases_mac ON leases(mac);
+    CREATE TABLE machines (
+        mac TEXT PRIMARY KEY,
+        first_seen REAL NOT NULL,
+        last_seen REAL NOT NULL,
+        ip TEXT NOT NULL DEFAULT '',
+        arch TEXT NOT NULL DEFAULT '',
+        uuid TEXT NOT NULL DEFAULT '',
+        state TEXT NOT NULL DEFAULT 'discovered',
+        entry TEXT,
+        once INTEGER NOT NULL DEFAULT 1,
+        last_stage TEXT NOT NULL DEFAULT ''
+    );
+    CREATE TABLE catalog_settings (
+        entry_id TEXT PRIMARY KEY,
+        pxe INTEGER,
+        label TEXT,
+        position INTEGER,
+        is_default INTEGER NOT NULL DEFAULT 0,
+        kernel_args TEXT
+    );
+    CREATE TABLE events (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        time REAL NOT NULL,
+        mac TEXT NOT NULL,
+        ip TEXT NOT NULL,
+        stage TEXT NOT NULL,
+        detail TEXT NOT NULL,
+        arch TEXT NOT NULL DEFAULT '',
+        uuid TEXT NOT NULL DEFAULT ''
+    );
+    CREATE INDEX events_mac ON events(mac, id);
+    """,
+)
+
+
+class StoreError(Exception):
+    """The state file cannot be used; ``str()`` is one line for the operator."""
+
+
+@frozen
+class LeaseRow:
+    """A DHCP lease as stored.
+
+    :ivar state: ``bound`` (ACKed), ``released`` (kept to give the client the same
+        address again), or ``declined`` (quarantined until ``expires``).
+    :ivar expires: seconds since the epoch.
+    """
+
+    ip: str
+    mac: str
+    client_id: str
+    hostname: str
+    expires: float
+    state: str
+
+
+@frozen
+class MachineRow:
+    """A machine record as stored (see :mod:`pxetwist.machines` for its meaning)."""
+
+    mac: str
+    first_seen: float
+    last_seen: float
+    ip: str
+    arch: str
+    uuid: str
+    state: str
+    entry: str | None
+    once: bool
+    last_stage: str
+
+
+@frozen
+class SettingRow:
+    """Operator settings of one catalog entry; ``None`` means "not set, use the default"."""
+
+    entry_id: str
+    pxe: bool | None
+    label: str | None
+    position: int | None
+    is_default: bool
+    kernel_args: str | None
+
+
+@frozen
+class EventRow:
+    """A boot event as stored in a machine's history."""
+
+    time: float
+    mac: str
+    ip: str
+    stage: str
+    detail: str
+    arch: str
+    uuid: str
+
+
+def _open(path: Path) -> sqlite3.Connection:
+    """Open and migrate the file, turning every SQLite complaint into a StoreError."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise StoreError(f"state file {path}: cannot create its folder: {e.strerror}") from None
+    try:
+        conn = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=FULL")
+        conn.execute("PRAGMA busy_timeout=5000")
+        _migrate(conn)
+        problem = conn.execute("PRAGMA quick_check").fetchone()[0]
+    except sqlite3.Error as e:
+        raise StoreError(f"state file {path}: {e}") from None
+    if problem != "ok":
+        conn.close()
+        raise StoreError(f"state file {path}: damaged ({problem})")
+    return conn
+
+
+def _migrate(conn: sqlite3.Connection) -> None:
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    if version > len(MIGRATIONS):
+        raise sqlite3.DatabaseError(
+            f"schema version {version} is newer than this pxetwist ({len(MIGRATIONS)})"
+        )
+    for number in range(version, len(MIGRATIONS)):
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for statement in MIGRATIONS[number].split(";"):
+                if statement.strip():
+                    conn.execute(statement)
+            conn.execute(f"PRAGMA user_version={number + 1}")
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+
+
+class Store:
+    """The state file. Methods return Deferreds that fire once the change is durable.
+
+    :param path: the SQLite file (created with its folder if missing).
+    :param reactor: runs the SQL thread; ``None`` runs each call inline and returns
+        an already-fired Deferred, for unit tests and command-line tools.
+    :raises StoreError: when the file is corrupt, unwritable or from a newer version.
+    """
+
+    def __init__(self, path: Path, reactor: IReactorThreads | None = None) -> None:
+        self.path = path
+        self._reactor = reactor
+        self._conn = _open(path)
+        self._pool: ThreadPool | None = None
+        if reactor is not None:
+            self._pool = ThreadPool(minthreads=1, maxthreads=1, name="pxetwist-store")
+
+    # -- running ---------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the SQL thread (called by the store's service)."""
+        if self._pool is not None and not self._pool.started:
+            self._pool.start()
+
+    def close(self) -> None:
+        """Finish queued work, stop the SQL thread and close the file."""
+        if self._pool is not None and self._pool.started:
+            self._pool.stop()
+        self._conn.close()
+
+    def _run(self, work: Callable[..., T], *args: Any) -> Deferred[T]:
+        if self._pool is None or self._reactor is None:
+            try:
+                return succeed(work(*args))
+            except Exception:
+                return fail()
+        return deferToThreadPool(self._reactor, self._pool, work, *args)
+
+    def _write(self, statements: Iterable[tuple[str, Sequence[object]]]) -> None:
+        """Run statements in one durable transaction."""
+        conn = self._conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for sql, params in statements:
+                conn.execute(sql, params)
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+
+    def _read(self, sql: str, params: Sequence[object] = ()) -> list[tuple[Any, ...]]:
+        return self._conn.execute(sql, params).fetchall()
+
+    # -- leases ----------------------------------------------------------------------
+
+    def put_lease(self, lease: LeaseRow) -> Deferred[None]:
+        """Insert or replace the lease of ``lease.ip`` (durable before the Deferred fires)."""
+        return self._run(self._write, [_lease_upsert(lease)])
+
+    def put_leases(self, leases: Sequence[LeaseRow]) -> Deferred[None]:
+        """Store several leases in one durable transaction (group commit)."""
+        return self._run(self._write, [_lease_upsert(lease) for lease in leases])
+
+    def delete_lease(self, ip: str) -> Deferred[None]:
+        """Forget the lease of ``ip``."""
+        return self._run(self._write, [("DELETE FROM leases WHERE ip = ?", (ip,))])
+
+    def leases(self) -> Deferred[list[LeaseRow]]:
+        """Every stored lease."""
+        return self._run(self._leases)
+
+    def leases_now(self) -> list[LeaseRow]:
+        """Every stored lease, read at once in this thread; for startup only."""
+        return self._leases()
+
+    def _leases(self) -> list[LeaseRow]:
+        rows = self._read(
+            "SELECT ip, mac, client_id, hostname, expires, state FROM leases ORDER BY ip"
+        )
+        return [LeaseRow(*row) for row in rows]
+
+    # -- machines --------------------------------------------------------------------
+
+    def put_machine(self, machine: MachineRow) -> Deferred[None]:
+        """Insert or replace a machine record."""
+        return self._run(self._write, [_machine_upsert(machine)])
+
+    def machines_now(self) -> list[MachineRow]:
+        """Every machine record, read at once in this thread; for startup only."""
+        rows = self._read(
+            "SELECT mac, first_seen, last_seen, ip, arch, uuid, state, entry, once, last_stage"
+            " FROM machines ORDER BY mac"
+        )
+        return [_machine_row(row) for row in rows]
+
+    # -- catalog settings ------------------------------------------------------------
+
+    def put_setting(self, setting: SettingRow, clear_other_defaults: bool = False) -> Deferred[None]:
+        """Store one entry's settings; with ``clear_other_defaults`` it becomes the only
+        default in the same transaction."""
+        statements: list[tuple[str, Sequence[object]]] = []
+        if clear_other_defaults:
+            statements.append(("UPDATE catalog_settings SET is_default = 0", ()))
+        statements.append(
+            (
+                "INSERT OR REPLACE INTO catalog_settings"
+                " (entry_id, pxe, label, position, is_default, kernel_args)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (
+                    setting.entry_id,
+                    None if setting.pxe is None else int(setting.pxe),
+                    setting.label,
+                    setting.position,
+                    int(setting.is_default),
+                    setting.kernel_args,
+                ),
+            )
+        )
+        return self._run(self._write, statements)
+
+    def settings(self) -> Deferred[dict[str, SettingRow]]:
+        """Every entry's settings, by entry id."""
+        return self._run(self.settings_now)
+
+    def settings_now(self) -> dict[str, SettingRow]:
+        """Every entry's settings, read at once in this thread; for startup only."""
+        rows = self._read(
+            "SELECT entry_id, pxe, label, position, is_default, kernel_args FROM catalog_settings"
+        )
+        return {
+            row[0]: SettingRow(
+                row[0],
+                None if row[1] is None else bool(row[1]),
+                row[2],
+                row[3],
+                bool(row[4]),
+                row[5],
+            )
+            for row in rows
+        }
+
+    # -- boot history ----------------------------------------------------------------
+
+    def append_events(
+        self, events: Sequence[EventRow], machines: Sequence[MachineRow] = ()
+    ) -> Deferred[None]:
+        """Append boot events (and the machine records they changed) in one transaction,
+        pruning each machine's history to :data:`EVENTS_PER_MACHINE`."""
+        statements: list[tuple[str, Sequence[object]]] = [
+            (
+                "INSERT INTO events (time, mac, ip, stage, detail, arch, uuid)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (e.time, e.mac, e.ip, e.stage, e.detail, e.arch, e.uuid),
+            )
+            for e in events
+        ]
+        statements.extend(_machine_upsert(m) for m in machines)
+        for mac in sorted({e.mac for e in events}):
+            statements.append(
+                (
+                    "DELETE FROM events WHERE mac = ? AND id NOT IN"
+                    " (SELECT id FROM events WHERE mac = ? ORDER BY id DESC LIMIT ?)",
+                    (mac, mac, EVENTS_PER_MACHINE),
+                )
+            )
+        return self._run(self._write, statements)
+
+    def history(self, mac: str, limit: int = EVENTS_PER_MACHINE) -> Deferred[list[EventRow]]:
+        """A machine's stored boot events, oldest first."""
+
+        def read() -> list[EventRow]:
+            rows = self._read(
+                "SELECT time, mac, ip, stage, detail, arch, uuid FROM events WHERE mac = ?"
+                " ORDER BY id DESC LIMIT ?",
+                (mac, limit),
+            )
+            return [EventRow(*row) for row in reversed(rows)]
+
+        return self._run(read)
+
+
+def _lease_upsert(lease: LeaseRow) -> tuple[str, Sequence[object]]:
+    return (
+        "INSERT OR REPLACE INTO leases (ip, mac, client_id, hostname, expires, state)"
+        " VALUES (?, ?, ?, ?, ?, ?)",
+        (lease.ip, lease.mac, lease.client_id, lease.hostname, lease.expires, lease.state),
+    )
+
+
+def _machine_upsert(m: MachineRow) -> tuple[str, Sequence[object]]:
+    return (
+        "INSERT OR REPLACE INTO machines"
+        " (mac, first_seen, last_seen, ip, arch, uuid, state, entry, once, last_stage)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (m.mac, m.first_seen, m.last_seen, m.ip, m.arch, m.uuid, m.state, m.entry,
+         int(m.once), m.last_stage),
+    )
+
+
+def _machine_row(row: tuple[Any, ...]) -> MachineRow:
+    values = list(row)
+    values[8] = bool(values[8])
+    return MachineRow(*values)
