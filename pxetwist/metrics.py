@@ -1,0 +1,42 @@
+"""Prometheus metrics, one definition each, shared by every protocol.
+
+They live in ``prometheus_client``'s default registry (its usual pattern), so
+``GET /metrics`` can render them all; counters only ever grow, so tests read a
+value before and after an action and compare.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+DHCP_PACKETS = Counter(
+    "pxetwist_dhcp_packets_total", "DHCP messages received, by message type", ["type"]
+)
+DHCP_REPLIES = Counter("pxetwist_dhcp_replies_total", "DHCP replies sent, by type", ["type"])
+DHCP_DROPPED = Counter(
+    "pxetwist_dhcp_dropped_total", "DHCP datagrams dropped, by reason", ["reason"]
+)
+DHCP_LEASES = Gauge("pxetwist_dhcp_leases_in_use", "Bound, unexpired DHCP leases")
+
+TFTP_REQUESTS = Counter("pxetwist_tftp_requests_total", "TFTP requests received", ["op"])
+TFTP_TRANSFERS = Counter(
+    "pxetwist_tftp_transfers_total", "TFTP transfers finished, by result", ["result"]
+)
+TFTP_BYTES = Counter("pxetwist_tftp_bytes_total", "TFTP payload bytes sent")
+TFTP_SECONDS = Histogram(
+    "pxetwist_tftp_transfer_seconds",
+    "TFTP transfer duration",
+    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120),
+)
+TFTP_RETRANSMITS = Counter("pxetwist_tftp_retransmits_total", "TFTP packets sent again")
+TFTP_DROPPED = Counter(
+    "pxetwist_tftp_dropped_total", "TFTP datagrams dropped, by reason", ["reason"]
+)
+TFTP_ACTIVE = Gauge("pxetwist_tftp_sessions_active", "TFTP transfers running")
+
+HTTP_REQUESTS = Counter(
+    "pxetwist_http_requests_total", "HTTP requests, by route and status", ["route", "status"]
+)
+HTTP_BYTES = Counter("pxetwist_http_bytes_total", "HTTP file bytes sent")
+
+BOOT_EVENTS = Counter("pxetwist_boot_events_total", "Boot events, by stage", ["stage"])
