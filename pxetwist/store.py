@@ -275,7 +275,9 @@ class Store:
 
     # -- catalog settings ------------------------------------------------------------
 
-    def put_setting(self, setting: SettingRow, clear_other_defaults: bool = False) -> Deferred[None]:
+    def put_setting(
+        self, setting: SettingRow, clear_other_defaults: bool = False
+    ) -> Deferred[None]:
         """Store one entry's settings; with ``clear_other_defaults`` it becomes the only
         default in the same transaction."""
         statements: list[tuple[str, Sequence[object]]] = []

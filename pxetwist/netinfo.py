@@ -1,0 +1,46 @@
+"""Which IPv4 address clients reach us at (for next-server and the URLs in scripts)."""
+
+from __future__ import annotations
+
+import fcntl
+import socket
+import struct
+
+from pxetwist.config import Config
+
+_SIOCGIFADDR = 0x8915
+
+
+def interface_address(name: str) -> str | None:
+    """The IPv4 address of interface ``name``, or ``None`` if it has none."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        try:
+            packed = fcntl.ioctl(sock.fileno(), _SIOCGIFADDR,
+                                 struct.pack("256s", name.encode()[:15]))
+        except OSError:
+            return None
+    return socket.inet_ntoa(packed[20:24])
+
+
+def primary_address() -> str | None:
+    """The source address the kernel would use for the default route, found by
+    ``connect`` on a UDP socket (which sends nothing), or ``None`` with no route."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        try:
+            sock.connect(("192.0.2.1", 9))
+            address: str = sock.getsockname()[0]
+        except OSError:
+            return None
+    return None if address.startswith("0.") else address
+
+
+def server_address(config: Config) -> str:
+    """``[server] address``, else the address of ``[server] interface``, else the
+    primary address, else ``127.0.0.1``."""
+    if config.server.address is not None:
+        return str(config.server.address)
+    if config.server.interface:
+        address = interface_address(config.server.interface)
+        if address:
+            return address
+    return primary_address() or "127.0.0.1"

@@ -1,0 +1,189 @@
+"""The one place where every part of pxetwist meets.
+
+:func:`make_service` assembles a :class:`PxeService` (a ``MultiService``) from
+small builders that a test can call alone. Named children: ``store``,
+``events``, ``catalog``, ``dhcp``, ``tftp``, ``http``. Low ports are bound in
+``privilegedStartService`` by the protocol services themselves, so ``twistd
+-u/-g`` can drop root afterwards.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.application import strports
+from twisted.application.internet import TimerService
+from twisted.application.service import IService, MultiService, Service
+from twisted.internet.defer import Deferred
+from twisted.logger import ILogObserver, Logger
+from twisted.web.server import Site
+
+from pxetwist.catalog import CatalogService
+from pxetwist.config import Config
+from pxetwist.events import BootEvent, EventBus
+from pxetwist.http.app import PxeApp
+from pxetwist.machines import MachineRegistry
+from pxetwist.metrics import BOOT_EVENTS
+from pxetwist.netinfo import server_address
+from pxetwist.store import Store
+
+#: Seconds between two status lines in the log.
+STATUS_INTERVAL = 300
+
+
+class StoreService(Service):
+    """Runs the store's SQL thread while the server runs; closes the file at the end."""
+
+    name = "store"
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def startService(self) -> None:
+        self.store.start()
+        super().startService()
+
+    def stopService(self) -> Deferred[None] | None:
+        super().stopService()
+        self.store.close()
+        return None
+
+
+class EventsService(Service):
+    """Owns the boot-event bus and the machine records fed by it."""
+
+    name = "events"
+
+    def __init__(self, bus: EventBus, machines: MachineRegistry) -> None:
+        self.bus = bus
+        self.machines = machines
+        self._unsubscribe: Any = None
+
+    def startService(self) -> None:
+        self.machines.start()
+        self._unsubscribe = self.bus.subscribe(_count_event)
+        super().startService()
+
+    def stopService(self) -> Deferred[None]:
+        super().stopService()
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+        return self.machines.stop()
+
+
+def _count_event(event: BootEvent) -> None:
+    BOOT_EVENTS.labels(stage=event.stage).inc()
+
+
+class PxeService(MultiService):
+    """The whole server. Logs a status line every :data:`STATUS_INTERVAL` seconds and one
+    line at shutdown.
+
+    :ivar address: the IPv4 address clients reach us at.
+    :ivar base_url: the URL written into iPXE scripts.
+    :ivar log_observer: when set, registered on twistd's application as its log
+        observer (twistd reads it from there before it starts logging); ``tap`` uses
+        it to filter debug events unless ``--verbose``.
+    """
+
+    _log = Logger()
+
+    def __init__(self, config: Config, address: str, base_url: str, reactor: Any) -> None:
+        super().__init__()
+        self.config = config
+        self.address = address
+        self.base_url = base_url
+        status = TimerService(STATUS_INTERVAL, self.log_status)
+        status.clock = reactor
+        status.setName("status")
+        status.setServiceParent(self)
+        self.log_observer: ILogObserver | None = None
+
+    def setServiceParent(self, parent: Any) -> None:
+        if self.log_observer is not None and hasattr(parent, "setComponent"):
+            parent.setComponent(ILogObserver, self.log_observer)
+        super().setServiceParent(parent)
+
+    def status(self) -> dict[str, int]:
+        """Counts for the status line: leases in use, transfers running, boot events."""
+        counts: dict[str, int] = {}
+        dhcp: Any = self.namedServices.get("dhcp")
+        if dhcp is not None and hasattr(dhcp, "leases_in_use"):
+            counts["leases"] = dhcp.leases_in_use()
+        tftp: Any = self.namedServices.get("tftp")
+        if tftp is not None and hasattr(tftp, "active_transfers"):
+            counts["transfers"] = tftp.active_transfers
+        events: Any = self.namedServices.get("events")
+        if events is not None:
+            counts["events"] = events.bus.last_seq
+        return counts
+
+    def log_status(self) -> None:
+        counts = self.status()
+        self._log.info(
+            "status: {leases} leases in use, {transfers} transfers running, "
+            "{events} boot events since start",
+            leases=counts.get("leases", 0),
+            transfers=counts.get("transfers", 0),
+            events=counts.get("events", 0),
+        )
+
+    def startService(self) -> None:
+        self._log.info("pxetwist serving at {address}; boot scripts from {url}",
+                       address=self.address, url=self.base_url)
+        super().startService()
+
+    def stopService(self) -> Deferred[None]:
+        counts = self.status()
+        self._log.info(
+            "pxetwist stopping with {leases} active leases and {transfers} transfers running",
+            leases=counts.get("leases", 0),
+            transfers=counts.get("transfers", 0),
+        )
+        result: Deferred[None] = super().stopService()
+        return result
+
+
+def build_store(config: Config, reactor: Any) -> Store:
+    """Open (and migrate) the state file. :raises StoreError: if it cannot be used."""
+    return Store(config.server.state, reactor)
+
+
+def build_catalog(config: Config, store: Store, reactor: Any) -> CatalogService:
+    """The catalog service over ``[catalog] paths``."""
+    return CatalogService(config.catalog, store, reactor)
+
+
+def build_http(config: Config, app: PxeApp, reactor: Any) -> IService:
+    """The HTTP listener serving the Klein app on ``[http] interface``:``port``."""
+    description = f"tcp:{config.http.port}"
+    if config.http.interface:
+        description += ":interface=" + config.http.interface.replace(":", "\\:")
+    service = strports.service(description, Site(app.resource()), reactor=reactor)
+    service.setName("http")
+    return service
+
+
+def make_service(config: Config, reactor: Any) -> PxeService:
+    """Assemble the whole server from ``config``, using ``reactor`` for all I/O and time.
+
+    :raises pxetwist.store.StoreError: when the state file cannot be used.
+    """
+    address = server_address(config)
+    base_url = config.base_url(address)
+    top = PxeService(config, address, base_url, reactor)
+
+    store = build_store(config, reactor)
+    StoreService(store).setServiceParent(top)
+
+    bus = EventBus(reactor)
+    machines = MachineRegistry(store, bus, reactor)
+    EventsService(bus, machines).setServiceParent(top)
+
+    catalog = build_catalog(config, store, reactor)
+    catalog.setServiceParent(top)
+
+    running = ["http"]
+    app = PxeApp(config, catalog, machines, store, bus, base_url, tuple(running))
+    build_http(config, app, reactor).setServiceParent(top)
+    return top
