@@ -1,0 +1,106 @@
+"""The plugin, the options and the service tree, assembled without binding."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import pytest_twisted
+from twisted.application.service import IService, IServiceMaker
+from twisted.internet.testing import MemoryReactorClock
+from twisted.plugin import getPlugins
+
+from pxetwist.config import Config, load_text
+from pxetwist.service import make_service
+from pxetwist.tap import Options
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def lab_config(tmp_path: Path, extra: str = "") -> Config:
+    """A config for tests: everything under tmp_path, high/ephemeral ports, DHCP off."""
+    for name in ("tftproot", "catalog"):
+        (tmp_path / name).mkdir(exist_ok=True)
+    text = (
+        "[server]\naddress = 127.0.0.1\nstate = state.sqlite\n"
+        "[dhcp]\nmode = off\n[tftp]\nenabled = no\nport = 0\nroot = tftproot\n"
+        "[http]\nport = 0\ninterface = 127.0.0.1\n[catalog]\npaths = catalog\n" + extra
+    )
+    return load_text(text, tmp_path, "test.ini")
+
+
+def test_plugin_is_discovered() -> None:
+    """twistd finds the 'pxeboot' plugin through Twisted's plugin scan."""
+    makers = {maker.tapname: maker for maker in getPlugins(IServiceMaker)}
+    assert "pxeboot" in makers
+    assert makers["pxeboot"].options is Options
+
+
+def test_plugin_folder_has_no_init() -> None:
+    """twisted/plugins/ must not be a package of ours (it would hide Twisted's plugins)."""
+    assert not (REPO / "twisted" / "plugins" / "__init__.py").exists()
+
+
+def test_options_load_config_and_overrides() -> None:
+    """--config loads the file and --set overrides a key, validated."""
+    options = Options()
+    options.parseOptions(["--config", str(REPO / "etc" / "pxe.ini"), "--set", "http.port=9999"])
+    assert options.config is not None and options.config.http.port == 9999
+
+
+def test_bad_config_exits_with_one_line(tmp_path: Path) -> None:
+    """A bad value ends option parsing with SystemExit naming section and key."""
+    shutil.copy(REPO / "etc" / "pxe.ini", tmp_path / "pxe.ini")
+    (tmp_path / "pxe.ini").write_text(
+        (tmp_path / "pxe.ini").read_text().replace("range_start =", "range_start = 10.0.0.300")
+    )
+    with pytest.raises(SystemExit) as info:
+        Options().parseOptions(["--config", str(tmp_path / "pxe.ini")])
+    assert str(info.value).count("\n") == 0
+    assert "[dhcp] range_start: '10.0.0.300' is not an IPv4 address" in str(info.value)
+
+
+def test_service_tree_assembles_without_binding(tmp_path: Path) -> None:
+    """make_service builds named children and binds nothing until started."""
+    reactor = MemoryReactorClock()
+    top = make_service(lab_config(tmp_path), reactor)
+    assert IService.providedBy(top)
+    names = {service.name for service in top}
+    assert {"store", "events", "catalog", "http", "status"} <= names
+    assert reactor.tcpServers == []
+    assert top.base_url == "http://127.0.0.1:0"
+
+
+def test_service_tree_binds_http_when_started(tmp_path: Path) -> None:
+    """Starting the tree listens on [http] port/interface through the given reactor."""
+    reactor = MemoryReactorClock()
+    top = make_service(lab_config(tmp_path), reactor)
+    top.privilegedStartService()
+    top.startService()
+    try:
+        assert [(port, interface) for port, _, _, interface in reactor.tcpServers] == [
+            (0, "127.0.0.1")
+        ]
+    finally:
+        top.stopService()
+
+
+@pytest_twisted.ensureDeferred
+async def test_health_on_loopback(tmp_path: Path, reactor: object) -> None:
+    """The real service on 127.0.0.1 answers GET /health with what runs."""
+    import treq
+
+    top = make_service(lab_config(tmp_path), reactor)
+    top.privilegedStartService()
+    top.startService()
+    try:
+        http = top.getServiceNamed("http")
+        port = http._waitingForPort.result.getHost().port  # type: ignore[attr-defined]
+        response = await treq.get(f"http://127.0.0.1:{port}/health")
+        body = json.loads(await response.text())
+        assert response.code == 200
+        assert body["status"] == "ok" and "http" in body["services"]
+    finally:
+        await top.stopService()

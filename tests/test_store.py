@@ -1,0 +1,142 @@
+"""The SQLite store: a real file, migrations from empty, durability across reopen."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+import pytest_twisted
+
+from pxetwist.store import (
+    EVENTS_PER_MACHINE,
+    MIGRATIONS,
+    EventRow,
+    LeaseRow,
+    MachineRow,
+    SettingRow,
+    Store,
+    StoreError,
+)
+
+
+def lease(ip: str, mac: str = "52:54:00:00:00:01") -> LeaseRow:
+    return LeaseRow(ip, mac, "01" + mac.replace(":", ""), "host", 1000.0, "bound")
+
+
+def test_new_file_is_migrated(tmp_path: Path) -> None:
+    """A new state file gets every table, the latest schema version, and WAL mode."""
+    store = Store(tmp_path / "sub" / "state.sqlite")
+    store.close()
+    conn = sqlite3.connect(tmp_path / "sub" / "state.sqlite")
+    tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    assert {"leases", "machines", "catalog_settings", "events"} <= tables
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_data_survives_close_and_reopen(tmp_path: Path) -> None:
+    """Leases, machines and settings written before close are there after reopening."""
+    path = tmp_path / "state.sqlite"
+    store = Store(path)
+    store.put_leases([lease("10.0.0.5"), lease("10.0.0.6", "52:54:00:00:00:02")])
+    store.put_machine(MachineRow("52:54:00:00:00:01", 1.0, 2.0, "10.0.0.5", "bios", "",
+                                 "pending", "debian", True, "dhcp.ack"))
+    store.put_setting(SettingRow("debian", False, "Debian 12", 3, True, "quiet"))
+    store.close()
+
+    reopened = Store(path)
+    assert [row.ip for row in reopened.leases_now()] == ["10.0.0.5", "10.0.0.6"]
+    machines = reopened.machines_now()
+    assert machines[0].entry == "debian" and machines[0].once is True
+    assert reopened.settings_now()["debian"] == SettingRow("debian", False, "Debian 12", 3,
+                                                           True, "quiet")
+    reopened.close()
+
+
+def test_only_one_default_setting(tmp_path: Path) -> None:
+    """Making an entry the default clears the flag on every other entry in one transaction."""
+    store = Store(tmp_path / "s.sqlite")
+    store.put_setting(SettingRow("a", None, None, None, True, None))
+    store.put_setting(SettingRow("b", None, None, None, True, None), clear_other_defaults=True)
+    settings = store.settings_now()
+    assert settings["a"].is_default is False and settings["b"].is_default is True
+    store.close()
+
+
+def test_delete_lease(tmp_path: Path) -> None:
+    """A deleted lease is gone."""
+    store = Store(tmp_path / "s.sqlite")
+    store.put_lease(lease("10.0.0.5"))
+    store.delete_lease("10.0.0.5")
+    assert store.leases_now() == []
+    store.close()
+
+
+def test_history_is_bounded_per_machine(tmp_path: Path) -> None:
+    """Each machine keeps at most EVENTS_PER_MACHINE events, the newest ones."""
+    store = Store(tmp_path / "s.sqlite")
+    mac = "52:54:00:00:00:01"
+    rows = [EventRow(float(i), mac, "", "dhcp.ack", str(i), "", "")
+            for i in range(EVENTS_PER_MACHINE + 20)]
+    store.append_events(rows)
+    store.append_events([EventRow(0.0, "52:54:00:00:00:02", "", "dhcp.ack", "other", "", "")])
+    history = store.history(mac)
+    result = []
+    history.addCallback(result.append)
+    events = result[0]
+    assert len(events) == EVENTS_PER_MACHINE
+    assert events[0].detail == "20" and events[-1].detail == str(EVENTS_PER_MACHINE + 19)
+    store.close()
+
+
+def test_corrupt_file_is_a_clear_error(tmp_path: Path) -> None:
+    """A file that is not a database is a StoreError naming it, and is left untouched."""
+    path = tmp_path / "state.sqlite"
+    junk = b"this is not sqlite" * 100
+    path.write_bytes(junk)
+    with pytest.raises(StoreError, match=r"state file .*state.sqlite: file is not a database"):
+        Store(path)
+    assert path.read_bytes() == junk
+
+
+def test_unwritable_folder_is_a_clear_error(tmp_path: Path) -> None:
+    """A state file under a path that cannot be a folder is a StoreError naming it."""
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(StoreError, match="state file .*cannot create its folder"):
+        Store(blocker / "state.sqlite")
+
+
+def test_newer_schema_is_refused(tmp_path: Path) -> None:
+    """A file from a newer pxetwist is refused rather than silently misread."""
+    path = tmp_path / "state.sqlite"
+    conn = sqlite3.connect(path)
+    conn.execute(f"PRAGMA user_version={len(MIGRATIONS) + 1}")
+    conn.close()
+    with pytest.raises(StoreError, match="newer than this pxetwist"):
+        Store(path)
+
+
+@pytest_twisted.ensureDeferred
+async def test_threaded_store_runs_off_the_reactor_thread(tmp_path: Path, reactor: object) -> None:
+    """With a reactor, SQL runs on the store's own thread and Deferreds fire with results."""
+    import threading
+
+    store = Store(tmp_path / "s.sqlite", reactor)  # type: ignore[arg-type]
+    store.start()
+    try:
+        seen: list[str] = []
+        original = store._write
+
+        def spy(statements: object) -> None:
+            seen.append(threading.current_thread().name)
+            original(statements)  # type: ignore[arg-type]
+
+        store._write = spy  # type: ignore[method-assign]
+        await store.put_lease(lease("10.0.0.9"))
+        rows = await store.leases()
+        assert [row.ip for row in rows] == ["10.0.0.9"]
+        assert seen and seen[0] != threading.main_thread().name
+    finally:
+        store.close()
