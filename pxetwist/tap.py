@@ -7,6 +7,7 @@ binds, with one line naming what is wrong.
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Any
 
@@ -71,16 +72,44 @@ def _log_observer(options: Options) -> ILogObserver | None:
     )
 
 
+def _hand_state_to(options: Options, config: Config) -> None:
+    """With ``twistd -u/-g``, give the state file (and its WAL files and folder) to the
+    user the server will run as, so SQLite can still write after root is dropped."""
+    twistd_options: Any = getattr(options, "parent", None)
+    uid = twistd_options.get("uid") if twistd_options is not None else None
+    gid = twistd_options.get("gid") if twistd_options is not None else None
+    if (uid is None and gid is None) or os.getuid() != 0:
+        return
+    state = config.server.state
+    for path in (state.parent, state, state.with_name(state.name + "-wal"),
+                 state.with_name(state.name + "-shm")):
+        if path.exists():
+            os.chown(path, -1 if uid is None else uid, -1 if gid is None else gid)
+
+
+def _import_before_dropping_root() -> None:
+    """Import now what request handling would import lazily later: after ``twistd -u``
+    drops root, the interpreter's own files may no longer be readable (a Python under
+    /root, say), and a lazy import would then fail mid-request."""
+    import encodings.idna  # noqa: F401  (werkzeug encodes hostnames per request)
+    import mimetypes
+
+    mimetypes.init()
+
+
 def makeService(options: Options) -> IService:
     """Build the server from the loaded config with the global reactor."""
     from twisted.internet import reactor
 
     from pxetwist.service import make_service
 
+    _import_before_dropping_root()
+
     assert options.config is not None
     try:
         service = make_service(options.config, reactor)
     except StoreError as e:
         raise SystemExit(f"pxetwist: {e}") from None
+    _hand_state_to(options, options.config)
     service.log_observer = _log_observer(options)
     return service
