@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import pytest_twisted
 from twisted.internet.task import Clock
 
 from pxetwist.catalog import CatalogService, scan, slugify
@@ -180,3 +181,26 @@ def test_rescan_timer_picks_up_new_files(tmp_path: Path) -> None:
     clock.advance(60)
     assert list(catalog.entries) == ["new-efi"]
     catalog.stopService()
+
+
+@pytest_twisted.ensureDeferred
+async def test_file_changes_trigger_a_rescan(tmp_path: Path, reactor: object) -> None:
+    """With inotify, a file dropped into the catalog appears without a refresh call."""
+    from twisted.internet import task
+
+    root = tmp_path / "catalog"
+    root.mkdir()
+    store = Store(tmp_path / "s.sqlite", reactor)  # type: ignore[arg-type]
+    store.start()
+    catalog = CatalogService(CatalogConfig((root,), 0, True), store, reactor)
+    catalog.startService()
+    try:
+        (root / "dropped.iso").write_bytes(b"\0" * 16)
+        for _ in range(50):
+            if "dropped-iso" in catalog.entries:
+                break
+            await task.deferLater(reactor, 0.1, lambda: None)  # type: ignore[arg-type]
+        assert "dropped-iso" in catalog.entries
+    finally:
+        await catalog.stopService()
+        store.close()
