@@ -269,7 +269,13 @@ class _Reader:
 
     def folder(self, section: str, key: str, text: str | None = None) -> Path:
         path = self.path(section, key, text)
-        if not path.is_dir():
+        try:
+            exists = path.is_dir()
+        except (OSError, ValueError) as e:  # name too long, NUL byte, ...
+            reason = getattr(e, "strerror", None) or str(e)
+            raise self.error(section, key, f"folder {str(path)!r} cannot be used: {reason}"
+                             ) from None
+        if not exists:
             raise self.error(section, key, f"folder {str(path)!r} does not exist")
         return path
 
