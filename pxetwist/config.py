@@ -262,6 +262,8 @@ class _Reader:
         text = self.raw(section, key) if text is None else text
         if not text:
             raise self.error(section, key, "a path is required")
+        if "\0" in text:
+            raise self.error(section, key, "a path cannot contain a NUL byte")
         path = Path(text).expanduser()
         if not path.is_absolute():
             path = self._folder / path

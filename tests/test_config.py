@@ -104,14 +104,14 @@ def test_each_error_is_one_line_naming_section_and_key(
     assert expected in message
 
 
-@pytest.mark.parametrize("name", ["t" * 5000, "tftp\0root"])
+@pytest.mark.parametrize("name", ["t" * 5000, "tftp\0root", "~\0root"])
 def test_unusable_folder_names_are_config_errors(folder: Path, name: str) -> None:
     """A folder name the OS cannot even look up (too long, NUL) is a one-line error.
 
-    Found by fuzz/fuzz_config.py: it used to raise OSError.
+    Found by fuzz/fuzz_config.py: they used to raise OSError and ValueError.
     """
     message = error_of(f"[tftp]\nroot = {name}\n", folder)
-    assert "[tftp] root: folder" in message
+    assert "[tftp] root: " in message
 
 
 def test_boot_files_accept_names_and_codes(folder: Path) -> None:
