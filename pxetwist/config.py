@@ -264,7 +264,10 @@ class _Reader:
             raise self.error(section, key, "a path is required")
         if "\0" in text:
             raise self.error(section, key, "a path cannot contain a NUL byte")
-        path = Path(text).expanduser()
+        try:
+            path = Path(text).expanduser()
+        except RuntimeError:  # ~user with no such user
+            raise self.error(section, key, f"{text!r}: no such user's home folder") from None
         if not path.is_absolute():
             path = self._folder / path
         return Path(os.path.normpath(path))

@@ -104,11 +104,11 @@ def test_each_error_is_one_line_naming_section_and_key(
     assert expected in message
 
 
-@pytest.mark.parametrize("name", ["t" * 5000, "tftp\0root", "~\0root"])
+@pytest.mark.parametrize("name", ["t" * 5000, "tftp\0root", "~\0root", "~nosuchuser9/x"])
 def test_unusable_folder_names_are_config_errors(folder: Path, name: str) -> None:
     """A folder name the OS cannot even look up (too long, NUL) is a one-line error.
 
-    Found by fuzz/fuzz_config.py: they used to raise OSError and ValueError.
+    Found by fuzz/fuzz_config.py: they used to raise OSError, ValueError and RuntimeError.
     """
     message = error_of(f"[tftp]\nroot = {name}\n", folder)
     assert "[tftp] root: " in message
