@@ -68,6 +68,7 @@ class MachineRegistry:
         self._events = events
         self._reactor = reactor
         self._machines: dict[str, MachineRow] = {}
+        self._mac_by_ip: dict[str, str] = {}
         self._pending_events: list[EventRow] = []
         self._dirty: set[str] = set()
         self._flush_call: Any = None
@@ -78,6 +79,8 @@ class MachineRegistry:
     def start(self) -> None:
         """Load the records and start following boot events."""
         self._machines = {m.mac: m for m in self._store.machines_now()}
+        self._mac_by_ip = {m.ip: m.mac for m in sorted(self._machines.values(),
+                                                       key=lambda m: m.last_seen) if m.ip}
         self._unsubscribe = self._events.subscribe(self._on_event)
 
     def stop(self) -> Deferred[None]:
@@ -96,6 +99,10 @@ class MachineRegistry:
     def all(self) -> list[MachineRow]:
         """Every record, by MAC."""
         return [self._machines[mac] for mac in sorted(self._machines)]
+
+    def mac_for_ip(self, ip: str) -> str:
+        """The MAC last seen at ``ip``, or ``""`` (TFTP and HTTP file fetches carry no MAC)."""
+        return self._mac_by_ip.get(ip, "")
 
     def boot_entry(self, mac: str) -> str | None:
         """The entry ``mac`` must boot now, or ``None`` (menu or local, per config)."""
@@ -166,6 +173,8 @@ class MachineRegistry:
             last_stage=event.stage,
         )
         self._machines[event.mac] = updated
+        if event.ip:
+            self._mac_by_ip[event.ip] = event.mac
         self._dirty.add(event.mac)
         self._pending_events.append(
             EventRow(event.time, event.mac, event.ip, event.stage, event.detail, event.arch,

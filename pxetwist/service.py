@@ -26,6 +26,7 @@ from pxetwist.machines import MachineRegistry
 from pxetwist.metrics import BOOT_EVENTS
 from pxetwist.netinfo import server_address
 from pxetwist.store import Store
+from pxetwist.tftp.service import build_tftp_service
 
 #: Seconds between two status lines in the log.
 STATUS_INTERVAL = 300
@@ -184,6 +185,10 @@ def make_service(config: Config, reactor: Any) -> PxeService:
     catalog.setServiceParent(top)
 
     running = ["http"]
+    if config.tftp.enabled:
+        build_tftp_service(config, bus, reactor, mac_for_ip=machines.mac_for_ip
+                           ).setServiceParent(top)
+        running.append("tftp")
     app = PxeApp(config, catalog, machines, store, bus, base_url, tuple(running))
     build_http(config, app, reactor).setServiceParent(top)
     return top

@@ -1,0 +1,191 @@
+"""The TFTP listener on port 69: parses requests and starts sessions, decides nothing else.
+
+Each accepted RRQ gets a :class:`~pxetwist.tftp.session.TftpSession` on a new
+ephemeral port (its TID), opened through the injected reactor. Caps on
+sessions (total and per client) are checked before any file is opened, and a
+request never gets more than the OACK or the first window until the client
+answers, so a spoofed RRQ cannot be amplified.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+from twisted.internet.protocol import DatagramProtocol
+from twisted.logger import Logger
+
+from pxetwist.config import TftpConfig
+from pxetwist.events import EventBus, Stage
+from pxetwist.metrics import (
+    TFTP_ACTIVE,
+    TFTP_BYTES,
+    TFTP_DROPPED,
+    TFTP_REQUESTS,
+    TFTP_SECONDS,
+    TFTP_TRANSFERS,
+)
+from pxetwist.tftp import packet
+from pxetwist.tftp.files import FileRefusedError, FileResolver
+from pxetwist.tftp.session import MAX_RTO, TftpSession
+
+#: Protocol limits of the options (RFC 2348, 2349, 7440).
+BLKSIZE_RANGE = (8, 65464)
+TIMEOUT_RANGE = (1, 255)
+WINDOWSIZE_RANGE = (1, 65535)
+
+
+def negotiate(options: dict[str, str], size: int, config: TftpConfig
+              ) -> tuple[int, int, float, dict[str, str]]:
+    """Accept the options we support, clamped to the config.
+
+    :returns: ``(blksize, windowsize, max_rto, oack)``; an option with a bad value
+        is ignored (not acknowledged), as RFC 2347 allows.
+    """
+    blksize, windowsize, max_rto = 512, 1, MAX_RTO
+    oack: dict[str, str] = {}
+    for name, value in options.items():
+        if not value.isdigit() or len(value) > 10:
+            continue
+        number = int(value)
+        if name == "blksize" and number >= BLKSIZE_RANGE[0]:
+            blksize = min(number, BLKSIZE_RANGE[1], config.max_blksize)
+            oack["blksize"] = str(blksize)
+        elif name == "tsize":
+            oack["tsize"] = str(size)
+        elif name == "timeout" and TIMEOUT_RANGE[0] <= number <= TIMEOUT_RANGE[1]:
+            max_rto = float(number)
+            oack["timeout"] = str(number)
+        elif name == "windowsize" and number >= WINDOWSIZE_RANGE[0]:
+            windowsize = min(number, WINDOWSIZE_RANGE[1], config.max_windowsize)
+            oack["windowsize"] = str(windowsize)
+    return blksize, windowsize, max_rto, oack
+
+
+class TftpServerProtocol(DatagramProtocol):
+    """Listens for RRQs and starts a session per accepted request.
+
+    :param config: ``[tftp]``.
+    :param resolver: where files come from.
+    :param events: boot events (transfer start and end).
+    :param reactor: opens each session's port and runs its timers.
+    :param mac_for_ip: the MAC last seen at an address (TFTP itself never learns it),
+        so a transfer shows in that machine's timeline.
+    """
+
+    noisy = False
+    _log = Logger()
+
+    def __init__(
+        self,
+        config: TftpConfig,
+        resolver: FileResolver,
+        events: EventBus,
+        reactor: Any,
+        mac_for_ip: Callable[[str], str] | None = None,
+    ) -> None:
+        self.config = config
+        self.resolver = resolver
+        self.events = events
+        self.reactor = reactor
+        self.mac_for_ip = mac_for_ip or (lambda ip: "")
+        self.sessions: set[TftpSession] = set()
+        self._per_client: Counter[str] = Counter()
+
+    def datagramReceived(self, data: bytes, addr: tuple[str, int]) -> None:
+        try:
+            request = packet.parse(data)
+        except packet.TftpPacketError as e:
+            TFTP_DROPPED.labels(reason="malformed").inc()
+            self._log.debug("dropped malformed datagram from {addr}: {error}", addr=addr,
+                            error=e)
+            return
+        if not isinstance(request, packet.Request):
+            TFTP_DROPPED.labels(reason="not-a-request").inc()
+            return
+        try:
+            self._request(request, addr)
+        except Exception:
+            TFTP_DROPPED.labels(reason="internal-error").inc()
+            self._log.failure("TFTP request from {addr} failed", addr=addr)
+
+    def _refuse(self, addr: tuple[str, int], code: int, message: str) -> None:
+        assert self.transport is not None
+        self.transport.write(packet.encode_error(code, message), addr)
+
+    def _request(self, request: packet.Request, addr: tuple[str, int]) -> None:
+        host = addr[0]
+        if request.opcode == packet.WRQ:
+            TFTP_REQUESTS.labels(op="wrq").inc()
+            self._refuse(addr, packet.ERR_ACCESS, "write requests are not accepted")
+            return
+        TFTP_REQUESTS.labels(op="rrq").inc()
+        if request.mode not in ("octet", "netascii"):
+            self._refuse(addr, packet.ERR_ILLEGAL, f"mode {request.mode[:20]} not supported")
+            return
+        if len(self.sessions) >= self.config.max_sessions:
+            TFTP_DROPPED.labels(reason="max-sessions").inc()
+            self._refuse(addr, packet.ERR_UNDEFINED, "server busy, try again")
+            return
+        if self._per_client[host] >= self.config.max_sessions_per_client:
+            TFTP_DROPPED.labels(reason="max-sessions-per-client").inc()
+            self._refuse(addr, packet.ERR_UNDEFINED, "too many transfers from you")
+            return
+        try:
+            source = self.resolver.open(request.filename, request.mode == "netascii")
+        except FileRefusedError as e:
+            self._log.info("TFTP {file!r} refused to {client}: {reason}",
+                           file=request.filename[:100], client=host, reason=e.message)
+            self._refuse(addr, e.code, e.message)
+            return
+        blksize, windowsize, max_rto, oack = negotiate(request.options, source.size, self.config)
+        session = TftpSession(source, addr, blksize, windowsize, oack, self.reactor,
+                              self._session_done, max_rto=max_rto,
+                              stall_timeout=self.config.stall_timeout)
+        self.sessions.add(session)
+        self._per_client[host] += 1
+        TFTP_ACTIVE.inc()
+        self.events.publish(Stage.TFTP_START, mac=self.mac_for_ip(host), ip=host,
+                            detail=source.name)
+        try:
+            self.reactor.listenUDP(0, session, interface=self.config.address)
+        except Exception:
+            session.result = "error"
+            self._forget(session)
+            source.close()
+            raise
+
+    def _forget(self, session: TftpSession) -> None:
+        if session in self.sessions:
+            self.sessions.discard(session)
+            TFTP_ACTIVE.dec()
+            host = session.client[0]
+            self._per_client[host] -= 1
+            if self._per_client[host] <= 0:
+                del self._per_client[host]
+
+    def _session_done(self, session: TftpSession, result: str) -> None:
+        self._forget(session)
+        host = session.client[0]
+        seconds = self.reactor.seconds() - session.started
+        sent = session.bytes_acked
+        TFTP_TRANSFERS.labels(result=result).inc()
+        TFTP_BYTES.inc(sent)
+        TFTP_SECONDS.observe(seconds)
+        self._log.info(
+            "TFTP {file} to {client}: {result}, {bytes} bytes in {seconds:.3f} s, "
+            "blksize {blksize} window {window}, {retransmits} retransmits",
+            file=session.source.name, client=host, result=result, bytes=sent,
+            seconds=seconds, blksize=session.blksize, window=session.windowsize,
+            retransmits=session.retransmits,
+        )
+        stage = Stage.TFTP_END if result in ("complete", "aborted") else Stage.TFTP_ERROR
+        self.events.publish(stage, mac=self.mac_for_ip(host), ip=host,
+                            detail=f"{session.source.name} {result} {sent} bytes "
+                                   f"{seconds:.2f} s")
+
+    def stop_sessions(self) -> None:
+        """End every running transfer (shutdown): ports and files are released."""
+        for session in list(self.sessions):
+            session.abort()

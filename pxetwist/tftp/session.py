@@ -1,0 +1,234 @@
+"""One TFTP read transfer: its own ``DatagramProtocol`` on its own ephemeral port (its TID).
+
+The session sends a window of DATA blocks (RFC 7440; 1 block = classic
+lock-step) and waits for an ACK. An ACK for the last block of the window
+moves on; a shorter ACK means the client lost something, so sending resumes
+from the block after it; an ACK for a block already acknowledged is ignored
+(no Sorcerer's Apprentice). Block numbers roll over past 65535 to 0.
+
+Retransmission adapts to the link: the round trip is measured per window
+(only on windows sent once, Karn's rule) and the retransmission timeout is a
+few smoothed RTTs (RFC 6298 style), bounded below by :data:`MIN_RTO` and above
+by the client's ``timeout`` option (or :data:`MAX_RTO`), doubling on each try.
+After :data:`MAX_TRIES` tries without progress, or ``stall_timeout`` seconds
+without progress, the session gives up and releases its port and file.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from twisted.internet.protocol import DatagramProtocol
+from twisted.logger import Logger
+
+from pxetwist.metrics import TFTP_DROPPED, TFTP_RETRANSMITS
+from pxetwist.tftp import packet
+from pxetwist.tftp.files import FileSource
+
+MIN_RTO = 0.01
+MAX_RTO = 2.0
+INITIAL_RTO = 1.0
+MAX_TRIES = 8
+#: Bytes read ahead from disk per ``pread`` for files not held in memory.
+READ_AHEAD = 256 * 1024
+
+Address = tuple[str, int]
+
+
+class TftpSession(DatagramProtocol):
+    """Sends one file to one client.
+
+    :param source: what to send (closed when the session ends).
+    :param client: the client's (host, port): its TID.
+    :param blksize: negotiated block size.
+    :param windowsize: negotiated window (blocks per ACK).
+    :param oack: options to acknowledge first (empty: start with DATA 1).
+    :param clock: ``seconds`` and ``callLater``.
+    :param on_done: called once with ``(session, result)``; result is ``complete``,
+        ``aborted`` (client error after OACK, e.g. OVMF's size probe), ``client-error``,
+        ``timeout`` or ``stalled``.
+    :param max_rto: upper bound of the retransmission timeout (client's ``timeout``).
+    :param stall_timeout: seconds without progress before giving up.
+    """
+
+    noisy = False
+    _log = Logger()
+
+    def __init__(
+        self,
+        source: FileSource,
+        client: Address,
+        blksize: int,
+        windowsize: int,
+        oack: dict[str, str],
+        clock: Any,
+        on_done: Callable[[TftpSession, str], object],
+        max_rto: float = MAX_RTO,
+        stall_timeout: float = 120.0,
+    ) -> None:
+        self.source = source
+        self.client = client
+        self.blksize = blksize
+        self.windowsize = windowsize
+        self._oack = oack
+        self._clock = clock
+        self._on_done = on_done
+        self._max_rto = max(max_rto, MIN_RTO)
+        self._stall_timeout = stall_timeout
+        #: number of DATA blocks: the last one is shorter than blksize (maybe empty)
+        self.last_block = source.size // blksize + 1
+        #: first block not yet acknowledged (absolute numbering, from 1)
+        self.base = 1
+        #: waiting for ACK 0 of the OACK
+        self.awaiting_oack_ack = bool(oack)
+        self.started = clock.seconds()
+        self.bytes_acked = 0
+        self.retransmits = 0
+        self.result: str | None = None
+        self._tries = 0
+        self._srtt: float | None = None
+        self._rttvar = 0.0
+        self._rto = min(INITIAL_RTO, self._max_rto)
+        self._sent_at = 0.0
+        self._resent = False
+        self._timer: Any = None
+        self._last_progress = self.started
+        self._buffer = b""
+        self._buffer_start = 0
+
+    # -- Twisted callbacks -----------------------------------------------------------
+
+    def startProtocol(self) -> None:
+        self._transmit()
+
+    def datagramReceived(self, data: bytes, addr: Address) -> None:
+        if self.result is not None:
+            return
+        assert self.transport is not None
+        if addr != self.client:
+            TFTP_DROPPED.labels(reason="unknown-tid").inc()
+            self.transport.write(packet.encode_error(packet.ERR_UNKNOWN_TID,
+                                                     "unknown transfer ID"), addr)
+            return
+        try:
+            message = packet.parse(data)
+        except packet.TftpPacketError:
+            TFTP_DROPPED.labels(reason="malformed").inc()
+            return
+        if isinstance(message, packet.Ack):
+            self._ack(message.block)
+        elif isinstance(message, packet.Error):
+            self._finish("aborted" if self.awaiting_oack_ack else "client-error")
+        else:
+            TFTP_DROPPED.labels(reason="unexpected").inc()
+
+    # -- the window ------------------------------------------------------------------
+
+    def _ack(self, block16: int) -> None:
+        if self.awaiting_oack_ack:
+            if block16 != 0:
+                return
+            self.awaiting_oack_ack = False
+            self._progress()
+            self._transmit()
+            return
+        # The ACK names a block in [base-1, base+window-1]; recover its absolute number.
+        low = self.base - 1
+        acked = low + ((block16 - low) & 0xFFFF)
+        if acked > min(self.base + self.windowsize - 1, self.last_block):
+            return  # out of the window: old duplicate from before a rollover
+        if acked < self.base:
+            return  # duplicate ACK: never resend because of it
+        self.bytes_acked = min(acked * self.blksize, self.source.size)
+        self.base = acked + 1
+        self._progress()
+        if acked >= self.last_block:
+            self._finish("complete")
+            return
+        self._transmit()
+
+    def _progress(self) -> None:
+        now = self._clock.seconds()
+        if not self._resent:
+            sample = now - self._sent_at
+            if self._srtt is None:
+                self._srtt, self._rttvar = sample, sample / 2
+            else:
+                self._rttvar = 0.75 * self._rttvar + 0.25 * abs(self._srtt - sample)
+                self._srtt = 0.875 * self._srtt + 0.125 * sample
+            self._rto = min(max(self._srtt + 4 * self._rttvar, 2 * self._srtt, MIN_RTO),
+                            self._max_rto)
+        self._tries = 0
+        self._last_progress = now
+
+    def _transmit(self, resend: bool = False) -> None:
+        """Send the OACK, or the window starting at ``base``, and arm the timer."""
+        assert self.transport is not None
+        write = self.transport.write
+        client = self.client
+        if self.awaiting_oack_ack:
+            write(packet.encode_oack(self._oack), client)
+        else:
+            end = min(self.base + self.windowsize - 1, self.last_block)
+            size = self.blksize
+            for block in range(self.base, end + 1):
+                offset = (block - 1) * size
+                write(packet.encode_data(block, self._read(offset, size)), client)
+        self._resent = resend
+        self._sent_at = self._clock.seconds()
+        timeout = self._rto * (2 ** self._tries)
+        if self._timer is not None and self._timer.active():
+            self._timer.reset(min(timeout, self._max_rto * 4))
+        else:
+            self._timer = self._clock.callLater(min(timeout, self._max_rto * 4), self._timeout)
+
+    def _read(self, offset: int, length: int) -> bytes:
+        if self.source.data is not None:
+            return self.source.data[offset:offset + length]
+        start = offset - self._buffer_start
+        if start < 0 or start + length > len(self._buffer):
+            if offset >= self.source.size:
+                return b""
+            want = max(READ_AHEAD, length * self.windowsize)
+            self._buffer = self.source.read(offset, want)
+            self._buffer_start = offset
+            start = 0
+        return self._buffer[start:start + length]
+
+    def _timeout(self) -> None:
+        self._timer = None
+        if self.result is not None:
+            return
+        if self._clock.seconds() - self._last_progress >= self._stall_timeout:
+            self._finish("stalled")
+            return
+        self._tries += 1
+        if self._tries > MAX_TRIES:
+            self._finish("timeout")
+            return
+        self.retransmits += 1
+        TFTP_RETRANSMITS.inc()
+        self._transmit(resend=True)
+
+    # -- ending ----------------------------------------------------------------------
+
+    def _finish(self, result: str) -> None:
+        if self.result is not None:
+            return
+        self.result = result
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
+        self.source.close()
+        self._buffer = b""
+        assert self.transport is not None
+        self.transport.stopListening()
+        self._on_done(self, result)
+
+    def abort(self, reason: str = "server shutting down") -> None:
+        """End the transfer now, telling the client (used on shutdown)."""
+        if self.result is None:
+            assert self.transport is not None
+            self.transport.write(packet.encode_error(packet.ERR_UNDEFINED, reason), self.client)
+            self._finish("cancelled")

@@ -1,0 +1,114 @@
+"""Resolving TFTP names: search order, normalisation, and every way out of the root refused."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from pxetwist.tftp.files import FileRefusedError, FileResolver, normalise
+
+
+@pytest.fixture
+def folders(tmp_path: Path) -> tuple[Path, Path]:
+    root = tmp_path / "root"
+    ipxe = tmp_path / "ipxe"
+    (root / "sub").mkdir(parents=True)
+    ipxe.mkdir()
+    (root / "pxelinux.0").write_bytes(b"root copy")
+    (root / "sub" / "grub.cfg").write_bytes(b"cfg")
+    (ipxe / "undionly.kpxe").write_bytes(b"ipxe build")
+    (ipxe / "pxelinux.0").write_bytes(b"ipxe copy")
+    (tmp_path / "secret").write_bytes(b"secret")
+    (root / "escape").symlink_to(tmp_path / "secret")
+    (root / "inside").symlink_to(root / "sub" / "grub.cfg")
+    (root / "dir").mkdir()
+    os.mkfifo(root / "fifo")
+    return root, ipxe
+
+
+def test_root_then_ipxe_dir_then_generated(folders: tuple[Path, Path]) -> None:
+    """Lookup order: root, ipxe_dir, then files the catalog generates."""
+    resolver = FileResolver(folders, lambda name: b"made" if name == "menu.ipxe" else None)
+    assert resolver.open("pxelinux.0").read(0, 100) == b"root copy"
+    assert resolver.open("undionly.kpxe").read(0, 100) == b"ipxe build"
+    assert resolver.open("menu.ipxe").read(0, 100) == b"made"
+    with pytest.raises(FileRefusedError) as info:
+        resolver.open("missing")
+    assert info.value.code == 1
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [("/sub/grub.cfg", "sub/grub.cfg"), ("\\sub\\grub.cfg", "sub/grub.cfg"),
+     ("sub//./grub.cfg", "sub/grub.cfg"), ("///pxelinux.0", "pxelinux.0")],
+)
+def test_names_are_normalised(name: str, expected: str) -> None:
+    """Leading slashes, backslashes, '.' and empty segments are normalised away."""
+    assert normalise(name) == expected
+
+
+ATTACKS = [
+    "..", "../secret", "../../etc/passwd", "/../secret", "sub/../../secret", "..\\secret",
+    "\\..\\..\\etc\\passwd", "sub\\..\\..\\secret", "./../secret", "....//..//secret/..",
+    "a/../../secret", "/", "", ".", "./", "sub/..", "\0", "pxelinux.0\0.txt",
+    "escape", "dir", "fifo", "sub", "/etc/passwd", "//etc/passwd", "C:\\Windows\\win.ini",
+    "sub/../../../../../../etc/shadow", "%2e%2e/secret", "..%2fsecret", "\\\\server\\share",
+    "../root/pxelinux.0", "sub/./../../secret", "..\0/secret", "/proc/self/environ",
+    "dir/../../secret", "...", ". ./secret",
+]
+
+
+@pytest.mark.parametrize("name", ATTACKS)
+def test_attack_names_never_reach_outside_files(folders: tuple[Path, Path], name: str) -> None:
+    """Traversal, NUL, absolute, Windows separators, symlinks out, non-regular files:
+    refused (or simply not found inside the root); never the secret."""
+    resolver = FileResolver(folders)
+    try:
+        source = resolver.open(name)
+    except FileRefusedError as e:
+        assert e.code in (1, 2)
+    else:
+        content = source.read(0, 1000)
+        source.close()
+        assert content != b"secret"
+        assert not os.path.isabs(source.name) and ".." not in source.name.split("/")
+    assert resolver.open_descriptors == 0
+
+
+def test_symlink_inside_the_root_is_served(folders: tuple[Path, Path]) -> None:
+    """A symlink that stays inside the root is fine."""
+    assert FileResolver(folders).open("inside").read(0, 10) == b"cfg"
+
+
+def test_symlink_leaving_the_root_is_error_2(folders: tuple[Path, Path]) -> None:
+    """A symlink that leaves the root is an access violation, not a fallback."""
+    with pytest.raises(FileRefusedError) as info:
+        FileResolver(folders).open("escape")
+    assert info.value.code == 2
+
+
+def test_small_files_are_cached_until_they_change(folders: tuple[Path, Path]) -> None:
+    """A cached small file is served from memory until its mtime or size changes."""
+    root, _ = folders
+    resolver = FileResolver(folders)
+    assert resolver.open("pxelinux.0").data == b"root copy"
+    (root / "pxelinux.0").write_bytes(b"new content!")
+    os.utime(root / "pxelinux.0", ns=(1, 10**18))
+    assert resolver.open("pxelinux.0").data == b"new content!"
+
+
+def test_large_files_use_a_descriptor_that_is_released(tmp_path: Path) -> None:
+    """Files above the cache limit are read with pread and closed on close()."""
+    (tmp_path / "r").mkdir()
+    big = tmp_path / "r" / "big.iso"
+    with big.open("wb") as f:
+        f.truncate(9 * 1024 * 1024)
+    resolver = FileResolver((tmp_path / "r",))
+    source = resolver.open("big.iso")
+    assert source.data is None and resolver.open_descriptors == 1
+    assert source.read(9 * 1024 * 1024 - 2, 10) == b"\0\0"
+    source.close()
+    source.close()
+    assert resolver.open_descriptors == 0

@@ -1,0 +1,321 @@
+"""TFTP listener and sessions, driven by bytes on a fake UDP reactor and a Clock."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from pxetwist.events import Stage
+from pxetwist.tftp import packet
+from pxetwist.tftp.session import MAX_TRIES
+from tests.tftp.helpers import CLIENT, make_rig
+
+FILE = bytes(range(256)) * 40  # 10240 bytes
+
+
+def test_lock_step_transfer_without_options(tmp_path: Path) -> None:
+    """No options: DATA 1 at once from a new port, one block per ACK, short last block."""
+    rig = make_rig(tmp_path, {"f": FILE})
+    rig.rrq("f")
+    port = rig.session_port()
+    received = b""
+    block = 1
+    while True:
+        [data] = rig.sent(port)
+        assert data == packet.Data(block, FILE[(block - 1) * 512: block * 512])
+        received += data.payload  # type: ignore[union-attr]
+        port.deliver(packet.encode_ack(block), CLIENT)
+        if len(data.payload) < 512:  # type: ignore[union-attr]
+            break
+        block += 1
+    assert received == FILE
+    assert block == 21  # 10240 = 20 full blocks + an empty 21st
+    assert port.connected is False
+    assert rig.server.sessions == set()
+
+
+def test_options_are_acknowledged_then_ack0_starts_data(tmp_path: Path) -> None:
+    """blksize, tsize, timeout, windowsize: OACK first, nothing else until ACK 0."""
+    rig = make_rig(tmp_path, {"f": FILE})
+    rig.rrq("f", blksize=1432, tsize=0, timeout=3, windowsize=4)
+    port = rig.session_port()
+    assert rig.sent(port) == [packet.OAck({"blksize": "1432", "tsize": str(len(FILE)),
+                                           "timeout": "3", "windowsize": "4"})]
+    port.deliver(packet.encode_ack(0), CLIENT)
+    sent = rig.sent(port)
+    assert [p.block for p in sent] == [1, 2, 3, 4]  # type: ignore[union-attr]
+    assert all(len(p.payload) == 1432 for p in sent)  # type: ignore[union-attr]
+
+
+def test_oack_is_retransmitted_until_ack0(tmp_path: Path) -> None:
+    """A lost OACK is sent again after the timeout."""
+    rig = make_rig(tmp_path, {"f": FILE})
+    rig.rrq("f", tsize=0)
+    port = rig.session_port()
+    assert len(rig.sent(port)) == 1
+    rig.reactor.advance(1.0)
+    assert [type(p) for p in rig.sent(port)] == [packet.OAck]
+
+
+def test_options_are_clamped_to_config(tmp_path: Path) -> None:
+    """blksize and windowsize are clamped to max_blksize and max_windowsize."""
+    rig = make_rig(tmp_path, {"f": FILE}, max_blksize=1468, max_windowsize=8)
+    rig.rrq("f", blksize=65464, windowsize=64)
+    assert rig.sent(rig.session_port()) == [packet.OAck({"blksize": "1468", "windowsize": "8"})]
+
+
+def test_bad_option_values_are_ignored(tmp_path: Path) -> None:
+    """Unknown options and bad values are left out of the OACK; none left: plain DATA."""
+    rig = make_rig(tmp_path, {"f": FILE})
+    rig.rrq("f", blksize=4, timeout=0, windowsize="x", multicast="")
+    [first] = rig.sent(rig.session_port())
+    assert first == packet.Data(1, FILE[:512])
+
+
+def test_client_error_after_oack_ends_quietly(tmp_path: Path) -> None:
+    """OVMF's size probe: ERROR 8 after the OACK ends the session as 'aborted'."""
+    rig = make_rig(tmp_path, {"f": FILE})
+    seen = []
+    rig.events.subscribe(seen.append)
+    rig.rrq("f", tsize=0, blksize=1468, windowsize=4)
+    port = rig.session_port()
+    rig.sent(port)
+    port.deliver(packet.encode_error(8, "User aborted the transfer"), CLIENT)
+    assert port.connected is False and rig.sent(port) == []
+    assert [e.stage for e in seen] == [Stage.TFTP_START, Stage.TFTP_END]
+    assert "aborted" in seen[-1].detail
+    rig.reactor.advance(60)
+    assert rig.sent(port) == []
+
+
+def test_windowed_ack_short_of_the_window_resends_from_after_it(tmp_path: Path) -> None:
+    """Window 4, client ACKs 2 (3 and 4 lost): the next window starts at 3."""
+    rig = make_rig(tmp_path, {"f": FILE})
+    rig.rrq("f", windowsize=4)
+    port = rig.session_port()
+    rig.sent(port)
+    port.deliver(packet.encode_ack(0), CLIENT)
+    assert [p.block for p in rig.sent(port)] == [1, 2, 3, 4]  # type: ignore[union-attr]
+    port.deliver(packet.encode_ack(2), CLIENT)
+    assert [p.block for p in rig.sent(port)] == [3, 4, 5, 6]  # type: ignore[union-attr]
+
+
+def test_duplicate_acks_never_trigger_sends(tmp_path: Path) -> None:
+    """An ACK for an already acknowledged block is ignored (no Sorcerer's Apprentice)."""
+    rig = make_rig(tmp_path, {"f": FILE})
+    rig.rrq("f")
+    port = rig.session_port()
+    rig.sent(port)
+    port.deliver(packet.encode_ack(1), CLIENT)
+    assert len(rig.sent(port)) == 1
+    port.deliver(packet.encode_ack(1), CLIENT)
+    port.deliver(packet.encode_ack(1), CLIENT)
+    assert rig.sent(port) == []
+
+
+def test_loss_at_each_point_of_a_window_is_recovered(tmp_path: Path) -> None:
+    """Whichever block of a window is lost, the client's ACK of the block before it
+    makes the server resend from there, and the file arrives whole."""
+    content = os.urandom(8 * 100 + 17)
+    for lost in range(1, 5):
+        rig = make_rig(tmp_path / str(lost), {"f": content})
+        rig.rrq("f", blksize=100, windowsize=4)
+        port = rig.session_port()
+        rig.sent(port)
+        port.deliver(packet.encode_ack(0), CLIENT)
+        got: dict[int, bytes] = {}
+        dropped = False
+        while port.connected:
+            window = rig.sent(port)
+            if not window:
+                rig.reactor.advance(1.0)
+                continue
+            expected = len(got) + 1
+            for p in window:
+                assert isinstance(p, packet.Data)
+                if p.block == lost and not dropped:
+                    dropped = True
+                    continue
+                if p.block == expected:
+                    got[p.block] = p.payload
+                    expected += 1
+            port.deliver(packet.encode_ack(expected - 1), CLIENT)
+        assert b"".join(got[i] for i in sorted(got)) == content
+
+
+def test_block_numbers_roll_over(tmp_path: Path) -> None:
+    """Past block 65535 the number wraps to 0 and the transfer goes on to the end."""
+    content = b"x" * (8 * 65540 + 3)
+    rig = make_rig(tmp_path, {"f": content})
+    rig.rrq("f", blksize=8, windowsize=16)
+    port = rig.session_port()
+    rig.sent(port)
+    port.deliver(packet.encode_ack(0), CLIENT)
+    numbers: list[int] = []
+    total = 0
+    while port.connected:
+        window = rig.sent(port)
+        numbers += [p.block for p in window]  # type: ignore[union-attr]
+        total += sum(len(p.payload) for p in window)  # type: ignore[union-attr]
+        port.deliver(packet.encode_ack(numbers[-1]), CLIENT)
+    assert total == len(content)
+    assert numbers[65534:65538] == [65535, 0, 1, 2]
+    assert len(numbers) == 65541
+
+
+def test_unknown_tid_gets_error_5_and_transfer_goes_on(tmp_path: Path) -> None:
+    """A packet from another port gets ERROR 5 there; the transfer is undisturbed."""
+    rig = make_rig(tmp_path, {"f": FILE})
+    rig.rrq("f")
+    port = rig.session_port()
+    rig.sent(port)
+    port.deliver(packet.encode_ack(1), ("10.0.0.5", 2001))
+    [(data, addr)] = port.take()
+    assert packet.parse(data) == packet.Error(5, "unknown transfer ID")
+    assert addr == ("10.0.0.5", 2001)
+    port.deliver(packet.encode_ack(1), CLIENT)
+    assert rig.sent(port) == [packet.Data(2, FILE[512:1024])]
+
+
+def test_retransmits_then_gives_up_and_releases(tmp_path: Path) -> None:
+    """With no ACK the window is resent a bounded number of times, then the port and file
+    are released."""
+    rig = make_rig(tmp_path, {"big": b"z" * (10 * 1024 * 1024)})
+    rig.rrq("big")
+    port = rig.session_port()
+    assert rig.resolver.open_descriptors == 1
+    sends = 0
+    for _ in range(200):
+        sends += len(port.take())
+        if not port.connected:
+            break
+        rig.reactor.advance(10)
+    assert sends == 1 + MAX_TRIES
+    assert port.connected is False
+    assert rig.resolver.open_descriptors == 0
+    assert rig.server.sessions == set()
+
+
+def test_retransmit_timeout_follows_the_measured_round_trip(tmp_path: Path) -> None:
+    """After fast ACKs (1 ms), a lost window is resent within tens of ms, not a second."""
+    rig = make_rig(tmp_path, {"f": FILE})
+    rig.rrq("f")
+    port = rig.session_port()
+    for block in range(1, 6):
+        rig.sent(port)
+        rig.reactor.advance(0.001)
+        port.deliver(packet.encode_ack(block), CLIENT)
+    assert len(rig.sent(port)) == 1  # block 6 sent; now it is "lost"
+    rig.reactor.advance(0.05)
+    assert rig.sent(port) == [packet.Data(6, FILE[5 * 512: 6 * 512])]
+
+
+def test_stalled_transfer_is_dropped(tmp_path: Path) -> None:
+    """A client that keeps re-ACKing without progress is dropped after stall_timeout."""
+    rig = make_rig(tmp_path, {"f": FILE}, stall_timeout=5)
+    rig.rrq("f", timeout=255)
+    port = rig.session_port()
+    for _ in range(100):
+        if not port.connected:
+            break
+        port.take()
+        rig.reactor.advance(1)
+    assert port.connected is False
+    assert rig.server.sessions == set()
+
+
+def test_wrq_is_refused_with_error_2(tmp_path: Path) -> None:
+    """A write request is answered with ERROR 2 and opens no session."""
+    rig = make_rig(tmp_path)
+    rig.listener.deliver(packet.encode_request(packet.WRQ, "x"), CLIENT)
+    [(data, addr)] = rig.listener.take()
+    assert packet.parse(data).code == 2 and addr == CLIENT  # type: ignore[union-attr]
+    assert list(rig.reactor.ports) == [69]
+
+
+def test_missing_file_is_error_1(tmp_path: Path) -> None:
+    """A name that does not exist is ERROR 1."""
+    rig = make_rig(tmp_path)
+    rig.rrq("nope.efi")
+    [(data, _)] = rig.listener.take()
+    assert packet.parse(data).code == 1  # type: ignore[union-attr]
+
+
+def test_netascii_converts_line_ends(tmp_path: Path) -> None:
+    """netascii mode sends LF as CR LF and a bare CR as CR NUL; tsize counts the result."""
+    rig = make_rig(tmp_path, {"t.txt": b"a\nb\rc"})
+    rig.rrq("t.txt", mode="netascii", tsize=0)
+    port = rig.session_port()
+    assert rig.sent(port) == [packet.OAck({"tsize": "7"})]
+    port.deliver(packet.encode_ack(0), CLIENT)
+    assert rig.sent(port) == [packet.Data(1, b"a\r\nb\r\0c")]
+
+
+def test_session_caps(tmp_path: Path) -> None:
+    """max_sessions_per_client and max_sessions refuse further requests with an error."""
+    rig = make_rig(tmp_path, {"f": FILE}, max_sessions=3, max_sessions_per_client=2)
+    rig.rrq("f", ("10.0.0.5", 1))
+    rig.rrq("f", ("10.0.0.5", 2))
+    rig.rrq("f", ("10.0.0.5", 3))
+    assert len(rig.server.sessions) == 2
+    assert [packet.parse(d).code for d, _ in rig.listener.take()] == [0]  # type: ignore[union-attr]
+    rig.rrq("f", ("10.0.0.6", 1))
+    rig.rrq("f", ("10.0.0.7", 1))
+    assert len(rig.server.sessions) == 3
+    assert [packet.parse(d).code for d, _ in rig.listener.take()] == [0]  # type: ignore[union-attr]
+
+
+def test_spoofed_request_gets_at_most_one_window(tmp_path: Path) -> None:
+    """Without any ACK, a request yields only the OACK (or first window) and its resends,
+    never more of the file."""
+    rig = make_rig(tmp_path, {"f": FILE * 100})
+    rig.rrq("f", blksize=1468, windowsize=64)
+    port = rig.session_port()
+    packets = []
+    for _ in range(50):
+        packets += rig.sent(port)
+        if not port.connected:
+            break
+        rig.reactor.advance(10)
+    assert all(isinstance(p, packet.OAck) for p in packets)
+    assert len(packets) == 1 + MAX_TRIES
+
+
+def test_shutdown_releases_every_session(tmp_path: Path) -> None:
+    """stop_sessions ends all transfers and closes their files and ports."""
+    rig = make_rig(tmp_path, {"big": b"z" * (9 * 1024 * 1024)})
+    rig.rrq("big", ("10.0.0.5", 1))
+    rig.rrq("big", ("10.0.0.6", 1))
+    assert rig.resolver.open_descriptors == 2
+    rig.server.stop_sessions()
+    assert rig.resolver.open_descriptors == 0
+    assert list(rig.reactor.ports) == [69]
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.binary(max_size=600))
+def test_listener_garbage_sends_nothing_and_raises_nothing(tmp_path: Path, data: bytes) -> None:
+    """Random datagrams to port 69 never raise; only well-formed requests get answers."""
+    rig = make_rig(tmp_path, {"f": b"x"})
+    rig.listener.deliver(data, CLIENT)
+    try:
+        parsed = packet.parse(data)
+    except packet.TftpPacketError:
+        parsed = None
+    if not isinstance(parsed, packet.Request):
+        assert rig.listener.take() == [] and list(rig.reactor.ports) == [69]
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.binary(max_size=80), max_size=10))
+def test_session_garbage_never_raises(tmp_path: Path, datagrams: list[bytes]) -> None:
+    """Random datagrams from the client to a session never raise out of the protocol."""
+    rig = make_rig(tmp_path, {"f": FILE})
+    rig.rrq("f", windowsize=4)
+    port = rig.session_port()
+    for data in datagrams:
+        port.deliver(data, CLIENT)
+        rig.reactor.advance(0.3)
