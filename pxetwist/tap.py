@@ -14,13 +14,17 @@ from typing import Any
 from twisted.application.service import IService
 from twisted.logger import (
     FilteringLogObserver,
+    ILogFilterPredicate,
     ILogObserver,
+    LogEvent,
     LogLevel,
     LogLevelFilterPredicate,
+    PredicateResult,
     textFileLogObserver,
 )
 from twisted.python import usage
 from twisted.python.logfile import LogFile
+from zope.interface import implementer
 
 from pxetwist.config import Config, ConfigError, load, parse_override
 from pxetwist.store import StoreError
@@ -53,6 +57,22 @@ class Options(usage.Options):
             raise SystemExit(f"pxetwist: {e}") from None
 
 
+@implementer(ILogFilterPredicate)
+class _PortChatterFilter:
+    """Drops Twisted's "starting on N" / "(UDP Port N Closed)" lines of the ephemeral
+    port every TFTP transfer opens (two lines a transfer, more than the transfer's own
+    summary line); the listeners' start lines stay."""
+
+    def __call__(self, event: LogEvent) -> PredicateResult:
+        text = event.get("log_text") or (event.get("message") or ("",))[0]
+        if isinstance(text, str) and (
+            text.startswith("TftpSession starting on ")
+            or (text.startswith("(UDP Port ") and text.endswith(" Closed)"))
+        ):
+            return PredicateResult.no
+        return PredicateResult.maybe
+
+
 def _log_observer(options: Options) -> ILogObserver | None:
     """An observer for twistd's log destination that drops debug events unless
     ``--verbose``; ``None`` leaves twistd's own (syslog, custom loggers)."""
@@ -68,7 +88,8 @@ def _log_observer(options: Options) -> ILogObserver | None:
         output = LogFile.fromFullPath(logfile)
     level = LogLevel.debug if options["verbose"] else LogLevel.info
     return FilteringLogObserver(
-        textFileLogObserver(output), [LogLevelFilterPredicate(defaultLogLevel=level)]
+        textFileLogObserver(output),
+        [LogLevelFilterPredicate(defaultLogLevel=level), _PortChatterFilter()],
     )
 
 

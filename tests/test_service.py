@@ -104,3 +104,16 @@ async def test_health_on_loopback(tmp_path: Path, reactor: object) -> None:
         assert body["status"] == "ok" and "http" in body["services"]
     finally:
         await top.stopService()
+
+
+def test_port_chatter_filter_drops_only_session_port_lines() -> None:
+    """The twistd log filter drops per-transfer port lines and keeps everything else."""
+    from twisted.logger import PredicateResult
+
+    from pxetwist.tap import _PortChatterFilter
+
+    chatter = _PortChatterFilter()
+    assert chatter({"log_text": "TftpSession starting on 50123"}) is PredicateResult.no
+    assert chatter({"message": ("(UDP Port 50123 Closed)",)}) is PredicateResult.no
+    assert chatter({"log_text": "TftpServerProtocol starting on 69"}) is PredicateResult.maybe
+    assert chatter({"log_format": "TFTP {file} to {client}"}) is PredicateResult.maybe
