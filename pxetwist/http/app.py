@@ -1,25 +1,41 @@
-"""The Klein application: boot routes for iPXE, management routes for operators.
+"""The Klein application: boot routes for iPXE, file routes, management routes for operators.
 
 One :class:`PxeApp` instance per server, built over the shared catalog,
 machines, store and events (no module-level app), so tests can build as many
-as they like and serve them with ``StubTreq(app.resource())``.
+as they like and serve them with ``StubTreq(app.resource())``. Scripts are
+rendered by :mod:`pxetwist.http.ipxe`; JSON request checking lives in
+:mod:`pxetwist.http.api`.
 """
 
 from __future__ import annotations
 
 import json
+import os
+from collections.abc import Callable
+from email.utils import parsedate_to_datetime
+from pathlib import Path
 from typing import Any
 
 from klein import Klein
+from prometheus_client import generate_latest
+from twisted.internet.defer import inlineCallbacks
 from twisted.web.iweb import IRequest
+from twisted.web.pages import notFound
 from twisted.web.resource import IResource
+from twisted.web.server import Request
+from twisted.web.static import File
 
 from pxetwist import __version__
-from pxetwist.catalog import CatalogService
+from pxetwist.catalog import CatalogService, EntryView
 from pxetwist.config import Config
-from pxetwist.events import EventBus
-from pxetwist.machines import MachineRegistry
+from pxetwist.events import EventBus, Stage
+from pxetwist.http import api, ipxe
+from pxetwist.machines import MachineRegistry, machine_json
+from pxetwist.metrics import HTTP_REQUESTS
+from pxetwist.paths import PathRefusedError, normalise, resolve_inside
 from pxetwist.store import Store
+
+UI_FOLDER = Path(__file__).resolve().parent / "ui"
 
 
 def json_body(request: IRequest, body: Any, code: int = 200) -> bytes:
@@ -29,10 +45,51 @@ def json_body(request: IRequest, body: Any, code: int = 200) -> bytes:
     return json.dumps(body, sort_keys=True).encode() + b"\n"
 
 
+def script_body(request: IRequest, script: str) -> bytes:
+    request.setHeader(b"Content-Type", b"text/plain; charset=utf-8")
+    request.setHeader(b"Cache-Control", b"no-store")
+    return script.encode()
+
+
+class _FileOnly(File):
+    """``static.File`` for one regular file (Range, multi-range and HEAD come with it,
+    If-Range is added here); never a directory listing."""
+
+    def directoryListing(self) -> IResource:
+        return notFound("Not found", "No directory listings.")
+
+    def render_GET(self, request: Any) -> Any:
+        if_range = request.getHeader(b"if-range")
+        if if_range is not None and not _range_still_valid(if_range, self.getModificationTime()):
+            request.requestHeaders.removeHeader(b"range")
+        return super().render_GET(request)
+
+
+def _range_still_valid(if_range: bytes, mtime: float) -> bool:
+    """RFC 9110 If-Range: the range applies only if the file is unchanged since the given
+    date; we send no ETags, so an entity tag never matches."""
+    text = if_range.decode("latin-1").strip()
+    if text.startswith(('"', "W/")):
+        return False
+    try:
+        when = parsedate_to_datetime(text).timestamp()
+    except (TypeError, ValueError, IndexError):
+        return False
+    return when >= int(mtime)
+
+
+def client_ip(request: IRequest) -> str:
+    peer = request.getClientAddress()
+    return str(getattr(peer, "host", ""))
+
+
 class PxeApp:
     """The HTTP face of pxetwist.
 
     :param services: names of the running protocol services, reported by ``/health``.
+    :param dhcp_explain: MAC -> the DHCP boot decision per architecture, for
+        ``/machines/{mac}/explain`` (``None`` without DHCP).
+    :param tftp_root: served under ``/files/`` too (with ``ipxe_dir`` after it).
     """
 
     app = Klein()
@@ -46,6 +103,7 @@ class PxeApp:
         events: EventBus,
         base_url: str,
         services: tuple[str, ...] = (),
+        dhcp_explain: Callable[[str], list[dict[str, Any]]] | None = None,
     ) -> None:
         self.config = config
         self.catalog = catalog
@@ -54,10 +112,172 @@ class PxeApp:
         self.events = events
         self.base_url = base_url
         self.services = services
+        self.dhcp_explain = dhcp_explain
+        self.file_folders = (config.tftp.root, config.tftp.ipxe_dir)
 
     def resource(self) -> IResource:
         """The root resource to serve."""
         return self.app.resource()
+
+    # -- helpers ---------------------------------------------------------------------
+
+    def _count(self, route: str, request: IRequest, code: int = 200) -> None:
+        HTTP_REQUESTS.labels(route=route, status=str(code)).inc()
+
+    def _mac(self, request: IRequest, text: str | None) -> str | None:
+        """The request's MAC (``?mac=`` or path part), normalised; ``None`` if absent."""
+        return api.mac_or_none(text)
+
+    def _query(self, request: IRequest, name: str) -> str | None:
+        values = request.args.get(name.encode())
+        return values[0].decode("utf-8", "replace") if values else None
+
+    def _boot_answer(self, request: IRequest, mac: str) -> tuple[str, str]:
+        """What ``mac`` boots now: ``(script, why)``."""
+        entry_id = self.machines.boot_entry(mac)
+        if entry_id is not None:
+            view = self.catalog.view(entry_id)
+            if view is None:
+                return ipxe.LOCAL_BOOT, f"assigned entry {entry_id} is missing; local boot"
+            self.machines.script_served(mac, entry_id)
+            return ipxe.entry_script(self.base_url, view), f"assigned entry {entry_id}"
+        if self.machines.is_local(mac):
+            return ipxe.LOCAL_BOOT, "installed or set to local: local boot"
+        if self.config.boot.unknown == "menu":
+            return self._menu(), "not assigned: menu ([boot] unknown = menu)"
+        return ipxe.LOCAL_BOOT, "not assigned: local boot ([boot] unknown = local)"
+
+    def _menu(self) -> str:
+        return ipxe.menu_script(self.base_url, self.catalog.menu(),
+                                self.catalog.default_entry(), self.config.boot.menu_timeout)
+
+    def _publish(self, request: IRequest, stage: str, mac: str | None, detail: str) -> None:
+        ip = client_ip(request)
+        self.events.publish(stage, mac=mac or self.machines.mac_for_ip(ip), ip=ip,
+                            detail=detail)
+
+    # -- boot routes (iPXE) ------------------------------------------------------------
+
+    @app.route("/pxe/boot.ipxe", methods=["GET"])
+    def boot_script(self, request: IRequest) -> bytes:
+        """The entry point: per MAC, the assigned entry, the menu, or local boot."""
+        text = self._query(request, "mac")
+        if text is None:
+            self._count("boot", request)
+            return script_body(request, ipxe.entry_point_script(self.base_url))
+        mac = self._mac(request, text)
+        if mac is None:
+            self._count("boot", request, 400)
+            request.setResponseCode(400)
+            return script_body(request, "#!ipxe\necho pxetwist: bad MAC\nexit\n")
+        script, why = self._boot_answer(request, mac)
+        self._publish(request, Stage.HTTP_SCRIPT, mac, why)
+        self._count("boot", request)
+        return script_body(request, script)
+
+    @app.route("/api/v1/ipxe/boot.ipxe", methods=["GET"])
+    def lifecycle_script(self, request: IRequest) -> bytes:
+        """The lifecycle route: like ``/pxe/boot.ipxe`` but the MAC is required."""
+        mac = self._mac(request, self._query(request, "mac"))
+        if mac is None:
+            self._count("lifecycle", request, 400)
+            return json_body(request, {"error": "query mac= must be a MAC address"}, 400)
+        script, why = self._boot_answer(request, mac)
+        self._publish(request, Stage.HTTP_SCRIPT, mac, why)
+        self._count("lifecycle", request)
+        return script_body(request, script)
+
+    @app.route("/api/v1/boot", methods=["GET"])
+    def lifecycle_json(self, request: IRequest) -> bytes:
+        """What a MAC would boot now, as JSON (no side effects)."""
+        mac = self._mac(request, self._query(request, "mac"))
+        if mac is None:
+            return json_body(request, {"error": "query mac= must be a MAC address"}, 400)
+        machine = self.machines.get(mac)
+        return json_body(request, {
+            "mac": mac,
+            "entry": self.machines.boot_entry(mac),
+            "local": self.machines.is_local(mac) or (
+                self.machines.boot_entry(mac) is None and self.config.boot.unknown == "local"),
+            "state": machine.state if machine else "unknown",
+        })
+
+    @app.route("/pxe/menu.ipxe", methods=["GET"])
+    def menu(self, request: IRequest) -> bytes:
+        """The dynamic menu of PXE-enabled entries."""
+        mac = self._mac(request, self._query(request, "mac"))
+        self._publish(request, Stage.HTTP_MENU, mac, f"{len(self.catalog.menu())} entries")
+        self._count("menu", request)
+        return script_body(request, self._menu())
+
+    @app.route("/containers/<entry_id>/boot.ipxe", methods=["GET"])
+    def entry_boot_script(self, request: IRequest, entry_id: str) -> bytes:
+        """One entry's boot script."""
+        view = self.catalog.view(entry_id)
+        if view is None:
+            self._count("entry-script", request, 404)
+            return json_body(request, {"error": f"no entry {entry_id!r}"}, 404)
+        mac = self._mac(request, self._query(request, "mac"))
+        if mac is not None:
+            self.machines.script_served(mac, entry_id)
+        self._publish(request, Stage.HTTP_SCRIPT, mac, f"entry {entry_id}")
+        self._count("entry-script", request)
+        if view.entry.kind == "ipxe" and view.entry.main_path is not None:
+            return script_body(request, view.entry.main_path.read_text("utf-8", "replace"))
+        return script_body(request, ipxe.entry_script(self.base_url, view))
+
+    @app.route("/containers/<entry_id>", methods=["GET", "HEAD"])
+    def entry_file(self, request: IRequest, entry_id: str) -> Any:
+        """The entry's own file (HTTP-01/02: Range, multi-range, If-Range, HEAD)."""
+        view = self.catalog.view(entry_id)
+        path = view.entry.main_path if view is not None else None
+        if view is None or path is None or not path.is_file():
+            self._count("entry-file", request, 404)
+            return json_body(request, {"error": f"no file for entry {entry_id!r}"}, 404)
+        self._publish(request, Stage.HTTP_FILE, self._mac(request, self._query(request, "mac")),
+                      f"{entry_id} {path.name}")
+        self._count("entry-file", request)
+        return _FileOnly(str(path), defaultType="application/octet-stream")
+
+    @app.route("/containers/<entry_id>/files/<name>", methods=["GET", "HEAD"])
+    def entry_named_file(self, request: IRequest, entry_id: str, name: str) -> Any:
+        """A kernel, initrd or other file of an entry's folder."""
+        view = self.catalog.view(entry_id)
+        real = None
+        if view is not None:
+            try:
+                real = resolve_inside(view.entry.folder, normalise(name))
+            except PathRefusedError:
+                real = None
+        if view is None or real is None or "/" in name or not os.path.isfile(real):
+            self._count("entry-file", request, 404)
+            return json_body(request, {"error": f"no file {name!r} in entry {entry_id!r}"},
+                             404)
+        entry = view.entry
+        stage = (Stage.HTTP_KERNEL if name == entry.kernel else
+                 Stage.HTTP_INITRD if name in entry.initrd else Stage.HTTP_FILE)
+        self._publish(request, stage, self._mac(request, self._query(request, "mac")),
+                      f"{entry_id} {name}")
+        self._count("entry-file", request)
+        return _FileOnly(real, defaultType="application/octet-stream")
+
+    @app.route("/files/<path:name>", methods=["GET", "HEAD"])
+    def fallback_file(self, request: IRequest, name: str) -> Any:
+        """Files from the TFTP root, then ``ipxe_dir``, over HTTP (faster for iPXE)."""
+        try:
+            relative = normalise(name)
+            for folder in self.file_folders:
+                real = resolve_inside(folder, relative)
+                if real is not None and os.path.isfile(real):
+                    self._publish(request, Stage.HTTP_FILE, None, relative)
+                    self._count("files", request)
+                    return _FileOnly(real, defaultType="application/octet-stream")
+        except PathRefusedError:
+            pass
+        self._count("files", request, 404)
+        return json_body(request, {"error": f"no file {name!r}"}, 404)
+
+    # -- management routes (JSON) ------------------------------------------------------
 
     @app.route("/health", methods=["GET"])
     def health(self, request: IRequest) -> bytes:
@@ -72,6 +292,12 @@ class PxeApp:
             },
         )
 
+    @app.route("/metrics", methods=["GET"])
+    def metrics(self, request: IRequest) -> bytes:
+        """Prometheus text format."""
+        request.setHeader(b"Content-Type", b"text/plain; version=0.0.4; charset=utf-8")
+        return generate_latest()
+
     @app.route("/containers", methods=["GET"])
     def containers(self, request: IRequest) -> bytes:
         """The whole catalog with settings, and the entries that could not be read."""
@@ -82,3 +308,173 @@ class PxeApp:
                 "errors": [problem.as_json() for problem in self.catalog.problems],
             },
         )
+
+    @app.route("/containers/<entry_id>/info", methods=["GET"])
+    def container_info(self, request: IRequest, entry_id: str) -> bytes:
+        view = self.catalog.view(entry_id)
+        if view is None:
+            return json_body(request, {"error": f"no entry {entry_id!r}"}, 404)
+        return json_body(request, view.as_json())
+
+    @app.route("/pxe", methods=["GET"])
+    def pxe(self, request: IRequest) -> bytes:
+        """The entries offered in the menu, in order, with the default and timeout."""
+        default = self.catalog.default_entry()
+        return json_body(request, {
+            "entries": [view.as_json() for view in self.catalog.menu()],
+            "default": default.entry.id if default else None,
+            "timeout": self.config.boot.menu_timeout,
+        })
+
+    @app.route("/pxe/<entry_id>/toggle", methods=["POST"])
+    @inlineCallbacks
+    def toggle(self, request: IRequest, entry_id: str) -> Any:
+        refused = api.refuse_unauthorised(request, self.config.http.api_token)
+        if refused:
+            return json_body(request, *refused)
+        if self.catalog.view(entry_id) is None:
+            return json_body(request, {"error": f"no entry {entry_id!r}"}, 404)
+        yield self.catalog.toggle(entry_id)
+        view = self.catalog.view(entry_id)
+        return json_body(request, view.as_json() if view else {})
+
+    @app.route("/pxe/<entry_id>/menu", methods=["POST"])
+    @inlineCallbacks
+    def set_menu(self, request: IRequest, entry_id: str) -> Any:
+        refused = api.refuse_unauthorised(request, self.config.http.api_token)
+        if refused:
+            return json_body(request, *refused)
+        if self.catalog.view(entry_id) is None:
+            return json_body(request, {"error": f"no entry {entry_id!r}"}, 404)
+        try:
+            changes = api.menu_changes(api.read_json(request))
+        except api.BadRequestError as e:
+            return json_body(request, {"error": str(e)}, 400)
+        pxe = changes.pop("pxe", None)
+        if pxe is not None:
+            yield self.catalog.set_pxe(entry_id, pxe)
+        yield self.catalog.set_menu(entry_id, **changes)
+        view: EntryView | None = self.catalog.view(entry_id)
+        return json_body(request, view.as_json() if view else {})
+
+    @app.route("/catalog/refresh", methods=["POST"])
+    @inlineCallbacks
+    def refresh(self, request: IRequest) -> Any:
+        refused = api.refuse_unauthorised(request, self.config.http.api_token)
+        if refused:
+            return json_body(request, *refused)
+        yield self.catalog.refresh()
+        return json_body(request, {"entries": len(self.catalog.entries),
+                                   "errors": len(self.catalog.problems)})
+
+    @app.route("/machines", methods=["GET"])
+    def machines_list(self, request: IRequest) -> bytes:
+        return json_body(request, {"machines": [machine_json(m) for m in self.machines.all()]})
+
+    @app.route("/machines/<mac_text>", methods=["GET"])
+    @inlineCallbacks
+    def machine(self, request: IRequest, mac_text: str) -> Any:
+        mac = api.mac_or_none(mac_text)
+        if mac is None:
+            return json_body(request, {"error": f"{mac_text!r} is not a MAC address"}, 400)
+        record = self.machines.get(mac)
+        if record is None:
+            return json_body(request, {"error": f"machine {mac} was never seen"}, 404)
+        yield self.machines.flush()
+        history = yield self.store.history(mac)
+        body = machine_json(record)
+        body["history"] = [
+            {"time": e.time, "mac": e.mac, "ip": e.ip, "stage": e.stage, "detail": e.detail,
+             "arch": e.arch, "uuid": e.uuid} for e in history
+        ]
+        return json_body(request, body)
+
+    @app.route("/machines/<mac_text>", methods=["PUT"])
+    @inlineCallbacks
+    def assign(self, request: IRequest, mac_text: str) -> Any:
+        refused = api.refuse_unauthorised(request, self.config.http.api_token)
+        if refused:
+            return json_body(request, *refused)
+        mac = api.mac_or_none(mac_text)
+        if mac is None:
+            return json_body(request, {"error": f"{mac_text!r} is not a MAC address"}, 400)
+        try:
+            entry, once = api.assignment(api.read_json(request))
+        except api.BadRequestError as e:
+            return json_body(request, {"error": str(e)}, 400)
+        if entry is not None and self.catalog.view(entry) is None:
+            return json_body(request, {"error": f"no entry {entry!r}"}, 404)
+        record = yield self.machines.assign(mac, entry, once)
+        return json_body(request, machine_json(record))
+
+    @app.route("/api/v1/machines/<mac_text>/installed", methods=["POST"])
+    @inlineCallbacks
+    def installed(self, request: IRequest, mac_text: str) -> Any:
+        refused = api.refuse_unauthorised(request, self.config.http.api_token)
+        if refused:
+            return json_body(request, *refused)
+        mac = api.mac_or_none(mac_text)
+        if mac is None:
+            return json_body(request, {"error": f"{mac_text!r} is not a MAC address"}, 400)
+        record = yield self.machines.installed(mac)
+        return json_body(request, machine_json(record))
+
+    @app.route("/machines/<mac_text>/explain", methods=["GET"])
+    def explain(self, request: IRequest, mac_text: str) -> bytes:
+        """What this MAC gets at every step, and why, without booting it."""
+        mac = api.mac_or_none(mac_text)
+        if mac is None:
+            return json_body(request, {"error": f"{mac_text!r} is not a MAC address"}, 400)
+        record = self.machines.get(mac)
+        entry_id = self.machines.boot_entry(mac)
+        view = self.catalog.view(entry_id) if entry_id else None
+        script, why = self._explain_script(mac)
+        return json_body(request, {
+            "mac": mac,
+            "machine": machine_json(record) if record else None,
+            "decision": why,
+            "entry": view.as_json() if view else None,
+            "dhcp": self.dhcp_explain(mac) if self.dhcp_explain else [],
+            "script": script,
+        })
+
+    def _explain_script(self, mac: str) -> tuple[str, str]:
+        """Like :meth:`_boot_answer` but without moving the lifecycle on."""
+        entry_id = self.machines.boot_entry(mac)
+        if entry_id is not None:
+            view = self.catalog.view(entry_id)
+            if view is None:
+                return ipxe.LOCAL_BOOT, f"assigned entry {entry_id} is missing; local boot"
+            return ipxe.entry_script(self.base_url, view), f"assigned entry {entry_id}"
+        if self.machines.is_local(mac):
+            return ipxe.LOCAL_BOOT, "installed or set to local: local boot"
+        if self.config.boot.unknown == "menu":
+            return self._menu(), "not assigned: menu ([boot] unknown = menu)"
+        return ipxe.LOCAL_BOOT, "not assigned: local boot ([boot] unknown = local)"
+
+    @app.route("/leases", methods=["GET"])
+    @inlineCallbacks
+    def leases(self, request: IRequest) -> Any:
+        rows = yield self.store.leases()
+        return json_body(request, {"leases": [
+            {"ip": r.ip, "mac": r.mac, "client_id": r.client_id, "hostname": r.hostname,
+             "expires": r.expires, "state": r.state} for r in rows]})
+
+    @app.route("/events", methods=["GET"])
+    def events_list(self, request: Request) -> Any:
+        """Recent boot events; ``?after=N&wait=S`` long-polls, ``text/event-stream`` streams."""
+        try:
+            query = api.events_query(request)
+        except api.BadRequestError as e:
+            return json_body(request, {"error": str(e)}, 400)
+        accept = request.getHeader(b"accept") or b""
+        if b"text/event-stream" in accept:
+            return api.event_stream(request, self.events, query.mac)
+        return api.events_answer(request, self.events, query, json_body)
+
+    @app.route("/ui/", branch=True, methods=["GET", "HEAD"])
+    def ui(self, request: IRequest) -> Any:
+        """The web page (static files)."""
+        if not UI_FOLDER.is_dir():
+            return json_body(request, {"error": "the web page is not installed"}, 404)
+        return _FileOnly(str(UI_FOLDER), defaultType="application/octet-stream")

@@ -20,6 +20,8 @@ from pathlib import Path
 
 from attrs import define, field, frozen
 
+from pxetwist.paths import PathRefusedError, normalise, resolve_inside
+
 #: Files up to this size are served from memory.
 CACHE_FILE_LIMIT = 8 * 1024 * 1024
 #: Total bytes the memory cache may hold.
@@ -65,17 +67,6 @@ class FileSource:
                 self._on_close()
 
 
-def normalise(name: str) -> str:
-    """The relative path a client asked for, or raise :class:`FileRefusedError` (error 2)."""
-    if "\0" in name:
-        raise FileRefusedError(2, "invalid file name")
-    path = name.replace("\\", "/").lstrip("/")
-    parts = [p for p in path.split("/") if p not in ("", ".")]
-    if not parts or any(p == ".." for p in parts):
-        raise FileRefusedError(2, "access violation")
-    return "/".join(parts)
-
-
 def to_netascii(data: bytes) -> bytes:
     """RFC 764 netascii: LF -> CR LF, bare CR -> CR NUL."""
     return data.replace(b"\r", b"\r\0").replace(b"\n", b"\r\n")
@@ -108,7 +99,10 @@ class FileResolver:
 
         :raises FileRefusedError: error 1 (not found) or 2 (access violation).
         """
-        relative = normalise(name)
+        try:
+            relative = normalise(name)
+        except PathRefusedError as e:
+            raise FileRefusedError(2, str(e)) from None
         for folder in self.folders:
             source = self._open_in(folder, relative)
             if source is not None:
@@ -127,16 +121,12 @@ class FileResolver:
         return FileSource(source.name, len(converted), data=converted)
 
     def _open_in(self, folder: Path, relative: str) -> FileSource | None:
-        candidate = os.path.join(folder, relative)
         try:
-            real = os.path.realpath(candidate)
-            base = os.path.realpath(folder)
-        except (OSError, ValueError):
+            real = resolve_inside(folder, relative)
+        except PathRefusedError:
+            raise FileRefusedError(2, "access violation") from None
+        if real is None:
             return None
-        if not os.path.lexists(candidate):
-            return None
-        if os.path.commonpath([real, base]) != base:
-            raise FileRefusedError(2, "access violation")
         try:
             fd = os.open(real, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
         except OSError:

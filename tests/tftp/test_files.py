@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from pxetwist.tftp.files import FileRefusedError, FileResolver, normalise
+from pxetwist.paths import normalise
+from pxetwist.tftp.files import FileRefusedError, FileResolver
 
 
 @pytest.fixture

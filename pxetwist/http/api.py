@@ -1,0 +1,235 @@
+"""Checking what API callers send, and the events feed (long-poll and server-sent events).
+
+Every mutation passes :func:`refuse_unauthorised`; every body passes one of the
+checkers here, which raise :class:`BadRequestError` with a one-line reason the
+route returns as ``400 {"error": ...}``.
+"""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+import json
+from collections.abc import Callable
+from typing import Any
+
+from attrs import frozen
+from twisted.internet.defer import Deferred
+from twisted.web.iweb import IRequest
+from twisted.web.server import Request
+
+from pxetwist.config import normalise_mac
+from pxetwist.events import BootEvent, EventBus
+from pxetwist.http.ipxe import UnsafeTextError, check_args, check_label
+
+#: Largest JSON body accepted.
+MAX_BODY = 64 * 1024
+#: Longest long-poll wait, seconds.
+MAX_WAIT = 30.0
+#: Seconds between keepalive comments on an event stream.
+KEEPALIVE = 15.0
+
+
+class BadRequestError(ValueError):
+    """A request the API refuses; ``str()`` is the reason sent back."""
+
+
+def mac_or_none(text: str | None) -> str | None:
+    """A normalised MAC from ``aa:bb:..`` or ``aa-bb-..`` text, else ``None``."""
+    return normalise_mac(text) if text else None
+
+
+def refuse_unauthorised(request: IRequest, token: str) -> tuple[dict[str, str], int] | None:
+    """``None`` if the request may mutate, else the JSON error body and status.
+
+    With a token configured, ``Authorization: Bearer <token>`` is required (compared in
+    constant time). Without one, only loopback clients may mutate.
+    """
+    if token:
+        header = (request.getHeader(b"authorization") or b"").decode("latin-1")
+        scheme, _, given = header.partition(" ")
+        if scheme.lower() != "bearer" or not given:
+            return {"error": "this needs Authorization: Bearer <api_token>"}, 401
+        if not hmac.compare_digest(given.strip().encode(), token.encode()):
+            return {"error": "wrong API token"}, 401
+        return None
+    host = str(getattr(request.getClientAddress(), "host", ""))
+    try:
+        loopback = ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback:
+        return {"error": "no [http] api_token is configured: changes only from loopback"}, 403
+    return None
+
+
+def read_json(request: IRequest) -> dict[str, Any]:
+    """The request body as a JSON object. :raises BadRequestError: otherwise."""
+    content = request.content
+    raw = content.read(MAX_BODY + 1) if content is not None else b""
+    if len(raw) > MAX_BODY:
+        raise BadRequestError(f"body larger than {MAX_BODY} bytes")
+    if not raw.strip():
+        return {}
+    try:
+        body = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise BadRequestError("body is not valid JSON") from None
+    if not isinstance(body, dict):
+        raise BadRequestError("body must be a JSON object")
+    return body
+
+
+def _typed(body: dict[str, Any], key: str, kind: type | tuple[type, ...], what: str) -> Any:
+    value = body[key]
+    if isinstance(value, bool) and kind is int:
+        raise BadRequestError(f"{key} must be {what}")
+    if not isinstance(value, kind):
+        raise BadRequestError(f"{key} must be {what}")
+    return value
+
+
+def menu_changes(body: dict[str, Any]) -> dict[str, Any]:
+    """Keyword changes for ``CatalogService.set_menu`` (plus ``pxe``) from a JSON body."""
+    allowed = {"label", "order", "default", "kernel_args", "pxe"}
+    unknown = sorted(set(body) - allowed)
+    if unknown:
+        raise BadRequestError(f"unknown field {unknown[0]!r}")
+    changes: dict[str, Any] = {}
+    try:
+        if "label" in body:
+            changes["label"] = check_label(_typed(body, "label", str, "a string"))
+        if "kernel_args" in body:
+            changes["kernel_args"] = check_args(_typed(body, "kernel_args", str, "a string"))
+    except UnsafeTextError as e:
+        field = "label" if "label" in body and "label" not in changes else "kernel_args"
+        raise BadRequestError(f"{field}: {e}") from None
+    if "order" in body:
+        order = body["order"]
+        if order is not None:
+            order = _typed(body, "order", int, "a whole number or null")
+            if not -1_000_000 <= order <= 1_000_000:
+                raise BadRequestError("order out of range")
+        changes["order"] = order
+    if "default" in body:
+        changes["default"] = _typed(body, "default", bool, "true or false")
+    if "pxe" in body:
+        changes["pxe"] = _typed(body, "pxe", bool, "true or false")
+    return changes
+
+
+def assignment(body: dict[str, Any]) -> tuple[str | None, bool]:
+    """``(entry id or None for local, once)`` from a ``PUT /machines/{mac}`` body."""
+    unknown = sorted(set(body) - {"entry", "once"})
+    if unknown:
+        raise BadRequestError(f"unknown field {unknown[0]!r}")
+    if "entry" not in body:
+        raise BadRequestError("entry is required (an entry id, or null for local boot)")
+    entry = body["entry"]
+    if entry is not None and (not isinstance(entry, str) or not entry or len(entry) > 200):
+        raise BadRequestError("entry must be an entry id or null")
+    once = body.get("once", True)
+    if not isinstance(once, bool):
+        raise BadRequestError("once must be true or false")
+    return entry, once
+
+
+@frozen
+class EventsQuery:
+    mac: str | None
+    after: int
+    wait: float
+    limit: int
+
+
+def events_query(request: IRequest) -> EventsQuery:
+    """``?mac=&after=&wait=&limit=`` checked."""
+
+    def arg(name: str) -> str | None:
+        values = request.args.get(name.encode())
+        return values[0].decode("utf-8", "replace") if values else None
+
+    mac_text = arg("mac")
+    mac = mac_or_none(mac_text)
+    if mac_text and mac is None:
+        raise BadRequestError("mac must be a MAC address")
+    try:
+        after = int(arg("after") or 0)
+        wait = min(float(arg("wait") or 0), MAX_WAIT)
+        limit = int(arg("limit") or 500)
+    except ValueError:
+        raise BadRequestError("after, wait and limit must be numbers") from None
+    if after < 0 or wait < 0 or not 0 < limit <= 10_000 or wait != wait:
+        raise BadRequestError("after, wait and limit out of range")
+    return EventsQuery(mac, after, wait, limit)
+
+
+def events_answer(request: Request, bus: EventBus, query: EventsQuery,
+                  render: Callable[[IRequest, Any], bytes]) -> Any:
+    """The recent events now, or, with ``wait``, as soon as one newer than ``after`` comes."""
+
+    def body() -> bytes:
+        events = bus.recent(mac=query.mac, after=query.after, limit=query.limit)
+        return render(request, {"events": [e.as_json() for e in events], "last": bus.last_seq})
+
+    if query.wait <= 0 or bus.recent(mac=query.mac, after=query.after, limit=1):
+        return body()
+    answered: Deferred[bytes] = Deferred()
+
+    def arrived(event: BootEvent) -> None:
+        if query.mac is None or event.mac == query.mac:
+            finish()
+
+    def finish() -> None:
+        unsubscribe()
+        if timer.active():
+            timer.cancel()
+        if not answered.called:
+            answered.callback(body())
+
+    def gone(_: object) -> None:
+        unsubscribe()
+        if timer.active():
+            timer.cancel()
+
+    unsubscribe = bus.subscribe(arrived)
+    timer = bus.clock.callLater(query.wait, finish)
+    request.notifyFinish().addBoth(gone)
+    return answered
+
+
+def event_stream(request: Request, bus: EventBus, mac: str | None) -> Deferred[bytes]:
+    """Server-sent events: every new event (of ``mac``) as ``id:``/``data:``, until the
+    client goes away; a comment every :data:`KEEPALIVE` seconds keeps proxies open.
+
+    :returns: a Deferred that fires only when the client has gone (Klein would finish
+        the response at once on ``NOT_DONE_YET``).
+    """
+    request.setHeader(b"Content-Type", b"text/event-stream")
+    request.setHeader(b"Cache-Control", b"no-store")
+    request.write(b": pxetwist events\n\n")
+
+    def send(event: BootEvent) -> None:
+        if mac is None or event.mac == mac:
+            request.write(f"id: {event.seq}\ndata: {json.dumps(event.as_json())}\n\n".encode())
+
+    timers: list[Any] = []
+
+    def keepalive() -> None:
+        request.write(b": keepalive\n\n")
+        timers[:] = [bus.clock.callLater(KEEPALIVE, keepalive)]
+
+    unsubscribe = bus.subscribe(send)
+    timers.append(bus.clock.callLater(KEEPALIVE, keepalive))
+
+    ended: Deferred[bytes] = Deferred()
+
+    def gone(_: object) -> None:
+        unsubscribe()
+        for timer in timers:
+            if timer.active():
+                timer.cancel()
+        ended.callback(b"")
+
+    request.notifyFinish().addBoth(gone)
+    return ended

@@ -1,0 +1,174 @@
+"""iPXE scripts: the boot entry point, the menu, one script per catalog entry, local boot.
+
+Everything that reaches a script from a label, an argument, a name or a URL
+passes through :func:`script_text` or :func:`script_url`: iPXE expands
+``${...}`` anywhere on a line and treats newlines, ``&&``, ``||`` and ``#``
+specially, so only a conservative set of characters is let through. The
+``${...}`` that *are* in these scripts (``${mac:hexhyp}``, ``${buildarch}``) are
+written here, never taken from input.
+"""
+
+from __future__ import annotations
+
+import re
+from urllib.parse import quote
+
+from pxetwist.catalog import CatalogEntry, EntryView, is_url
+
+#: Characters allowed in labels and kernel arguments.
+_UNSAFE_TEXT = re.compile(r"[^A-Za-z0-9 _.,:/=+@%()\[\]-]")
+_UNSAFE_ARGS = re.compile(r"[^A-Za-z0-9 _.,:/=+@%-]")
+
+#: What iPXE appends to every URL it fetches, so the server knows who asks.
+MAC_QUERY = "mac=${mac:hexhyp}"
+BOOT_QUERY = "mac=${mac:hexhyp}&arch=${buildarch}&platform=${platform}"
+
+LOCAL_BOOT = "#!ipxe\necho pxetwist: booting from local disk\nexit\n"
+
+
+class UnsafeTextError(ValueError):
+    """Text that cannot go into an iPXE script (used to refuse API input)."""
+
+
+def check_label(text: str) -> str:
+    """A label as given, or raise :class:`UnsafeTextError` naming the first bad character."""
+    bad = _UNSAFE_TEXT.search(text)
+    if bad or len(text) > 80:
+        raise UnsafeTextError(
+            f"character {bad.group()!r} is not allowed" if bad else "longer than 80 characters"
+        )
+    return text
+
+
+def check_args(text: str) -> str:
+    """Kernel arguments as given, or raise :class:`UnsafeTextError`."""
+    bad = _UNSAFE_ARGS.search(text)
+    if bad or len(text) > 1024:
+        raise UnsafeTextError(
+            f"character {bad.group()!r} is not allowed" if bad else "longer than 1024 characters"
+        )
+    return text
+
+
+def script_text(text: str) -> str:
+    """Display text made safe for a script line: unsafe characters become ``_``."""
+    return _UNSAFE_TEXT.sub("_", text)[:80]
+
+
+def script_args(text: str) -> str:
+    """Kernel arguments made safe: unsafe characters are dropped."""
+    return " ".join(_UNSAFE_ARGS.sub("", text).split())
+
+
+def script_url(url: str) -> str:
+    """A mirror URL made safe: anything outside URL syntax is percent-encoded, and
+    ``$``, ``{``, ``}`` and spaces with it."""
+    return quote(url, safe=":/?=&%.-_~@+,;")
+
+
+def entry_file_url(base: str, entry: CatalogEntry, name: str) -> str:
+    """Where iPXE fetches one of an entry's files: a mirror URL, or ours with the MAC."""
+    if is_url(name):
+        return script_url(name)
+    return f"{base}/containers/{entry.id}/files/{quote(name, safe='')}?{MAC_QUERY}"
+
+
+def entry_script(base: str, view: EntryView) -> str:
+    """The script that boots one entry, by kind.
+
+    Linux: ``kernel`` with ``initrd=<name>`` for each initrd (the UEFI stub of this
+    iPXE only hands over initrds it is told about), then ``initrd --name``, ``boot``.
+    """
+    entry = view.entry
+    lines = ["#!ipxe", f"echo pxetwist: booting {script_text(view.label)}"]
+    if entry.kind == "linux":
+        names = [_initrd_name(i, name) for i, name in enumerate(entry.initrd)]
+        args = " ".join(
+            part for part in (
+                " ".join(f"initrd={n}" for n in names),
+                script_args(entry.cmdline),
+                script_args(view.kernel_args),
+            ) if part
+        )
+        lines.append(f"kernel {entry_file_url(base, entry, entry.kernel)} {args}".rstrip())
+        for name, source in zip(names, entry.initrd, strict=True):
+            lines.append(f"initrd --name {name} {entry_file_url(base, entry, source)}")
+        lines.append("boot || goto failed")
+    elif entry.kind == "efi":
+        lines.append(f"chain {entry_file_url(base, entry, entry.file)} || goto failed")
+    elif entry.kind == "iso":
+        lines.append(f"sanboot --no-describe {entry_file_url(base, entry, entry.file)}"
+                     " || goto failed")
+    else:  # file (and ipxe, when its script is a URL)
+        lines.append(f"chain {base}/containers/{entry.id}?{MAC_QUERY} || goto failed")
+    lines += [":failed", "echo pxetwist: boot failed, booting from local disk", "sleep 3",
+              "exit", ""]
+    return "\n".join(lines)
+
+
+def _initrd_name(index: int, source: str) -> str:
+    """The name iPXE gives an initrd (and the kernel line's ``initrd=``): its file name."""
+    base = source.rsplit("/", 1)[-1].split("?", 1)[0]
+    return re.sub(r"[^A-Za-z0-9._-]", "_", base) or f"initrd{index}"
+
+
+def chain_script(url: str) -> str:
+    """A script that chains to ``url`` (a URL we built), falling back to local boot."""
+    return f"#!ipxe\nchain --autofree {url} || goto failed\n:failed\nexit\n"
+
+
+def entry_point_script(base: str, tries: int = 3) -> str:
+    """What a client asking without its MAC gets: the same URL again with the MAC, arch
+    and platform iPXE knows, retried ``tries`` times before booting locally."""
+    return (
+        "#!ipxe\n"
+        "set pxetwist_tries:int32 0\n"
+        ":retry\n"
+        f"chain --autofree {base}/pxe/boot.ipxe?{BOOT_QUERY} && exit ||\n"
+        "inc pxetwist_tries\n"
+        f"iseq ${{pxetwist_tries}} {tries} && goto local ||\n"
+        "echo pxetwist: server did not answer, retrying\n"
+        "sleep 2\n"
+        "goto retry\n"
+        ":local\n"
+        "echo pxetwist: server unreachable, booting from local disk\n"
+        "exit\n"
+    )
+
+
+def menu_script(base: str, menu: list[EntryView], default: EntryView | None,
+                timeout: int) -> str:
+    """The boot menu: offered entries in order, then local boot, iPXE shell and retry.
+
+    ``timeout`` 0 boots the default at once (iPXE's own 0 would mean "wait forever").
+    """
+    if not menu:
+        return ("#!ipxe\necho pxetwist: no boot entries are offered; booting from local disk\n"
+                "sleep 3\nexit\n")
+    target = f"e-{default.entry.id}" if default is not None else f"e-{menu[0].entry.id}"
+    lines = ["#!ipxe", ":start"]
+    if timeout == 0:
+        lines.append(f"goto {target}")
+    lines += ["menu pxetwist boot menu", "item --gap -- Boot entries"]
+    for view in menu:
+        lines.append(f"item e-{view.entry.id} {script_text(view.label)}")
+    lines += [
+        "item --gap -- Other",
+        "item local Boot from local disk",
+        "item shell iPXE shell",
+        "item retry Reload this menu",
+        f"choose --default {target} --timeout {timeout * 1000} target && goto ${{target}}"
+        " || goto local",
+    ]
+    for view in menu:
+        lines += [f":e-{view.entry.id}",
+                  f"chain {base}/containers/{view.entry.id}/boot.ipxe?{MAC_QUERY}"
+                  " || goto failed"]
+    lines += [
+        ":local", "exit",
+        ":shell", "shell", "goto start",
+        ":retry", f"chain {base}/pxe/menu.ipxe?{MAC_QUERY} || goto failed",
+        ":failed", "echo pxetwist: boot failed", "prompt --timeout 5000 Press a key to retry ||",
+        "goto start", "",
+    ]
+    return "\n".join(lines)

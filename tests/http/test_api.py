@@ -1,0 +1,208 @@
+"""Management routes: JSON shapes, validation, auth, injection refused, events feed."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from pxetwist.events import Stage
+from tests.http.helpers import MAC, make_rig
+
+INJECTIONS = [
+    "evil\nshell", "x\r\nchain http://evil/", "${root-path}", "a && shell", "a || shell",
+    "# comment", "label; reboot", "a\tb", "quote\"s", "back\\slash", "$(id)", "`id`",
+    "a\x00b", "<script>", "a|b", "a&b", "x" * 81,
+]
+
+
+@pytest.mark.parametrize("label", INJECTIONS)
+def test_labels_that_could_inject_ipxe_commands_are_refused(tmp_path: Path, label: str) -> None:
+    """Newlines, ${...}, &&, ||, #, ; and other specials in a label: 400, nothing stored."""
+    rig = make_rig(tmp_path)
+    code, body, _ = rig.post("/pxe/lab/menu", {"label": label})
+    assert code == 400 and "label" in json.loads(body)["error"]
+    assert rig.catalog.view("lab").label == "Lab payload"  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("args", [*INJECTIONS[:13], "a=1 ${x}", "console=ttyS0\ninitrd x"])
+def test_kernel_args_that_could_inject_are_refused(tmp_path: Path, args: str) -> None:
+    """Kernel args with iPXE specials: 400; the entry script is unchanged."""
+    rig = make_rig(tmp_path)
+    before = rig.get("/containers/lab/boot.ipxe")[1]
+    code, body, _ = rig.post("/pxe/lab/menu", {"kernel_args": args})
+    assert code == 400 and "kernel_args" in json.loads(body)["error"]
+    assert rig.get("/containers/lab/boot.ipxe")[1] == before
+
+
+def test_entry_ini_text_is_sanitised_in_scripts(tmp_path: Path) -> None:
+    """Even operator-written entry.ini text cannot put a command on a new script line."""
+    rig = make_rig(tmp_path)
+    folder = tmp_path / "catalog" / "sneaky"
+    folder.mkdir()
+    (folder / "entry.ini").write_text(
+        "[entry]\nname = Sneaky ${x} && shell\nkernel = k\ncmdline = a=1 ${evil} || shell\n")
+    (folder / "k").write_bytes(b"k")
+    rig.catalog.load()
+    _, body, _ = rig.get("/containers/sneaky/boot.ipxe")
+    script = body.decode()
+    assert "${evil}" not in script and "${x}" not in script and "|| shell" not in script
+    assert "&& shell" not in script
+    _, menu, _ = rig.get("/pxe/menu.ipxe")
+    assert "${x}" not in menu.decode()
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b"not json", b"[1, 2]", b'{"label": 5}', b'{"order": "first"}', b'{"order": true}',
+     b'{"default": "yes"}', b'{"colour": "red"}', b'{"pxe": 1}', b"{" + b" " * 70000 + b"}"],
+)
+def test_bad_menu_bodies_are_400_with_reason(tmp_path: Path, body: bytes) -> None:
+    """Malformed JSON, wrong types, unknown fields and oversized bodies: 400 + reason."""
+    rig = make_rig(tmp_path)
+    code, answer, _ = rig.post("/pxe/lab/menu", body)
+    assert code == 400 and json.loads(answer)["error"]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b'{}', b'{"entry": 5}', b'{"entry": "lab", "once": "yes"}', b'{"entry": ""}',
+     b'{"entry": "lab", "extra": 1}', b"null"],
+)
+def test_bad_assignments_are_400(tmp_path: Path, body: bytes) -> None:
+    """PUT /machines/{mac} bodies are checked."""
+    rig = make_rig(tmp_path)
+    code, answer, _ = rig.put(f"/machines/{MAC}", body)
+    assert code == 400 and json.loads(answer)["error"]
+
+
+def test_unknown_things_are_404(tmp_path: Path) -> None:
+    """Unknown entries and never-seen machines are 404 with a reason."""
+    rig = make_rig(tmp_path)
+    assert rig.post("/pxe/nope/toggle")[0] == 404
+    assert rig.post("/pxe/nope/menu", {"label": "x"})[0] == 404
+    assert rig.put(f"/machines/{MAC}", {"entry": "nope"})[0] == 404
+    assert rig.get(f"/machines/{MAC}")[0] == 404
+    assert rig.get("/containers/nope/boot.ipxe")[0] == 404
+    assert rig.get("/containers/nope/info")[0] == 404
+
+
+def test_catalog_json_shapes(tmp_path: Path) -> None:
+    """/containers, /pxe, /containers/{id}/info follow docs/API.md."""
+    rig = make_rig(tmp_path)
+    body = json.loads(rig.get("/containers")[1])
+    ids = [e["id"] for e in body["entries"]]
+    assert ids == ["hello-ipxe", "lab", "rescue-iso", "tool-efi"] and body["errors"] == []
+    assert set(body["entries"][0]) >= {"id", "name", "kind", "pxe", "label", "order",
+                                        "default", "kernel_args"}
+    code, answer, _ = rig.post("/pxe/lab/toggle")
+    assert code == 200 and json.loads(answer)["pxe"] is False
+    pxe = json.loads(rig.get("/pxe")[1])
+    assert "lab" not in [e["id"] for e in pxe["entries"]] and pxe["timeout"] == 10
+    assert json.loads(rig.get("/containers/lab/info")[1])["kind"] == "linux"
+    refreshed = json.loads(rig.post("/catalog/refresh")[1])
+    assert refreshed == {"entries": 4, "errors": 0}
+
+
+def test_machines_and_history(tmp_path: Path) -> None:
+    """/machines lists records; /machines/{mac} adds the stored boot history."""
+    rig = make_rig(tmp_path)
+    rig.events.publish(Stage.DHCP_ACK, mac=MAC, ip="10.77.0.50", arch="bios")
+    machines = json.loads(rig.get("/machines")[1])["machines"]
+    assert [(m["mac"], m["ip"], m["arch"]) for m in machines] == [(MAC, "10.77.0.50", "bios")]
+    one = json.loads(rig.get(f"/machines/{MAC.upper().replace(':', '-')}")[1])
+    assert [h["stage"] for h in one["history"]] == [Stage.DHCP_ACK]
+
+
+def test_events_filter_and_long_poll(tmp_path: Path) -> None:
+    """/events?mac= filters; ?after=N&wait=S answers when a newer event arrives."""
+    rig = make_rig(tmp_path)
+    rig.events.publish(Stage.DHCP_OFFER, mac=MAC)
+    rig.events.publish(Stage.DHCP_OFFER, mac="52:54:00:00:00:99")
+    body = json.loads(rig.get(f"/events?mac={MAC}")[1])
+    assert [e["mac"] for e in body["events"]] == [MAC] and body["last"] == 2
+    d = rig.client.get("http://x/events?after=2&wait=10")
+    rig.client.flush()
+    early: list[object] = []
+    d.addCallback(lambda response: early.append(response) or response)
+    assert early == []
+    rig.events.publish(Stage.DHCP_ACK, mac=MAC)
+    rig.client.flush()
+    from twisted.trial.unittest import SynchronousTestCase
+
+    response = SynchronousTestCase().successResultOf(d)
+    content = SynchronousTestCase().successResultOf(response.content())
+    assert [e["stage"] for e in json.loads(content)["events"]] == [Stage.DHCP_ACK]
+    assert rig.get("/events?after=-1")[0] == 400
+    assert rig.get("/events?mac=bad")[0] == 400
+
+
+def test_long_poll_times_out_empty(tmp_path: Path) -> None:
+    """A long poll with nothing new answers an empty list after the wait."""
+    rig = make_rig(tmp_path)
+    d = rig.client.get("http://x/events?after=0&wait=5")
+    rig.client.flush()
+    rig.clock.advance(5)
+    rig.client.flush()
+    from twisted.trial.unittest import SynchronousTestCase
+
+    response = SynchronousTestCase().successResultOf(d)
+    assert json.loads(SynchronousTestCase().successResultOf(response.content()))["events"] == []
+
+
+def test_token_is_required_for_every_mutation(tmp_path: Path) -> None:
+    """With api_token set: no header or a wrong token is 401; the right one works."""
+    rig = make_rig(tmp_path, "[http]\napi_token = s3cret\n")
+    mutations = [("post", "/pxe/lab/toggle", None), ("post", "/pxe/lab/menu", {"label": "x"}),
+                 ("post", "/catalog/refresh", None), ("put", f"/machines/{MAC}", {"entry": None}),
+                 ("post", f"/api/v1/machines/{MAC}/installed", None)]
+    for method, path, body in mutations:
+        call = getattr(rig, method)
+        assert call(path, body)[0] == 401
+        assert call(path, body, headers={"Authorization": "Bearer wrong"})[0] == 401
+        assert call(path, body, headers={"Authorization": "Basic s3cret"})[0] == 401
+        assert call(path, body, headers={"Authorization": "Bearer s3cret"})[0] == 200
+
+
+def test_without_token_only_loopback_may_mutate(tmp_path: Path) -> None:
+    """No api_token: mutations from a non-loopback address are 403."""
+    from pxetwist.http import api
+
+    class Remote:
+        def getHeader(self, name: bytes) -> None:
+            return None
+
+        def getClientAddress(self) -> object:
+            class Address:
+                host = "10.77.0.50"
+            return Address()
+
+    class Local(Remote):
+        def getClientAddress(self) -> object:
+            class Address:
+                host = "127.0.0.1"
+            return Address()
+
+    assert api.refuse_unauthorised(Remote(), "")[1] == 403  # type: ignore[arg-type,index]
+    assert api.refuse_unauthorised(Local(), "") is None  # type: ignore[arg-type]
+
+
+def test_metrics_and_health(tmp_path: Path) -> None:
+    """/metrics is Prometheus text with our counters; /health says ok."""
+    rig = make_rig(tmp_path)
+    rig.get(f"/pxe/boot.ipxe?mac={MAC}")
+    code, body, _ = rig.get("/metrics")
+    assert code == 200 and b"pxetwist_http_requests_total" in body
+    assert json.loads(rig.get("/health")[1])["status"] == "ok"
+
+
+def test_leases_route_reads_the_store(tmp_path: Path) -> None:
+    """/leases lists the store's leases."""
+    from pxetwist.store import LeaseRow
+
+    rig = make_rig(tmp_path)
+    rig.app.store.put_lease(LeaseRow("10.77.0.50", MAC, "", "vm", 99.0, "bound"))
+    leases = json.loads(rig.get("/leases")[1])["leases"]
+    assert leases == [{"ip": "10.77.0.50", "mac": MAC, "client_id": "", "hostname": "vm",
+                       "expires": 99.0, "state": "bound"}]
