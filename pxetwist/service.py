@@ -20,6 +20,7 @@ from twisted.web.server import Site
 
 from pxetwist.catalog import CatalogService
 from pxetwist.config import Config
+from pxetwist.dhcp.service import build_dhcp_service
 from pxetwist.events import BootEvent, EventBus
 from pxetwist.http.app import PxeApp
 from pxetwist.machines import MachineRegistry
@@ -185,10 +186,16 @@ def make_service(config: Config, reactor: Any) -> PxeService:
     catalog.setServiceParent(top)
 
     running = ["http"]
+    explain = None
+    if config.dhcp.mode != "off":
+        dhcp = build_dhcp_service(config, store, bus, reactor, address, base_url)
+        dhcp.setServiceParent(top)
+        explain = dhcp.policy.explain
+        running.append("dhcp")
     if config.tftp.enabled:
         build_tftp_service(config, bus, reactor, mac_for_ip=machines.mac_for_ip
                            ).setServiceParent(top)
         running.append("tftp")
-    app = PxeApp(config, catalog, machines, store, bus, base_url, tuple(running))
+    app = PxeApp(config, catalog, machines, store, bus, base_url, tuple(running), explain)
     build_http(config, app, reactor).setServiceParent(top)
     return top

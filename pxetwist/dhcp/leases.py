@@ -1,0 +1,231 @@
+"""The address pool of full mode: who holds which address, and making that durable.
+
+Leases live in memory for speed and in the store for durability. An ACK may
+only leave once its lease is committed (``synchronous=FULL``); commits that
+arrive in the same reactor turn go to disk in one transaction (group commit),
+so a DHCP storm costs one fsync per batch, not one per client.
+
+Offers are kept in memory only, for :data:`OFFER_HOLD` seconds: an address
+offered to one client is not offered to another meanwhile. After a restart
+the pool is rebuilt from the store, so no ACKed address is handed out twice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from ipaddress import IPv4Address, IPv4Network
+from typing import Any
+
+from twisted.internet.defer import Deferred
+from twisted.logger import Logger
+
+from pxetwist.config import DhcpConfig
+from pxetwist.metrics import DHCP_LEASES
+from pxetwist.store import LeaseRow, Store
+
+#: Seconds an offered address stays held for the client it was offered to.
+OFFER_HOLD = 60.0
+#: Seconds a declined address stays out of the pool.
+DECLINE_HOLD = 600.0
+
+BOUND = "bound"
+RELEASED = "released"
+DECLINED = "declined"
+
+
+class LeasePool:
+    """Allocation and bookkeeping for ``[dhcp] range_start..range_end``.
+
+    Clients are identified by a key (``id:<option 61 hex>`` or ``mac:<mac>``).
+
+    :param clock: ``seconds`` and ``callLater`` (times in leases are epoch seconds).
+    """
+
+    _log = Logger()
+
+    def __init__(self, config: DhcpConfig, store: Store, clock: Any) -> None:
+        assert config.range_start is not None and config.range_end is not None
+        self._config = config
+        self._store = store
+        self._clock = clock
+        self.network = IPv4Network(f"{config.range_start}/{config.netmask}", strict=False)
+        self._start = int(config.range_start)
+        self._end = int(config.range_end)
+        self._by_ip: dict[str, LeaseRow] = {}
+        self._by_key: dict[str, str] = {}
+        self._offers: dict[str, tuple[str, float]] = {}  # ip -> (key, until)
+        self._offer_of: dict[str, str] = {}  # key -> ip offered to it
+        self._reserved_ips = {str(ip): mac for mac, ip in config.reservations.items()}
+        self._next_free = self._start
+        self._batch: list[tuple[LeaseRow, Deferred[None]]] = []
+        self._flush_call: Any = None
+
+    def load(self) -> None:
+        """Rebuild the pool from the store (startup)."""
+        for row in self._store.leases_now():
+            self._by_ip[row.ip] = row
+            self._by_key[row.client_id or "mac:" + row.mac] = row.ip
+        self._update_gauge()
+
+    # -- reading ---------------------------------------------------------------------
+
+    def lease_of(self, key: str) -> LeaseRow | None:
+        ip = self._by_key.get(key)
+        return self._by_ip.get(ip) if ip else None
+
+    def holder(self, ip: str) -> LeaseRow | None:
+        """The lease that keeps ``ip`` from others now (bound or declined, unexpired)."""
+        row = self._by_ip.get(ip)
+        if row is None or row.state == RELEASED or row.expires <= self._clock.seconds():
+            return None
+        return row
+
+    def in_use(self) -> int:
+        now = self._clock.seconds()
+        return sum(1 for r in self._by_ip.values() if r.state == BOUND and r.expires > now)
+
+    def in_pool(self, ip: IPv4Address) -> bool:
+        return self._start <= int(ip) <= self._end or str(ip) in self._reserved_ips
+
+    # -- allocation ------------------------------------------------------------------
+
+    def available_for(self, ip: IPv4Address, key: str, mac: str) -> bool:
+        """Whether ``ip`` may be given to this client now."""
+        text = str(ip)
+        reserved_for = self._reserved_ips.get(text)
+        if reserved_for is not None:
+            return reserved_for == mac
+        if not self.in_pool(ip):
+            return False
+        holder = self.holder(text)
+        if holder is not None and (holder.client_id or "mac:" + holder.mac) != key:
+            return False
+        offer = self._offers.get(text)
+        return not (offer and offer[0] != key and offer[1] > self._clock.seconds())
+
+    def allocate(self, key: str, mac: str, requested: IPv4Address | None) -> IPv4Address | None:
+        """An address for this client (its reservation, its previous address, the one it
+        asks for, or a free one), held for it for :data:`OFFER_HOLD` seconds; ``None``
+        when the pool is exhausted."""
+        reservation = self._config.reservations.get(mac)
+        candidates: list[IPv4Address] = []
+        if reservation is not None:
+            candidates.append(reservation)
+        offered = self._offer_of.get(key)
+        if offered is not None:  # a repeated DISCOVER gets the same offer, not a new one
+            candidates.append(IPv4Address(offered))
+        previous = self._by_key.get(key)
+        if previous is not None:
+            candidates.append(IPv4Address(previous))
+        if requested is not None:
+            candidates.append(requested)
+        for ip in candidates:
+            if self.available_for(ip, key, mac):
+                return self._hold(ip, key)
+        for ip in self._free_addresses():
+            if self.available_for(ip, key, mac):
+                return self._hold(ip, key)
+        return None
+
+    def _free_addresses(self) -> Iterator[IPv4Address]:
+        """Never-used addresses first (round robin), then the longest-expired ones."""
+        size = self._end - self._start + 1
+        for step in range(size):
+            number = self._start + (self._next_free - self._start + step) % size
+            if str(IPv4Address(number)) not in self._by_ip:
+                self._next_free = number + 1 if number < self._end else self._start
+                yield IPv4Address(number)
+        expired = sorted((r.expires, r.ip) for r in self._by_ip.values()
+                         if self.holder(r.ip) is None)
+        for _, ip in expired:
+            yield IPv4Address(ip)
+
+    def _hold(self, ip: IPv4Address, key: str) -> IPv4Address:
+        previous = self._offer_of.get(key)
+        if previous is not None and previous != str(ip):
+            self._offers.pop(previous, None)
+        self._offers[str(ip)] = (key, self._clock.seconds() + OFFER_HOLD)
+        self._offer_of[key] = str(ip)
+        if len(self._offers) > 4 * (self._end - self._start + 1) + 100:
+            now = self._clock.seconds()
+            self._offers = {k: v for k, v in self._offers.items() if v[1] > now}
+            self._offer_of = {v[0]: k for k, v in self._offers.items()}
+        return ip
+
+    def forget_offer(self, key: str) -> None:
+        """The client took another server's offer."""
+        ip = self._offer_of.pop(key, None)
+        if ip is not None:
+            self._offers.pop(ip, None)
+
+    # -- changes (durable) -----------------------------------------------------------
+
+    def bind(self, ip: IPv4Address, key: str, mac: str, name: str) -> Deferred[None]:
+        """Bind ``ip`` to the client for ``lease_time``; fires once it is on disk."""
+        row = LeaseRow(str(ip), mac, key, name, self._clock.seconds() + self._config.lease_time,
+                       BOUND)
+        self._offers.pop(str(ip), None)
+        self._offer_of.pop(key, None)
+        return self._set(row)
+
+    def release(self, ip: IPv4Address, key: str) -> Deferred[None] | None:
+        """The client gives ``ip`` back; its claim to it is kept for next time."""
+        row = self._by_ip.get(str(ip))
+        if row is None or (row.client_id or "mac:" + row.mac) != key:
+            return None
+        return self._set(LeaseRow(row.ip, row.mac, row.client_id, row.hostname,
+                                  self._clock.seconds(), RELEASED))
+
+    def decline(self, ip: IPv4Address, key: str, mac: str) -> Deferred[None] | None:
+        """The client found ``ip`` in use: keep it out of the pool for a while."""
+        if not self.in_pool(ip):
+            return None
+        self._by_key.pop(key, None)
+        return self._set(LeaseRow(str(ip), "", "declined", "",
+                                  self._clock.seconds() + DECLINE_HOLD, DECLINED))
+
+    def _set(self, row: LeaseRow) -> Deferred[None]:
+        old = self._by_ip.get(row.ip)
+        if old is not None:
+            old_key = old.client_id or "mac:" + old.mac
+            if self._by_key.get(old_key) == row.ip:
+                del self._by_key[old_key]
+        self._by_ip[row.ip] = row
+        if row.state != DECLINED:
+            previous = self._by_key.get(row.client_id)
+            old_row = self._by_ip.get(previous) if previous and previous != row.ip else None
+            if old_row is not None:  # one address per client: free the old one
+                freed = LeaseRow(old_row.ip, old_row.mac, old_row.client_id, old_row.hostname,
+                                 self._clock.seconds(), RELEASED)
+                self._by_ip[old_row.ip] = freed
+                self._batch.append((freed, Deferred()))
+            self._by_key[row.client_id] = row.ip
+        self._update_gauge()
+        done: Deferred[None] = Deferred()
+        self._batch.append((row, done))
+        if self._flush_call is None:
+            self._flush_call = self._clock.callLater(0, self._flush)
+        return done
+
+    def _flush(self) -> None:
+        self._flush_call = None
+        batch, self._batch = self._batch, []
+        if not batch:
+            return
+        d = self._store.put_leases([row for row, _ in batch])
+
+        def written(result: object) -> object:
+            for _, done in batch:
+                done.callback(None)
+            return result
+
+        def failed(failure: Any) -> None:
+            self._log.failure("lease commit failed: {count} ACKs withheld", failure,
+                              count=len(batch))
+            for _, done in batch:
+                done.errback(failure)
+
+        d.addCallbacks(written, failed)
+
+    def _update_gauge(self) -> None:
+        DHCP_LEASES.set(self.in_use())

@@ -1,0 +1,332 @@
+"""DHCP decisions: the full-mode server (RFC 2131) and what both modes share.
+
+:class:`DhcpDatagramProtocol` only decodes and hands each message to a
+controller; :class:`DhcpServer` (full mode, here) and
+:class:`~pxetwist.dhcp.proxy.ProxyServer` decide. A controller answers by
+calling its ``send`` with the reply and where it goes, chosen per RFC 2131
+4.1 by :func:`destination`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from ipaddress import IPv4Address
+from typing import Any
+
+from twisted.internet.protocol import DatagramProtocol
+from twisted.logger import Logger
+
+from pxetwist.arch import BY_CODE
+from pxetwist.config import DhcpConfig
+from pxetwist.dhcp import options as opt
+from pxetwist.dhcp.leases import LeasePool
+from pxetwist.dhcp.packet import (
+    BOOTREPLY,
+    BOOTREQUEST,
+    ZERO,
+    DhcpPacket,
+    DhcpPacketError,
+    encode,
+    parse,
+)
+from pxetwist.events import EventBus, Stage
+from pxetwist.metrics import DHCP_DROPPED, DHCP_PACKETS, DHCP_REPLIES
+from pxetwist.policy import BootDecision, BootPolicy, ClientFacts
+
+Address = tuple[str, int]
+Send = Callable[[bytes, Address], None]
+BROADCAST = "255.255.255.255"
+CLIENT_PORT = 68
+SERVER_PORT = 67
+
+#: Per-MAC rate limit: at most this many messages per :data:`RATE_WINDOW` seconds.
+RATE_LIMIT = 20
+RATE_WINDOW = 1.0
+
+
+class DhcpDatagramProtocol(DatagramProtocol):
+    """Decodes datagrams and hands them to ``controller(packet, addr)``; drops and counts
+    garbage. Never lets an exception out of ``datagramReceived``."""
+
+    noisy = False
+    _log = Logger()
+
+    def __init__(self, controller: Callable[[DhcpPacket, Address], None]) -> None:
+        self.controller = controller
+
+    def startProtocol(self) -> None:
+        assert self.transport is not None
+        self.transport.setBroadcastAllowed(True)
+
+    def send(self, data: bytes, addr: Address) -> None:
+        assert self.transport is not None
+        try:
+            self.transport.write(data, addr)
+        except OSError as e:
+            DHCP_DROPPED.labels(reason="send-failed").inc()
+            self._log.warn("DHCP reply to {addr} not sent: {error}", addr=addr, error=e)
+
+    def datagramReceived(self, data: bytes, addr: Address) -> None:
+        try:
+            packet = parse(data)
+        except DhcpPacketError as e:
+            DHCP_DROPPED.labels(reason="malformed").inc()
+            self._log.debug("dropped malformed DHCP datagram from {addr}: {error}", addr=addr,
+                            error=e)
+            return
+        if packet.op != BOOTREQUEST:
+            DHCP_DROPPED.labels(reason="not-a-request").inc()
+            return
+        try:
+            self.controller(packet, addr)
+        except Exception:
+            DHCP_DROPPED.labels(reason="internal-error").inc()
+            self._log.failure("DHCP message from {addr} failed", addr=addr)
+
+
+def facts_of(packet: DhcpPacket) -> ClientFacts:
+    """The client facts the boot policy needs, read from a request."""
+    return ClientFacts(packet.mac, opt.client_arch(packet), opt.vendor_class(packet),
+                       opt.is_ipxe(packet), opt.machine_uuid(packet))
+
+
+def arch_name(facts: ClientFacts) -> str:
+    arch = BY_CODE.get(facts.arch) if facts.arch is not None else None
+    return arch.name if arch else ("" if facts.arch is None else f"unknown-{facts.arch}")
+
+
+def destination(request: DhcpPacket, reply_type: int, source: Address) -> Address:
+    """Where a reply goes (RFC 2131 4.1): via the relay, to the client's address, or
+    broadcast (the client has no address yet, asked for broadcast, or gets a NAK).
+
+    Unicast to ``yiaddr`` before the client has it would need an ARP entry set from
+    user space; broadcast reaches it just as well.
+    """
+    if request.giaddr != ZERO:
+        return str(request.giaddr), SERVER_PORT
+    if reply_type == opt.NAK:
+        return BROADCAST, CLIENT_PORT
+    if request.ciaddr != ZERO:
+        return str(request.ciaddr), source[1] if source[1] != SERVER_PORT else CLIENT_PORT
+    return BROADCAST, CLIENT_PORT
+
+
+def boot_fields(decision: BootDecision, server: str) -> tuple[IPv4Address, bytes,
+                                                              list[tuple[int, bytes]]]:
+    """``siaddr``, ``file`` and options 66/67 for a boot decision."""
+    filename = decision.filename.encode("latin-1", "replace")
+    siaddr = IPv4Address(decision.next_server or server)
+    options = [(opt.TFTP_SERVER, str(siaddr).encode()), (opt.BOOTFILE, filename)]
+    return siaddr, filename if len(filename) <= 127 else b"", options
+
+
+def echoed(request: DhcpPacket) -> list[tuple[int, bytes]]:
+    """Options a reply must carry back unchanged: 97 (UUID) and 82 (relay agent)."""
+    return [(code, value) for code in (opt.CLIENT_UUID, opt.RELAY_AGENT)
+            if (value := request.option(code)) is not None]
+
+
+class RateLimiter:
+    """At most :data:`RATE_LIMIT` messages per MAC per :data:`RATE_WINDOW` seconds, so one
+    client (or a flood of one) cannot starve the rest; memory stays bounded."""
+
+    def __init__(self, clock: Any, limit: int = RATE_LIMIT, window: float = RATE_WINDOW,
+                 max_clients: int = 50_000) -> None:
+        self._clock = clock
+        self._limit = limit
+        self._window = window
+        self._max_clients = max_clients
+        self._seen: dict[str, tuple[float, int]] = {}
+
+    def allow(self, mac: str) -> bool:
+        now = self._clock.seconds()
+        start, count = self._seen.get(mac, (now, 0))
+        if now - start >= self._window:
+            start, count = now, 0
+        if count >= self._limit:
+            return False
+        if len(self._seen) >= self._max_clients and mac not in self._seen:
+            self._seen = {m: v for m, v in self._seen.items() if now - v[0] < self._window}
+            if len(self._seen) >= self._max_clients:
+                return False
+        self._seen[mac] = (start, count + 1)
+        return True
+
+
+class DhcpServer:
+    """Full mode: addresses from the pool plus boot options.
+
+    :param send: sends bytes to an address (the port-67 protocol's ``send``).
+    :param server: our address (option 54, siaddr).
+    """
+
+    _log = Logger()
+
+    def __init__(self, config: DhcpConfig, pool: LeasePool, policy: BootPolicy,
+                 events: EventBus, clock: Any, server: str, send: Send) -> None:
+        self.config = config
+        self.pool = pool
+        self.policy = policy
+        self.events = events
+        self.clock = clock
+        self.server = IPv4Address(server)
+        self.send = send
+        self.limiter = RateLimiter(clock)
+
+    # -- dispatch --------------------------------------------------------------------
+
+    def __call__(self, packet: DhcpPacket, source: Address) -> None:
+        kind = opt.message_type(packet)
+        DHCP_PACKETS.labels(type=opt.MESSAGE_NAMES.get(kind or 0, "BOOTP")).inc()
+        if kind is None:
+            DHCP_DROPPED.labels(reason="bootp").inc()
+            return
+        if not self.limiter.allow(packet.mac):
+            DHCP_DROPPED.labels(reason="rate-limit").inc()
+            return
+        handler = {opt.DISCOVER: self._discover, opt.REQUEST: self._request,
+                   opt.DECLINE: self._decline, opt.RELEASE: self._release,
+                   opt.INFORM: self._inform}.get(kind)
+        if handler is None:
+            DHCP_DROPPED.labels(reason="unexpected-type").inc()
+            return
+        handler(packet, source)
+
+    # -- messages --------------------------------------------------------------------
+
+    def _discover(self, packet: DhcpPacket, source: Address) -> None:
+        key = opt.client_key(packet)
+        ip = self.pool.allocate(key, packet.mac, opt.requested_ip(packet))
+        if ip is None:
+            DHCP_DROPPED.labels(reason="pool-exhausted").inc()
+            self._log.warn("DHCP pool exhausted: no offer for {mac}", mac=packet.mac)
+            return
+        self._reply(packet, source, opt.OFFER, ip, Stage.DHCP_OFFER)
+
+    def _request(self, packet: DhcpPacket, source: Address) -> None:
+        key = opt.client_key(packet)
+        chosen = opt.server_id(packet)
+        requested = opt.requested_ip(packet)
+        if chosen is not None:  # SELECTING
+            if chosen != self.server:
+                self.pool.forget_offer(key)
+                return
+            if requested is None or not self.pool.available_for(requested, key, packet.mac):
+                self._nak(packet, source, "requested address not available")
+                return
+            self._ack(packet, source, requested, key)
+            return
+        if requested is not None:  # INIT-REBOOT
+            if requested not in self.pool.network:
+                self._nak(packet, source, "wrong network")
+            elif self.pool.available_for(requested, key, packet.mac):
+                self._ack(packet, source, requested, key)
+            else:
+                self._nak(packet, source, "address belongs to another client")
+            return
+        if packet.ciaddr != ZERO:  # RENEWING / REBINDING
+            if self.pool.available_for(packet.ciaddr, key, packet.mac):
+                self._ack(packet, source, packet.ciaddr, key)
+            elif packet.ciaddr in self.pool.network:
+                self._nak(packet, source, "address belongs to another client")
+            return
+        DHCP_DROPPED.labels(reason="bad-request").inc()
+
+    def _ack(self, packet: DhcpPacket, source: Address, ip: IPv4Address, key: str) -> None:
+        """Commit the lease, then (and only then) send the ACK."""
+        d = self.pool.bind(ip, key, packet.mac, opt.hostname(packet))
+        d.addCallback(lambda _: self._reply(packet, source, opt.ACK, ip, Stage.DHCP_ACK))
+        d.addErrback(lambda f: DHCP_DROPPED.labels(reason="store-failed").inc())
+
+    def _nak(self, packet: DhcpPacket, source: Address, why: str) -> None:
+        reply = DhcpPacket(
+            op=BOOTREPLY, xid=packet.xid, chaddr=packet.chaddr, htype=packet.htype,
+            hlen=packet.hlen, flags=packet.flags, giaddr=packet.giaddr,
+            options=[(opt.MESSAGE_TYPE, bytes((opt.NAK,))), (opt.SERVER_ID, self.server.packed),
+                     (opt.MESSAGE, why.encode()), *echoed(packet)],
+        )
+        self._log.info("DHCPNAK to {mac}: {why}", mac=packet.mac, why=why)
+        self.events.publish(Stage.DHCP_NAK, mac=packet.mac, detail=why)
+        self._send(packet, source, opt.NAK, reply)
+
+    def _decline(self, packet: DhcpPacket, source: Address) -> None:
+        ip = opt.requested_ip(packet)
+        if ip is not None and opt.server_id(packet) in (None, self.server):
+            self.pool.decline(ip, opt.client_key(packet), packet.mac)
+            self._log.warn("DHCPDECLINE of {ip} from {mac}: address quarantined", ip=ip,
+                           mac=packet.mac)
+            self.events.publish(Stage.DHCP_DECLINE, mac=packet.mac, ip=str(ip))
+
+    def _release(self, packet: DhcpPacket, source: Address) -> None:
+        if packet.ciaddr != ZERO:
+            self.pool.release(packet.ciaddr, opt.client_key(packet))
+            self._log.info("DHCPRELEASE of {ip} from {mac}", ip=packet.ciaddr, mac=packet.mac)
+            self.events.publish(Stage.DHCP_RELEASE, mac=packet.mac, ip=str(packet.ciaddr))
+
+    def _inform(self, packet: DhcpPacket, source: Address) -> None:
+        self._reply(packet, source, opt.ACK, None, Stage.DHCP_ACK)
+
+    # -- replies ---------------------------------------------------------------------
+
+    def _reply(self, packet: DhcpPacket, source: Address, kind: int, ip: IPv4Address | None,
+               stage: str) -> None:
+        facts = facts_of(packet)
+        decision = self.policy.decide(facts)
+        siaddr, filename, boot_options = boot_fields(decision, str(self.server))
+        config = self.config
+        options: list[tuple[int, bytes]] = [
+            (opt.MESSAGE_TYPE, bytes((kind,))),
+            (opt.SERVER_ID, self.server.packed),
+            (opt.SUBNET_MASK, config.netmask.packed),
+        ]
+        if ip is not None:  # not for INFORM
+            time = config.lease_time
+            options += [(opt.LEASE_TIME, time.to_bytes(4, "big")),
+                        (opt.RENEWAL_TIME, (time // 2).to_bytes(4, "big")),
+                        (opt.REBINDING_TIME, (time * 7 // 8).to_bytes(4, "big"))]
+        broadcast = self.pool.network.broadcast_address
+        options.append((opt.BROADCAST, broadcast.packed))
+        if config.router is not None:
+            options.append((opt.ROUTER, config.router.packed))
+        if config.dns:
+            options.append((opt.DNS, b"".join(a.packed for a in config.dns)))
+        if config.domain:
+            options.append((opt.DOMAIN, config.domain.encode()))
+        if facts.is_pxe_client or facts.is_ipxe:
+            options += boot_options
+            # Option 60 only where it helps: iPXE waits 3 s for a proxy without it, while
+            # OVMF's own PXE client rejects it in a full-mode offer without option 43.
+            if facts.is_ipxe or facts.is_http_client:
+                options.append((opt.VENDOR_CLASS, (decision.vendor_class or "PXEClient")
+                                .encode()))
+        options += echoed(packet)
+        options = opt.order_options(options, opt.parameter_list(packet))
+        reply = DhcpPacket(
+            op=BOOTREPLY, xid=packet.xid, chaddr=packet.chaddr, htype=packet.htype,
+            hlen=packet.hlen, flags=packet.flags, ciaddr=packet.ciaddr,
+            yiaddr=ip or ZERO, siaddr=siaddr if facts.is_pxe_client or facts.is_ipxe else ZERO,
+            giaddr=packet.giaddr,
+            file=filename if facts.is_pxe_client or facts.is_ipxe else b"", options=options,
+        )
+        name = opt.MESSAGE_NAMES[kind]
+        booting = facts.is_pxe_client or facts.is_ipxe
+        boot_file = decision.filename if booting else ""
+        if kind == opt.ACK and ip is not None:
+            self._log.info("DHCPACK {ip} to {mac}{boot}", ip=ip, mac=packet.mac,
+                           boot=f" ({arch_name(facts) or '-'}) boot {boot_file}" if booting
+                           else "")
+        self.events.publish(stage, mac=packet.mac, ip=str(ip or packet.ciaddr),
+                            detail=f"{name} {boot_file}".rstrip(), arch=arch_name(facts),
+                            uuid=facts.uuid)
+        self._send(packet, source, kind, reply)
+
+    def _send(self, request: DhcpPacket, source: Address, kind: int, reply: DhcpPacket) -> None:
+        data = encode(reply)
+        where = destination(request, kind, source)
+        DHCP_REPLIES.labels(type=opt.MESSAGE_NAMES[kind]).inc()
+        delay = self.config.reply_delay / 1000
+        if delay > 0:
+            self.clock.callLater(delay, self.send, data, where)
+        else:
+            self.send(data, where)
+

@@ -1,0 +1,120 @@
+"""The DHCP service: binds port 67 (and the PXE boot-server port 4011) as root.
+
+Full mode answers with addresses from the pool; proxy mode with boot options
+only. Both answer the boot-server port, so a PXE ROM that comes back to 4011
+is served either way. With ``[server] interface`` the sockets are bound to
+that interface (``SO_BINDTODEVICE``) and handed to Twisted with
+``adoptDatagramPort``, so pxetwist never answers on another network.
+"""
+
+from __future__ import annotations
+
+import socket
+from typing import Any
+
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred, DeferredList
+
+from pxetwist.config import Config
+from pxetwist.dhcp.leases import LeasePool
+from pxetwist.dhcp.proxy import ProxyServer
+from pxetwist.dhcp.server import DhcpDatagramProtocol, DhcpServer
+from pxetwist.events import EventBus
+from pxetwist.policy import BootPolicy
+from pxetwist.store import Store
+
+_SO_BINDTODEVICE = getattr(socket, "SO_BINDTODEVICE", 25)
+
+
+def bound_socket(port: int, interface: str) -> socket.socket:
+    """A non-blocking UDP socket on ``0.0.0.0:port`` (broadcasts reach it), tied to
+    ``interface``. Needs root (or CAP_NET_RAW) for the tie, like the low port."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
+        sock.setsockopt(socket.SOL_SOCKET, _SO_BINDTODEVICE, interface.encode() + b"\0")
+        sock.bind(("0.0.0.0", port))
+        sock.setblocking(False)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+class DhcpService(Service):
+    """Owns the DHCP ports and the controllers behind them.
+
+    :ivar policy: the boot policy (also used by HTTP's explain endpoint).
+    :ivar pool: full mode's lease pool, ``None`` in proxy mode.
+    """
+
+    name = "dhcp"
+
+    def __init__(self, config: Config, store: Store, events: EventBus, reactor: Any,
+                 server_address: str, base_url: str) -> None:
+        self.config = config
+        self.reactor = reactor
+        self.policy = BootPolicy(config.boot, base_url, server_address)
+        self.pool: LeasePool | None = None
+        self.main = DhcpDatagramProtocol(self._dispatch_main)
+        self.boot_server = DhcpDatagramProtocol(self._dispatch_boot_server)
+        dhcp = config.dhcp
+        if dhcp.mode == "full":
+            self.pool = LeasePool(dhcp, store, reactor)
+            self._main_controller: Any = DhcpServer(dhcp, self.pool, self.policy, events,
+                                                    reactor, server_address, self.main.send)
+        else:
+            self._main_controller = ProxyServer(dhcp, self.policy, events, reactor,
+                                                server_address, self.main.send, False)
+        self._boot_controller = ProxyServer(dhcp, self.policy, events, reactor,
+                                            server_address, self.boot_server.send, True)
+        self._ports: list[Any] = []
+
+    def _dispatch_main(self, packet: Any, source: Any) -> None:
+        self._main_controller(packet, source)
+
+    def _dispatch_boot_server(self, packet: Any, source: Any) -> None:
+        self._boot_controller(packet, source)
+
+    def leases_in_use(self) -> int:
+        """Bound, unexpired leases (for the status line)."""
+        return self.pool.in_use() if self.pool is not None else 0
+
+    def port_numbers(self) -> list[int]:
+        """The bound ports: the DHCP port, then the boot-server port."""
+        return [port.getHost().port for port in self._ports]
+
+    def _listen(self, port: int, protocol: DhcpDatagramProtocol) -> Any:
+        interface = self.config.server.interface
+        if not interface:
+            return self.reactor.listenUDP(port, protocol, interface="")
+        sock = bound_socket(port, interface)
+        try:
+            return self.reactor.adoptDatagramPort(sock.fileno(), socket.AF_INET, protocol)
+        finally:
+            sock.close()  # the reactor holds its own copy
+
+    def privilegedStartService(self) -> None:
+        if self.pool is not None:
+            self.pool.load()
+        self._ports = [self._listen(self.config.dhcp.port, self.main),
+                       self._listen(self.config.dhcp.proxy_port, self.boot_server)]
+        super().privilegedStartService()
+
+    def startService(self) -> None:
+        if not self._ports:
+            self.privilegedStartService()
+        super().startService()
+
+    def stopService(self) -> Deferred[Any] | None:
+        super().stopService()
+        ports, self._ports = self._ports, []
+        stopping = [d for port in ports if isinstance(d := port.stopListening(), Deferred)]
+        return DeferredList(stopping) if stopping else None
+
+
+def build_dhcp_service(config: Config, store: Store, events: EventBus, reactor: Any,
+                       server_address: str, base_url: str) -> DhcpService:
+    """The DHCP service for ``[dhcp] mode`` full or proxy (``off``: don't call this)."""
+    return DhcpService(config, store, events, reactor, server_address, base_url)

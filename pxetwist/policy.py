@@ -1,0 +1,129 @@
+"""BootPolicy: what a client gets to boot, from what it tells DHCP about itself.
+
+Shared by the DHCP server (what to put in ``file``/``siaddr``/option 60) and
+the HTTP explain endpoint (the same answer for every architecture, without a
+client asking), so the two can never disagree.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from attrs import frozen
+
+from pxetwist.arch import BY_CODE, DEFAULT_KEY, Arch
+from pxetwist.catalog import is_url
+from pxetwist.config import BootConfig
+
+#: The architectures explain lists (every IANA code 0-19, and 41).
+EXPLAINED_CODES: tuple[int, ...] = (*range(20), 41)
+
+
+@frozen
+class ClientFacts:
+    """What a DHCP client said about itself.
+
+    :ivar arch: option-93 code, or ``None`` when absent.
+    :ivar vendor_class: option 60 (``PXEClient:Arch:...``, ``HTTPClient:...``, ...).
+    :ivar is_ipxe: option 77 ``iPXE`` or option 175 was present.
+    """
+
+    mac: str
+    arch: int | None
+    vendor_class: str = ""
+    is_ipxe: bool = False
+    uuid: str = ""
+
+    @property
+    def is_http_client(self) -> bool:
+        return self.vendor_class.startswith("HTTPClient")
+
+    @property
+    def is_pxe_client(self) -> bool:
+        return self.vendor_class.startswith("PXEClient") or self.is_http_client
+
+
+@frozen
+class BootDecision:
+    """What to hand a client.
+
+    :ivar how: ``tftp`` (``filename`` is a TFTP path on ``next_server``) or ``http``
+        (``filename`` is a URL).
+    :ivar vendor_class: option 60 for the reply (``PXEClient``/``HTTPClient``), or ``None``.
+    :ivar arch: the architecture's name (``unknown-N`` for unassigned codes).
+    """
+
+    how: str
+    filename: str
+    next_server: str
+    vendor_class: str | None
+    arch: str
+    reason: str
+
+    def as_json(self, code: int | None = None) -> dict[str, Any]:
+        return {"arch": self.arch, "code": code, "how": self.how, "file": self.filename,
+                "reason": self.reason}
+
+
+class BootPolicy:
+    """Maps client facts to a boot file, per ``[boot.files]``.
+
+    :param base_url: the HTTP base iPXE and HTTP-boot clients are sent to.
+    :param server_address: next-server for TFTP answers.
+    """
+
+    def __init__(self, config: BootConfig, base_url: str, server_address: str) -> None:
+        self._files = dict(config.files)
+        self._base_url = base_url
+        self._server = server_address
+
+    def _file_for(self, code: int | None, arch: Arch | None) -> tuple[str, str]:
+        """The configured file and which ``[boot.files]`` key gave it."""
+        keys: list[str] = []
+        if code is not None:
+            keys.append(str(code))
+        if arch is not None:
+            keys.append(arch.name)
+            if arch.base:
+                keys.append(arch.base)
+        keys.append(DEFAULT_KEY)
+        for key in keys:
+            if key in self._files:
+                return self._files[key], key
+        return "undionly.kpxe", "built-in default"
+
+    def decide(self, facts: ClientFacts) -> BootDecision:
+        """The answer for one client."""
+        arch = BY_CODE.get(facts.arch) if facts.arch is not None else None
+        if arch is not None:
+            name = arch.name
+        elif facts.arch is None:
+            name = "none"
+        else:
+            name = f"unknown-{facts.arch}"
+        http_client = facts.is_http_client or (arch is not None and arch.http)
+        reply_class = "HTTPClient" if http_client else "PXEClient"
+        if facts.is_ipxe:
+            return BootDecision("http", f"{self._base_url}/pxe/boot.ipxe", self._server,
+                                reply_class, name,
+                                "iPXE (option 77/175): its boot script over HTTP")
+        filename, key = self._file_for(facts.arch, arch)
+        why = f"[boot.files] {key}"
+        if arch is None and facts.arch is not None:
+            why = f"unknown architecture code {facts.arch}: {why}"
+        if http_client:
+            url = filename if is_url(filename) else f"{self._base_url}/files/{filename}"
+            return BootDecision("http", url, self._server, "HTTPClient", name,
+                                f"UEFI HTTP boot: {why} as a URL")
+        if is_url(filename):
+            return BootDecision("http", filename, self._server, reply_class, name, why)
+        return BootDecision("tftp", filename, self._server, reply_class, name, why)
+
+    def explain(self, mac: str) -> list[dict[str, Any]]:
+        """The decision for ``mac`` on every listed architecture, as a plain PXE ROM,
+        plus the answer once it runs iPXE (for ``/machines/{mac}/explain``)."""
+        rows = [self.decide(ClientFacts(mac, code, "PXEClient")).as_json(code)
+                for code in EXPLAINED_CODES]
+        rows.append(self.decide(ClientFacts(mac, 0, "PXEClient", is_ipxe=True)).as_json(None))
+        rows[-1]["arch"] = "ipxe"
+        return rows

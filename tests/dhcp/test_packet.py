@@ -1,0 +1,104 @@
+"""The DHCP codec: round trips, overload, RFC 3396 long options, garbage."""
+
+from __future__ import annotations
+
+import contextlib
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pxetwist.dhcp import options as opt
+from pxetwist.dhcp.packet import MIN_LENGTH, DhcpPacket, DhcpPacketError, encode, parse
+from tests.dhcp.clients import MAC, UUID_RAW, ipxe_rom, ovmf
+
+
+def test_ipxe_discover_round_trips_and_reads_its_facts() -> None:
+    """An iPXE ROM DISCOVER survives encode/parse and its facts read right."""
+    packet = parse(encode(ipxe_rom(opt.DISCOVER)))
+    assert packet.mac == MAC
+    assert opt.message_type(packet) == opt.DISCOVER
+    assert opt.client_arch(packet) == 0
+    assert opt.is_ipxe(packet) and opt.user_classes(packet) == ["iPXE"]
+    assert opt.vendor_class(packet) == "PXEClient:Arch:00000:UNDI:002001"
+    assert opt.client_key(packet) == "id:01" + MAC.replace(":", "")
+    import uuid
+
+    assert opt.machine_uuid(packet) == str(uuid.UUID(bytes_le=UUID_RAW))
+
+
+def test_ovmf_is_not_ipxe() -> None:
+    """OVMF's client: arch 7, no 77/175, broadcast flag, keyed by MAC."""
+    packet = parse(encode(ovmf(opt.DISCOVER)))
+    assert opt.client_arch(packet) == 7 and not opt.is_ipxe(packet)
+    assert packet.broadcast and opt.client_key(packet) == "mac:" + MAC
+
+
+def test_rfc3004_user_class() -> None:
+    """Option 77 in RFC 3004 form (length-prefixed entries) is read as a list."""
+    packet = DhcpPacket(op=1, xid=1, chaddr=b"\x01" * 6,
+                        options=[(opt.USER_CLASS, b"\x04iPXE\x03foo")])
+    assert opt.user_classes(packet) == ["iPXE", "foo"] and opt.is_ipxe(packet)
+
+
+def test_replies_are_padded_and_long_options_split() -> None:
+    """Encoded messages are at least 300 bytes; a 600-byte option is split and rejoined."""
+    packet = DhcpPacket(op=2, xid=1, chaddr=b"\x01" * 6, options=[(43, b"x" * 600)])
+    data = encode(packet)
+    assert len(encode(DhcpPacket(op=2, xid=1, chaddr=b""))) == MIN_LENGTH
+    assert parse(data).option(43) == b"x" * 600
+
+
+def test_option_overload_reads_file_and_sname() -> None:
+    """Option 52 = 3: options in file and sname are merged; those fields read empty."""
+    base = bytearray(encode(DhcpPacket(op=1, xid=5, chaddr=b"\x01" * 6,
+                                       options=[(opt.MESSAGE_TYPE, b"\x01"), (52, b"\x03")])))
+    base[108:108 + 6] = bytes([opt.HOSTNAME, 4]) + b"host"  # file field
+    base[108 + 6] = 255
+    base[44:44 + 5] = bytes([opt.DOMAIN, 3]) + b"lab"  # sname field
+    base[44 + 5] = 255
+    packet = parse(bytes(base))
+    assert packet.option(opt.HOSTNAME) == b"host" and packet.option(opt.DOMAIN) == b"lab"
+    assert packet.file == b"" and packet.sname == b""
+
+
+@pytest.mark.parametrize(
+    "mutate",
+    [
+        lambda d: d[:200],  # truncated header
+        lambda d: d[:236] + b"XXXX" + d[240:],  # bad magic
+        lambda d: d[:240] + bytes([61, 50, 1]),  # option runs past the end
+        lambda d: b"\x07" + d[1:],  # bad op
+        lambda d: d[:2] + b"\x20" + d[3:],  # hlen 32
+        lambda d: d[:240] + bytes([52, 1, 9, 255]),  # bad overload value
+        lambda d: d[:240] + bytes([61]),  # option without length
+    ],
+)
+def test_malformed_packets_raise_the_codec_error(mutate: object) -> None:
+    """Each malformed message raises DhcpPacketError."""
+    data = encode(ipxe_rom(opt.DISCOVER))
+    with pytest.raises(DhcpPacketError):
+        parse(mutate(data))  # type: ignore[operator]
+
+
+@settings(max_examples=2000, deadline=None)
+@given(st.binary(max_size=600))
+def test_garbage_only_raises_the_codec_error(data: bytes) -> None:
+    """Random bytes either parse or raise DhcpPacketError."""
+    with contextlib.suppress(DhcpPacketError):
+        parse(data)
+
+
+@settings(max_examples=1000, deadline=None)
+@given(st.binary(min_size=240, max_size=700))
+def test_garbage_after_a_valid_header_only_raises_the_codec_error(tail: bytes) -> None:
+    """A valid header and cookie followed by random option bytes: codec error or a packet."""
+    head = encode(ipxe_rom(opt.DISCOVER))[:240]
+    try:
+        packet = parse(head + tail)
+    except DhcpPacketError:
+        return
+    for helper in (opt.client_arch, opt.vendor_class, opt.user_classes, opt.is_ipxe,
+                   opt.machine_uuid, opt.client_key, opt.requested_ip, opt.server_id,
+                   opt.hostname, opt.message_type):
+        helper(packet)
