@@ -26,10 +26,14 @@ def normalise(name: str) -> str:
     return "/".join(parts)
 
 
-def resolve_inside(folder: str | os.PathLike[str], relative: str) -> str | None:
+def resolve_inside(folder: str | os.PathLike[str], relative: str,
+                   links_may_leave: bool = False) -> str | None:
     """The real path of ``folder/relative`` if it exists, ``None`` if it does not.
 
     :param relative: a name already passed through :func:`normalise`.
+    :param links_may_leave: trust symlinks that point out of ``folder``: for a folder a
+        package manages (Debian's ``/usr/lib/ipxe/ipxe.efi`` links to ``/boot``), never
+        for one operators or uploads fill. Names still cannot climb out with ``..``.
     :raises PathRefusedError: when it exists but its real path leaves ``folder``.
     """
     candidate = os.path.join(folder, relative)
@@ -40,6 +44,6 @@ def resolve_inside(folder: str | os.PathLike[str], relative: str) -> str | None:
         base = os.path.realpath(folder)
     except (OSError, ValueError):
         return None
-    if os.path.commonpath([real, base]) != base:
+    if not links_may_leave and os.path.commonpath([real, base]) != base:
         raise PathRefusedError("access violation")
     return real

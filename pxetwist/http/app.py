@@ -267,7 +267,8 @@ class PxeApp:
         try:
             relative = normalise(name)
             for folder in self.file_folders:
-                real = resolve_inside(folder, relative)
+                real = resolve_inside(folder, relative,
+                                      links_may_leave=folder == self.config.tftp.ipxe_dir)
                 if real is not None and os.path.isfile(real):
                     self._publish(request, Stage.HTTP_FILE, None, relative)
                     self._count("files", request)

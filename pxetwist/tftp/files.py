@@ -85,11 +85,14 @@ class FileResolver:
 
     :ivar folders: searched in order (``root``, then ``ipxe_dir``).
     :ivar generated: ``name -> bytes`` for files the catalog makes, or ``None``.
+    :ivar trusted: folders whose own symlinks may point elsewhere (``ipxe_dir``: see
+        :func:`pxetwist.paths.resolve_inside`).
     :ivar open_descriptors: how many descriptors sessions hold right now.
     """
 
     folders: tuple[Path, ...]
     generated: Callable[[str], bytes | None] | None = None
+    trusted: tuple[Path, ...] = ()
     open_descriptors: int = 0
     _cache: OrderedDict[_CacheKey, bytes] = field(factory=OrderedDict)
     _cache_bytes: int = 0
@@ -122,7 +125,7 @@ class FileResolver:
 
     def _open_in(self, folder: Path, relative: str) -> FileSource | None:
         try:
-            real = resolve_inside(folder, relative)
+            real = resolve_inside(folder, relative, links_may_leave=folder in self.trusted)
         except PathRefusedError:
             raise FileRefusedError(2, "access violation") from None
         if real is None:

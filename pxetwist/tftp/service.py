@@ -71,6 +71,7 @@ def build_tftp_service(
     mac_for_ip: Callable[[str], str] | None = None,
 ) -> TftpService:
     """The TFTP service over ``[tftp] root`` then ``ipxe_dir`` then ``generated`` files."""
-    resolver = FileResolver((config.tftp.root, config.tftp.ipxe_dir), generated)
+    resolver = FileResolver((config.tftp.root, config.tftp.ipxe_dir), generated,
+                            trusted=(config.tftp.ipxe_dir,))
     protocol = TftpServerProtocol(config.tftp, resolver, events, reactor, mac_for_ip)
     return TftpService(protocol, config.tftp.port, config.tftp.address, reactor)

@@ -113,3 +113,20 @@ def test_large_files_use_a_descriptor_that_is_released(tmp_path: Path) -> None:
     source.close()
     source.close()
     assert resolver.open_descriptors == 0
+
+
+def test_trusted_ipxe_dir_may_link_out_but_not_climb_out(tmp_path: Path) -> None:
+    """Debian's ipxe.efi is a link to /boot: served from a trusted ipxe_dir; the root stays
+    strict, and '..' is refused everywhere."""
+    root, ipxe, boot = tmp_path / "root", tmp_path / "ipxe", tmp_path / "boot"
+    for folder in (root, ipxe, boot):
+        folder.mkdir()
+    (boot / "ipxe.efi").write_bytes(b"MZ efi")
+    (ipxe / "ipxe.efi").symlink_to(boot / "ipxe.efi")
+    (root / "out.efi").symlink_to(boot / "ipxe.efi")
+    resolver = FileResolver((root, ipxe), trusted=(ipxe,))
+    assert resolver.open("ipxe.efi").read(0, 10) == b"MZ efi"
+    with pytest.raises(FileRefusedError):
+        resolver.open("out.efi")
+    with pytest.raises(FileRefusedError):
+        resolver.open("../boot/ipxe.efi")

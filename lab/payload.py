@@ -1,0 +1,84 @@
+"""The boot payload: Debian's kernel and a ~1 MB busybox initrd whose /init prints
+``PXELAB-MARKER <token>`` (the token comes from the kernel command line) on ttyS0 and
+powers off. A boot passed when the marker shows in the serial log."""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+MARKER = "PXELAB-MARKER"
+CACHE = Path(tempfile.gettempdir()) / "pxetwist-lab-payload"
+
+INIT = """#!/bin/busybox sh
+/bin/busybox mkdir -p /proc /dev
+/bin/busybox mount -t proc proc /proc
+/bin/busybox mount -t devtmpfs devtmpfs /dev 2>/dev/null
+TOKEN=$(/bin/busybox sed -n 's/.*pxelab_token=\\([^ ]*\\).*/\\1/p' /proc/cmdline)
+echo "%s $TOKEN" > /dev/ttyS0
+/bin/busybox sleep 1
+/bin/busybox poweroff -f
+""" % MARKER
+
+
+def kernel_path() -> Path:
+    """Debian's installed kernel (linux-image-amd64)."""
+    kernels = sorted(glob.glob("/boot/vmlinuz-*"))
+    if not kernels:
+        raise FileNotFoundError("no /boot/vmlinuz-* (install linux-image-amd64)")
+    return Path(kernels[-1])
+
+
+def busybox_path() -> Path:
+    for candidate in ("/bin/busybox", "/usr/bin/busybox"):
+        if os.path.exists(candidate):
+            return Path(candidate)
+    raise FileNotFoundError("no busybox (install busybox-static)")
+
+
+def build(folder: Path) -> tuple[Path, Path]:
+    """``vmlinuz`` and ``initrd.img`` in ``folder`` (built once, then copied from a cache
+    keyed by the kernel and busybox files)."""
+    kernel, busybox = kernel_path(), busybox_path()
+    key = hashlib.sha256(f"{kernel}:{kernel.stat().st_mtime}:{busybox.stat().st_mtime}:"
+                         f"{INIT}".encode()).hexdigest()[:16]
+    cached = CACHE / key
+    if not (cached / "initrd.img").exists():
+        cached.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory() as tmp:
+            root = Path(tmp)
+            (root / "bin").mkdir()
+            (root / "dev").mkdir()
+            (root / "proc").mkdir()
+            shutil.copy(busybox, root / "bin" / "busybox")
+            (root / "init").write_text(INIT)
+            (root / "init").chmod(0o755)
+            os.mknod(root / "dev" / "console", 0o600 | 0o020000, os.makedev(5, 1))
+            names = subprocess.run(["find", "."], cwd=root, capture_output=True, check=True
+                                   ).stdout
+            archive = subprocess.run(["cpio", "-o", "-H", "newc", "--quiet"], cwd=root,
+                                     input=names, capture_output=True, check=True).stdout
+            partial = cached / "initrd.img.part"
+            subprocess.run(["gzip", "-9"], input=archive, stdout=partial.open("wb"),
+                           check=True)
+            partial.rename(cached / "initrd.img")
+        shutil.copy(kernel, cached / "vmlinuz")
+    folder.mkdir(parents=True, exist_ok=True)
+    shutil.copy(cached / "vmlinuz", folder / "vmlinuz")
+    shutil.copy(cached / "initrd.img", folder / "initrd.img")
+    return folder / "vmlinuz", folder / "initrd.img"
+
+
+def write_entry(catalog: Path, name: str, token: str, label: str = "Lab payload") -> Path:
+    """A linux catalog entry booting the payload with ``pxelab_token=token``."""
+    folder = catalog / name
+    build(folder)
+    (folder / "entry.ini").write_text(
+        f"[entry]\nname = {label}\nkind = linux\nkernel = vmlinuz\ninitrd = initrd.img\n"
+        f"cmdline = console=ttyS0 panic=-1 pxelab_token={token}\n")
+    return folder
