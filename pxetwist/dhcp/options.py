@@ -104,9 +104,15 @@ def machine_uuid(packet: DhcpPacket) -> str:
 
 
 def client_key(packet: DhcpPacket) -> str:
-    """Who this client is for leases: option 61 in hex if present, else the MAC."""
+    """Who this client is for leases: option 61 in hex if present, else the MAC.
+
+    A client id that is just hardware type 1 + the MAC (what iPXE sends) is the MAC:
+    the firmware before it sent none, and one machine must keep one address.
+    """
     value = packet.option(CLIENT_ID)
-    return "id:" + value.hex() if value else "mac:" + packet.mac
+    if not value or value == b"\x01" + packet.chaddr[:6] and packet.hlen == 6:
+        return "mac:" + packet.mac
+    return "id:" + value.hex()
 
 
 def requested_ip(packet: DhcpPacket) -> IPv4Address | None:

@@ -21,7 +21,7 @@ def test_ipxe_discover_round_trips_and_reads_its_facts() -> None:
     assert opt.client_arch(packet) == 0
     assert opt.is_ipxe(packet) and opt.user_classes(packet) == ["iPXE"]
     assert opt.vendor_class(packet) == "PXEClient:Arch:00000:UNDI:002001"
-    assert opt.client_key(packet) == "id:01" + MAC.replace(":", "")
+    assert opt.client_key(packet) == "mac:" + MAC  # 61 = 01 + MAC is the MAC itself
     import uuid
 
     assert opt.machine_uuid(packet) == str(uuid.UUID(bytes_le=UUID_RAW))
@@ -32,6 +32,13 @@ def test_ovmf_is_not_ipxe() -> None:
     packet = parse(encode(ovmf(opt.DISCOVER)))
     assert opt.client_arch(packet) == 7 and not opt.is_ipxe(packet)
     assert packet.broadcast and opt.client_key(packet) == "mac:" + MAC
+
+
+def test_other_client_ids_are_their_own_key() -> None:
+    """A client id other than 01+MAC identifies the client by itself."""
+    packet = DhcpPacket(op=1, xid=1, chaddr=bytes.fromhex("525400123456"),
+                        options=[(opt.CLIENT_ID, b"\xffabc")])
+    assert opt.client_key(packet) == "id:ff616263"
 
 
 def test_rfc3004_user_class() -> None:
