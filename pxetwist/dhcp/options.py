@@ -110,7 +110,7 @@ def client_key(packet: DhcpPacket) -> str:
     the firmware before it sent none, and one machine must keep one address.
     """
     value = packet.option(CLIENT_ID)
-    if not value or value == b"\x01" + packet.chaddr[:6] and packet.hlen == 6:
+    if not value or (value == b"\x01" + packet.chaddr[:6] and packet.hlen == 6):
         return "mac:" + packet.mac
     return "id:" + value.hex()
 
