@@ -248,9 +248,9 @@ def main() -> None:
                         argv = server_argv(kind, root, 69)
                         with process(argv, ready_line(kind), netns=netns) as proc:
                             code = (
-                                "import sys; sys.path.insert(0, %r); import tftp_bench as b; "
-                                "print(*b.concurrent_downloads(69, 'small', %d))"
-                                % (str(HERE), count))
+                                f"import sys; sys.path.insert(0, {str(HERE)!r}); "
+                                "import tftp_bench as b; "
+                                f"print(*b.concurrent_downloads(69, 'small', {count}))")
                             out = subprocess.run(["ip", "netns", "exec", netns, sys.executable,
                                                   "-c", code], capture_output=True, text=True,
                                                  timeout=120).stdout.split()

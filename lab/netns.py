@@ -3,6 +3,7 @@ and (optionally) a peer namespace cabled into the bridge for a second DHCP serve
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -74,9 +75,7 @@ class LabNet:
                 continue
             pids = ip("netns", "pids", ns, check=False).stdout.split()
             for pid in pids:
-                try:
+                with contextlib.suppress(ProcessLookupError):
                     os.kill(int(pid), signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
             ip("netns", "del", ns, check=False)
         self.ns = self.peer = ""

@@ -20,10 +20,10 @@ INIT = """#!/bin/busybox sh
 /bin/busybox mount -t proc proc /proc
 /bin/busybox mount -t devtmpfs devtmpfs /dev 2>/dev/null
 TOKEN=$(/bin/busybox sed -n 's/.*pxelab_token=\\([^ ]*\\).*/\\1/p' /proc/cmdline)
-echo "%s $TOKEN" > /dev/ttyS0
+echo "MARKER_TEXT $TOKEN" > /dev/ttyS0
 /bin/busybox sleep 1
 /bin/busybox poweroff -f
-""" % MARKER
+""".replace("MARKER_TEXT", MARKER)
 
 
 def kernel_path() -> Path:

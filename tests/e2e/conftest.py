@@ -1,0 +1,90 @@
+"""Real-VM boots: a namespace with a bridge, the real twistd, QEMU. Root only."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from lab import payload, pxetwist_server
+from lab.netns import LabNet
+from lab.qemu import qemu_missing
+
+
+def _skip_reason() -> str | None:
+    if os.geteuid() != 0:
+        return "e2e boots need root (network namespaces, taps)"
+    if shutil.which("ip") is None or shutil.which("cpio") is None:
+        return "iproute2 and cpio are needed"
+    missing = qemu_missing()
+    if missing:
+        return missing
+    try:
+        payload.kernel_path()
+        payload.busybox_path()
+    except FileNotFoundError as e:
+        return str(e)
+    return None
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    reason = _skip_reason()
+    for item in items:
+        if "tests/e2e/" in str(item.fspath):
+            item.add_marker(pytest.mark.e2e)
+            if reason:
+                item.add_marker(pytest.mark.skip(reason=reason))
+
+
+@pytest.fixture(scope="module")
+def full_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[pxetwist_server.Server]:
+    """pxetwist in full mode on a lab bridge, with the payload entry (token 'full')."""
+    folder = tmp_path_factory.mktemp("lab-full")
+    net = LabNet().up()
+    try:
+        config = pxetwist_server.write_config(folder, net, "full")
+        payload.write_entry(folder / "catalog", "lab", "full")
+        tftp_chain = folder / "catalog" / "via-tftp.ipxe"
+        tftp_chain.write_text(
+            "#!ipxe\n"
+            "echo pxetwist-lab: chip ${netX/chip}\n"
+            "iseq ${netX/chip} virtio-net && chain tftp://${next-server}/undionly.kpxe ||\n"
+            "chain http://10.77.0.1:8080/containers/lab/boot.ipxe?mac=${mac:hexhyp}\n")
+        server = pxetwist_server.start(net, folder, config)
+        try:
+            yield server
+        finally:
+            server.stop()
+    finally:
+        net.down()
+
+
+@pytest.fixture(scope="module")
+def proxy_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[pxetwist_server.Server]:
+    """pxetwist in proxy mode beside dnsmasq as the site's plain DHCP server (peer ns)."""
+    import subprocess
+
+    folder: Path = tmp_path_factory.mktemp("lab-proxy")
+    net = LabNet().up(with_peer=True)
+    dnsmasq = None
+    try:
+        dnsmasq = subprocess.Popen(net.exec_argv(
+            "dnsmasq", "--no-daemon", "--port=0", "--interface=pxlv1", "--bind-interfaces",
+            "--dhcp-range=10.77.0.160,10.77.0.200,12h", "--no-ping", "--conf-file=/dev/null",
+            f"--dhcp-leasefile={folder}/dnsmasq.leases", "--pid-file=", "--log-dhcp",
+            peer=True), stdout=(folder / "dnsmasq.log").open("wb"), stderr=subprocess.STDOUT)
+        config = pxetwist_server.write_config(folder, net, "proxy")
+        payload.write_entry(folder / "catalog", "lab", "proxy")
+        server = pxetwist_server.start(net, folder, config)
+        try:
+            yield server
+        finally:
+            server.stop()
+    finally:
+        if dnsmasq is not None and dnsmasq.poll() is None:
+            dnsmasq.terminate()
+            dnsmasq.wait(timeout=10)
+        net.down()
