@@ -117,3 +117,21 @@ def test_port_chatter_filter_drops_only_session_port_lines() -> None:
     assert chatter({"message": ("(UDP Port 50123 Closed)",)}) is PredicateResult.no
     assert chatter({"log_text": "TftpServerProtocol starting on 69"}) is PredicateResult.maybe
     assert chatter({"log_format": "TFTP {file} to {client}"}) is PredicateResult.maybe
+
+
+def test_full_tree_has_every_named_child(tmp_path: Path) -> None:
+    """With DHCP and TFTP on, the tree holds store, events, catalog, dhcp, tftp and http,
+    built without binding anything, and explain is wired to the DHCP boot policy."""
+    config = lab_config(tmp_path, "")
+    from attrs import evolve
+
+    config = evolve(config, dhcp=evolve(config.dhcp, mode="proxy"),
+                    tftp=evolve(config.tftp, enabled=True))
+    reactor = MemoryReactorClock()
+    top = make_service(config, reactor)
+    names = {service.name for service in top}
+    assert {"store", "events", "catalog", "dhcp", "tftp", "http"} <= names
+    assert reactor.udpPorts == {} and reactor.tcpServers == []
+    rows = top.getServiceNamed("dhcp").policy.explain("52:54:00:00:00:01")
+    assert rows[0] == {"arch": "bios", "code": 0, "how": "tftp", "file": "undionly.kpxe",
+                       "reason": "[boot.files] bios"}
