@@ -11,11 +11,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from treq.client import HTTPClient
 from twisted.application import strports
 from twisted.application.internet import TimerService
 from twisted.application.service import IService, MultiService, Service
 from twisted.internet.defer import Deferred
 from twisted.logger import ILogObserver, Logger
+from twisted.web.client import Agent, HTTPConnectionPool
 from twisted.web.server import Site
 
 from pxetwist.catalog import CatalogService
@@ -23,6 +25,7 @@ from pxetwist.config import Config
 from pxetwist.dhcp.service import build_dhcp_service
 from pxetwist.events import BootEvent, EventBus
 from pxetwist.http.app import PxeApp
+from pxetwist.machine_source import MachineSource
 from pxetwist.machines import MachineRegistry
 from pxetwist.metrics import BOOT_EVENTS
 from pxetwist.netinfo import server_address
@@ -166,6 +169,14 @@ def build_http(config: Config, app: PxeApp, reactor: Any) -> IService:
     return service
 
 
+def build_machine_source(config: Config, reactor: Any) -> MachineSource | None:
+    """The external machine source of ``[boot] api_url``, or ``None`` when it is empty."""
+    if not config.boot.api_url:
+        return None
+    agent = Agent(reactor, pool=HTTPConnectionPool(reactor, persistent=True))
+    return MachineSource(config.boot.api_url, HTTPClient(agent), reactor)
+
+
 def make_service(config: Config, reactor: Any) -> PxeService:
     """Assemble the whole server from ``config``, using ``reactor`` for all I/O and time.
 
@@ -196,6 +207,7 @@ def make_service(config: Config, reactor: Any) -> PxeService:
         build_tftp_service(config, bus, reactor, mac_for_ip=machines.mac_for_ip
                            ).setServiceParent(top)
         running.append("tftp")
-    app = PxeApp(config, catalog, machines, store, bus, base_url, tuple(running), explain)
+    app = PxeApp(config, catalog, machines, store, bus, base_url, tuple(running), explain,
+                 build_machine_source(config, reactor))
     build_http(config, app, reactor).setServiceParent(top)
     return top

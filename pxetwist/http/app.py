@@ -18,7 +18,7 @@ from typing import Any
 
 from klein import Klein
 from prometheus_client import generate_latest
-from twisted.internet.defer import inlineCallbacks
+from twisted.internet.defer import Deferred, inlineCallbacks, succeed
 from twisted.web.iweb import IRequest
 from twisted.web.pages import notFound
 from twisted.web.resource import IResource
@@ -30,6 +30,7 @@ from pxetwist.catalog import CatalogService, EntryView
 from pxetwist.config import Config
 from pxetwist.events import EventBus, Stage
 from pxetwist.http import api, ipxe
+from pxetwist.machine_source import ExternalBoot, MachineSource
 from pxetwist.machines import MachineRegistry, machine_json
 from pxetwist.metrics import HTTP_REQUESTS
 from pxetwist.paths import PathRefusedError, normalise, resolve_inside
@@ -89,7 +90,8 @@ class PxeApp:
     :param services: names of the running protocol services, reported by ``/health``.
     :param dhcp_explain: MAC -> the DHCP boot decision per architecture, for
         ``/machines/{mac}/explain`` (``None`` without DHCP).
-    :param tftp_root: served under ``/files/`` too (with ``ipxe_dir`` after it).
+    :param machine_source: the external machine source (``[boot] api_url``), asked
+        first for each MAC's boot script; ``None`` when not configured.
     """
 
     app = Klein()
@@ -104,6 +106,7 @@ class PxeApp:
         base_url: str,
         services: tuple[str, ...] = (),
         dhcp_explain: Callable[[str], list[dict[str, Any]]] | None = None,
+        machine_source: MachineSource | None = None,
     ) -> None:
         self.config = config
         self.catalog = catalog
@@ -113,6 +116,7 @@ class PxeApp:
         self.base_url = base_url
         self.services = services
         self.dhcp_explain = dhcp_explain
+        self.machine_source = machine_source
         self.file_folders = (config.tftp.root, config.tftp.ipxe_dir)
 
     def resource(self) -> IResource:
@@ -147,6 +151,26 @@ class PxeApp:
             return self._menu(), "not assigned: menu ([boot] unknown = menu)"
         return ipxe.LOCAL_BOOT, "not assigned: local boot ([boot] unknown = local)"
 
+    def _answer_script(self, request: IRequest, mac: str, route: str) -> Deferred[bytes]:
+        """The boot script for ``mac``: the external machine source's answer when one is
+        configured and claims the MAC, else :meth:`_boot_answer`; published and counted."""
+        if self.machine_source is None:
+            decided: Deferred[ExternalBoot | None] = succeed(None)
+        else:
+            decided = self.machine_source.lookup(mac)
+
+        def render(external: ExternalBoot | None) -> bytes:
+            if external is not None:
+                script = ipxe.external_script(external)
+                why = f"machine source {self.config.boot.api_url}"
+            else:
+                script, why = self._boot_answer(request, mac)
+            self._publish(request, Stage.HTTP_SCRIPT, mac, why)
+            self._count(route, request)
+            return script_body(request, script)
+
+        return decided.addCallback(render)
+
     def _menu(self) -> str:
         return ipxe.menu_script(self.base_url, self.catalog.menu(),
                                 self.catalog.default_entry(), self.config.boot.menu_timeout)
@@ -159,7 +183,7 @@ class PxeApp:
     # -- boot routes (iPXE) ------------------------------------------------------------
 
     @app.route("/pxe/boot.ipxe", methods=["GET"])
-    def boot_script(self, request: IRequest) -> bytes:
+    def boot_script(self, request: IRequest) -> bytes | Deferred[bytes]:
         """The entry point: per MAC, the assigned entry, the menu, or local boot."""
         text = self._query(request, "mac")
         if text is None:
@@ -170,22 +194,16 @@ class PxeApp:
             self._count("boot", request, 400)
             request.setResponseCode(400)
             return script_body(request, "#!ipxe\necho pxetwist: bad MAC\nexit\n")
-        script, why = self._boot_answer(request, mac)
-        self._publish(request, Stage.HTTP_SCRIPT, mac, why)
-        self._count("boot", request)
-        return script_body(request, script)
+        return self._answer_script(request, mac, "boot")
 
     @app.route("/api/v1/ipxe/boot.ipxe", methods=["GET"])
-    def lifecycle_script(self, request: IRequest) -> bytes:
+    def lifecycle_script(self, request: IRequest) -> bytes | Deferred[bytes]:
         """The lifecycle route: like ``/pxe/boot.ipxe`` but the MAC is required."""
         mac = self._mac(request, self._query(request, "mac"))
         if mac is None:
             self._count("lifecycle", request, 400)
             return json_body(request, {"error": "query mac= must be a MAC address"}, 400)
-        script, why = self._boot_answer(request, mac)
-        self._publish(request, Stage.HTTP_SCRIPT, mac, why)
-        self._count("lifecycle", request)
-        return script_body(request, script)
+        return self._answer_script(request, mac, "lifecycle")
 
     @app.route("/api/v1/boot", methods=["GET"])
     def lifecycle_json(self, request: IRequest) -> bytes:

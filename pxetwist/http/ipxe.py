@@ -14,6 +14,7 @@ import re
 from urllib.parse import quote
 
 from pxetwist.catalog import CatalogEntry, EntryView, is_url
+from pxetwist.machine_source import ExternalBoot
 
 #: Characters allowed in labels and kernel arguments.
 _UNSAFE_TEXT = re.compile(r"[^A-Za-z0-9 _.,:/=+@%()\[\]-]")
@@ -82,18 +83,10 @@ def entry_script(base: str, view: EntryView) -> str:
     entry = view.entry
     lines = ["#!ipxe", f"echo pxetwist: booting {script_text(view.label)}"]
     if entry.kind == "linux":
-        names = [_initrd_name(i, name) for i, name in enumerate(entry.initrd)]
-        args = " ".join(
-            part for part in (
-                " ".join(f"initrd={n}" for n in names),
-                script_args(entry.cmdline),
-                script_args(view.kernel_args),
-            ) if part
-        )
-        lines.append(f"kernel {entry_file_url(base, entry, entry.kernel)} {args}".rstrip())
-        for name, source in zip(names, entry.initrd, strict=True):
-            lines.append(f"initrd --name {name} {entry_file_url(base, entry, source)}")
-        lines.append("boot || goto failed")
+        initrds = [(_initrd_name(i, source), entry_file_url(base, entry, source))
+                   for i, source in enumerate(entry.initrd)]
+        lines += _linux_lines(entry_file_url(base, entry, entry.kernel), initrds,
+                              (entry.cmdline, view.kernel_args))
     elif entry.kind == "efi":
         lines.append(f"chain {entry_file_url(base, entry, entry.file)} || goto failed")
     elif entry.kind == "iso":
@@ -101,9 +94,40 @@ def entry_script(base: str, view: EntryView) -> str:
                      " || goto failed")
     else:  # file (and ipxe, when its script is a URL)
         lines.append(f"chain {base}/containers/{entry.id}?{MAC_QUERY} || goto failed")
-    lines += [":failed", "echo pxetwist: boot failed, booting from local disk", "sleep 3",
-              "exit", ""]
-    return "\n".join(lines)
+    return "\n".join(lines + _FAILED_TO_LOCAL)
+
+
+def external_script(boot: ExternalBoot) -> str:
+    """The script for an answer of the external machine source (``[boot] api_url``):
+    its own iPXE script as given (the operator's service is trusted like the catalog's
+    ``.ipxe`` files), else its kernel and initrds, whose URLs and arguments are made safe
+    like the catalog's."""
+    if boot.ipxe_script:
+        return boot.ipxe_script
+    initrds = [(_initrd_name(i, url), script_url(url)) for i, url in enumerate(boot.initrd)]
+    lines = ["#!ipxe", "echo pxetwist: booting from the machine source",
+             *_linux_lines(script_url(boot.kernel), initrds, (boot.cmdline,))]
+    return "\n".join(lines + _FAILED_TO_LOCAL)
+
+
+#: The end of every entry script: a failed boot falls back to the local disk.
+_FAILED_TO_LOCAL = [":failed", "echo pxetwist: boot failed, booting from local disk", "sleep 3",
+                    "exit", ""]
+
+
+def _linux_lines(kernel_url: str, initrds: list[tuple[str, str]],
+                 cmdlines: tuple[str, ...]) -> list[str]:
+    """``kernel`` (with ``initrd=<name>`` for each initrd: the UEFI stub of this iPXE only
+    hands over initrds it is told about, LAB-NOTES), the ``initrd`` lines, ``boot``.
+
+    :param initrds: ``(name, url)`` pairs, the URLs already safe for a script.
+    :param cmdlines: kernel arguments, made safe here.
+    """
+    args = " ".join(part for part in (" ".join(f"initrd={name}" for name, _ in initrds),
+                                      *(script_args(c) for c in cmdlines)) if part)
+    return [f"kernel {kernel_url} {args}".rstrip(),
+            *(f"initrd --name {name} {url}" for name, url in initrds),
+            "boot || goto failed"]
 
 
 def _initrd_name(index: int, source: str) -> str:
