@@ -9,6 +9,7 @@ small builders that a test can call alone. Named children: ``store``,
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from treq.client import HTTPClient
@@ -24,6 +25,7 @@ from pxetwist.catalog import CatalogService
 from pxetwist.config import Config
 from pxetwist.dhcp.service import build_dhcp_service
 from pxetwist.events import BootEvent, EventBus
+from pxetwist.http import ipxe
 from pxetwist.http.app import PxeApp
 from pxetwist.machine_source import MachineSource
 from pxetwist.machines import MachineRegistry
@@ -169,6 +171,23 @@ def build_http(config: Config, app: PxeApp, reactor: Any) -> IService:
     return service
 
 
+def build_generated_files(config: Config, catalog: CatalogService,
+                          base_url: str) -> Callable[[str], bytes | None]:
+    """The files TFTP serves after its folders: ``boot.ipxe`` (the entry point, which
+    chains to HTTP with the MAC) and ``menu.ipxe``, for sites whose own DHCP server hands
+    iPXE a TFTP file name."""
+
+    def generate(name: str) -> bytes | None:
+        if name == "boot.ipxe":
+            return ipxe.entry_point_script(base_url).encode()
+        if name == "menu.ipxe":
+            return ipxe.menu_script(base_url, catalog.menu(), catalog.default_entry(),
+                                    config.boot.menu_timeout).encode()
+        return None
+
+    return generate
+
+
 def build_machine_source(config: Config, reactor: Any) -> MachineSource | None:
     """The external machine source of ``[boot] api_url``, or ``None`` when it is empty."""
     if not config.boot.api_url:
@@ -204,8 +223,8 @@ def make_service(config: Config, reactor: Any) -> PxeService:
         explain = dhcp.policy.explain
         running.append("dhcp")
     if config.tftp.enabled:
-        build_tftp_service(config, bus, reactor, mac_for_ip=machines.mac_for_ip
-                           ).setServiceParent(top)
+        build_tftp_service(config, bus, reactor, build_generated_files(config, catalog, base_url),
+                           machines.mac_for_ip).setServiceParent(top)
         running.append("tftp")
     app = PxeApp(config, catalog, machines, store, bus, base_url, tuple(running), explain,
                  build_machine_source(config, reactor))

@@ -135,3 +135,34 @@ def test_full_tree_has_every_named_child(tmp_path: Path) -> None:
     rows = top.getServiceNamed("dhcp").policy.explain("52:54:00:00:00:01")
     assert rows[0] == {"arch": "bios", "code": 0, "how": "tftp", "file": "undionly.kpxe",
                        "reason": "[boot.files] bios"}
+
+
+def test_tftp_serves_generated_scripts_after_its_folders(tmp_path: Path) -> None:
+    """TFTP's last fallback: boot.ipxe chains to HTTP with the MAC, menu.ipxe is the menu;
+    a file of that name in the TFTP root wins; other names are not generated."""
+    from pxetwist.catalog import CatalogService
+    from pxetwist.service import build_generated_files
+    from pxetwist.store import Store
+    from pxetwist.tftp.files import FileRefusedError, FileResolver
+
+    config = lab_config(tmp_path, "[boot]\nmenu_timeout = 7\n")
+    (tmp_path / "catalog" / "hello.ipxe").write_text("#!ipxe\necho hi\n")
+    catalog = CatalogService(config.catalog, Store(tmp_path / "s.sqlite"), MemoryReactorClock())
+    catalog.load()
+    base = "http://10.77.0.1:8080"
+    resolver = FileResolver((config.tftp.root,), build_generated_files(config, catalog, base))
+
+    def read(name: str) -> str:
+        source = resolver.open(name)
+        try:
+            return source.read(0, source.size).decode()
+        finally:
+            source.close()
+
+    assert f"chain --autofree {base}/pxe/boot.ipxe?mac=${{mac:hexhyp}}" in read("/boot.ipxe")
+    menu = read("menu.ipxe")
+    assert "item e-hello" in menu and "--timeout 7000" in menu
+    (tmp_path / "tftproot" / "boot.ipxe").write_text("#!ipxe\necho site script\n")
+    assert read("boot.ipxe") == "#!ipxe\necho site script\n"
+    with pytest.raises(FileRefusedError):
+        resolver.open("other.ipxe")
