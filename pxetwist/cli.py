@@ -17,7 +17,7 @@ import os
 import sys
 import time
 from collections.abc import Sequence
-from typing import IO, Any
+from typing import Any, Protocol
 from urllib.parse import quote
 
 from twisted.internet.defer import CancelledError, Deferred, ensureDeferred
@@ -29,6 +29,14 @@ DEFAULT_URL = "http://127.0.0.1:8080"
 TIMEOUT = 30.0
 #: Seconds each long poll of ``events --follow`` waits on the server.
 POLL_WAIT = 25
+
+
+class Writer(Protocol):
+    """Where output goes (``sys.stdout``, ``io.StringIO``, ...)."""
+
+    def write(self, text: str, /) -> int: ...
+
+    def flush(self) -> None: ...
 
 
 class CommandError(Exception):
@@ -155,7 +163,7 @@ def entry_text(entry: dict[str, Any]) -> str:
 
 def machine_rows(machines: list[dict[str, Any]]) -> list[list[Any]]:
     return [[m.get("mac"), m.get("state"), m.get("entry"),
-             ("" if m.get("once") else "permanent") if m.get("entry") else "",
+             ("once" if m.get("once") else "permanent") if m.get("entry") else "",
              m.get("ip"), m.get("arch"), when(m.get("last_seen")), m.get("last_stage")]
             for m in machines]
 
@@ -209,7 +217,7 @@ def _path_part(text: str) -> str:
 class Commands:
     """One method per subcommand; each writes to ``out`` and returns nothing."""
 
-    def __init__(self, api: Api, out: IO[str], as_json: bool) -> None:
+    def __init__(self, api: Api, out: Writer, as_json: bool) -> None:
         self.api = api
         self.out = out
         self.as_json = as_json
@@ -398,8 +406,8 @@ def parser() -> argparse.ArgumentParser:
     return top
 
 
-async def run(argv: Sequence[str], http: Any, reactor: Any, out: IO[str] | None = None,
-              err: IO[str] | None = None) -> int:
+async def run(argv: Sequence[str], http: Any, reactor: Any, out: Writer | None = None,
+              err: Writer | None = None) -> int:
     """Parse ``argv``, do the command over ``http``; the exit status.
 
     :raises SystemExit: for usage errors and ``--help`` (argparse).
@@ -419,6 +427,20 @@ async def run(argv: Sequence[str], http: Any, reactor: Any, out: IO[str] | None 
     return 0
 
 
+class _QuietWhenStopping:
+    """stderr, silent once the process is stopping."""
+
+    def __init__(self, stream: Writer, stopping: list[bool]) -> None:
+        self._stream = stream
+        self._stopping = stopping
+
+    def write(self, text: str) -> int:
+        return 0 if self._stopping else self._stream.write(text)
+
+    def flush(self) -> None:
+        self._stream.flush()
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """The console script: run under ``task.react`` with the real reactor and treq."""
     from treq.client import HTTPClient
@@ -429,10 +451,15 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     def start(reactor: Any) -> Deferred[None]:
         http = HTTPClient(Agent(reactor))
+        stopping: list[bool] = []
+        # Ctrl-C (or SIGTERM) stops the reactor and cuts the open request: that is the
+        # normal end of `events --follow`, not an error to report.
+        reactor.addSystemEventTrigger("before", "shutdown", stopping.append, True)
+        err = _QuietWhenStopping(sys.stderr, stopping)
 
         async def go() -> None:
-            code = await run(arguments, http, reactor)
-            if code:
+            code = await run(arguments, http, reactor, err=err)
+            if code and not stopping:
                 raise SystemExit(code)
 
         return ensureDeferred(go())

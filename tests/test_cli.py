@@ -6,11 +6,14 @@ from __future__ import annotations
 import io
 import json
 import os
+import select
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import IO
 
 import pytest
 from twisted.internet.defer import ensureDeferred
@@ -273,3 +276,41 @@ def test_the_command_against_a_real_server(server: str) -> None:
     assert [e["pxe"] for e in menu["entries"] if e["id"] == "lab"] == [False]
     events = _cli_process("--url", server, "events", "--json")
     assert events.returncode == 0 and "events" in json.loads(events.stdout)
+
+
+def _read_line_with(stream: IO[str], text: str, seconds: float = 20) -> str:
+    """The first line of ``stream`` holding ``text`` (bounded wait)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([stream], [], [], 1)
+        if ready:
+            line = stream.readline()
+            if not line:
+                break
+            if text in line:
+                return line
+    raise AssertionError(f"no line with {text!r} within {seconds} s")
+
+
+@pytest.mark.integration
+def test_events_follow_streams_until_ctrl_c(server: str) -> None:
+    """`events --follow` prints an event the real server publishes later; Ctrl-C ends it
+    quietly with status 0."""
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("PXETWIST_")}
+    environment["PYTHONPATH"] = str(REPO)
+    process = subprocess.Popen(
+        [sys.executable, "-u", "-m", "pxetwist.cli", "--url", server, "events", "--follow"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO, env=environment)
+    try:
+        assert process.stdout is not None
+        _read_line_with(process.stdout, "SEQ")
+        wait_for(f"{server}/pxe/boot.ipxe?mac=52-54-00-00-00-42", process)
+        line = _read_line_with(process.stdout, "52:54:00:00:00:42")
+        assert "http.script" in line
+        process.send_signal(signal.SIGINT)
+        _, err = process.communicate(timeout=20)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.returncode == 0 and err == ""
