@@ -198,7 +198,7 @@ function entryCard(entry) {
   const order = el("input", { name: "order", type: "number", step: 1,
                               value: entry.order === null ? "" : String(entry.order),
                               placeholder: "–", "aria-label": "menu order" });
-  const isDefault = el("input", { name: "default", type: "checkbox", checked: entry.default });
+  const isDefault = el("input", { name: "default", type: "checkbox", defaultChecked: entry.default });
   const args = el("input", { name: "kernel_args", value: entry.kernel_args,
                              placeholder: entry.kind === "linux" ? "extra kernel arguments" :
                                "(linux entries only)", "aria-label": "extra kernel arguments" });
@@ -220,6 +220,15 @@ function entryCard(entry) {
       what ? el("p", { class: "files", text: what }) : null),
     el("div", { class: "switch" }, badge, toggle),
     form);
+}
+
+// Whether the operator is busy in the catalog (focus there, or a field changed, unsaved).
+function catalogBeingEdited() {
+  const box = $("#catalog");
+  if (box.contains(document.activeElement)) return true;
+  return [...box.querySelectorAll("input")].some((input) =>
+    input.type === "checkbox" ? input.checked !== input.defaultChecked
+      : input.value !== input.defaultValue);
 }
 
 async function toggleEntry(entry, button) {
@@ -512,7 +521,10 @@ function start() {
   loadMachines();
   loadLeases();
   followEvents();
-  setInterval(() => { loadMachines(); loadLeases(); loadHealth(); }, 10000);
+  setInterval(() => {
+    loadMachines(); loadLeases(); loadHealth();
+    if (!catalogBeingEdited()) loadCatalog();  // changes made elsewhere (the CLI) show up
+  }, 10000);
 }
 
 document.addEventListener("DOMContentLoaded", start);
