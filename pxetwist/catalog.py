@@ -429,16 +429,20 @@ class CatalogService(MultiService):
         order: int | None = None,
         default: bool | None = None,
         kernel_args: str | None = None,
+        clear_order: bool = False,
     ) -> Deferred[None]:
         """Change an entry's menu settings; ``None`` leaves a value as it is.
 
-        An empty label or kernel_args resets it; ``default=True`` clears the flag on
+        An empty label or kernel_args resets it; ``clear_order`` drops the explicit
+        order (the entry sorts by name again); ``default=True`` clears the flag on
         every other entry in the same transaction.
         """
         changes: dict[str, Any] = {}
         if label is not None:
             changes["label"] = label or None
-        if order is not None:
+        if clear_order:
+            changes["position"] = None
+        elif order is not None:
             changes["position"] = order
         if default is not None:
             changes["is_default"] = default

@@ -372,6 +372,8 @@ class PxeApp:
         pxe = changes.pop("pxe", None)
         if pxe is not None:
             yield self.catalog.set_pxe(entry_id, pxe)
+        if "order" in changes and changes["order"] is None:
+            changes["clear_order"] = True  # "order": null drops the explicit order
         yield self.catalog.set_menu(entry_id, **changes)
         view: EntryView | None = self.catalog.view(entry_id)
         return json_body(request, view.as_json() if view else {})

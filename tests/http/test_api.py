@@ -206,3 +206,12 @@ def test_leases_route_reads_the_store(tmp_path: Path) -> None:
     leases = json.loads(rig.get("/leases")[1])["leases"]
     assert leases == [{"ip": "10.77.0.50", "mac": MAC, "client_id": "", "hostname": "vm",
                        "expires": 99.0, "state": "bound"}]
+
+
+def test_menu_order_null_drops_the_explicit_order(tmp_path: Path) -> None:
+    """POST /pxe/{id}/menu with "order": null resets the order (docs/API.md: int|null)."""
+    rig = make_rig(tmp_path)
+    assert json.loads(rig.post("/pxe/lab/menu", {"order": 1})[1])["order"] == 1
+    code, answer, _ = rig.post("/pxe/lab/menu", {"order": None, "label": "Lab"})
+    assert code == 200 and json.loads(answer)["order"] is None
+    assert json.loads(rig.get("/containers/lab/info")[1])["label"] == "Lab"

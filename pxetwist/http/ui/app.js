@@ -1,0 +1,530 @@
+// pxetwist web page: the catalog, machines, leases and a live boot timeline, all through
+// the JSON API of docs/API.md (the same routes the `pxetwist` command uses).
+// Every text from the server goes into the page with textContent, never innerHTML.
+"use strict";
+
+const TOKEN_KEY = "pxetwist.token";
+const ROOT = new URL("..", window.location.href);
+const STEPS = [
+  ["dhcp", "DHCP"], ["tftp", "TFTP"], ["script", "Script"], ["kernel", "Kernel"],
+  ["initrd", "Initrd"],
+];
+const FAILED_STAGES = new Set(["dhcp.nak", "dhcp.decline", "tftp.error"]);
+const EVENTS_KEPT = 2000;
+const EVENTS_SHOWN = 12;
+
+const state = {
+  events: new Map(),   // seq -> event
+  lastSeq: 0,
+  machines: [],
+  entries: [],
+  liveSource: null,
+};
+
+// -- small helpers ------------------------------------------------------------------------
+
+function $(selector) { return document.querySelector(selector); }
+
+function el(tag, props, ...children) {
+  const node = document.createElement(tag);
+  for (const [key, value] of Object.entries(props || {})) {
+    if (value === null || value === undefined || value === false) continue;
+    if (key === "class") node.className = value;
+    else if (key === "text") node.textContent = value;
+    else if (key.startsWith("on")) node.addEventListener(key.slice(2), value);
+    else if (key === "dataset") Object.assign(node.dataset, value);
+    else if (key in node && typeof value !== "string") node[key] = value;
+    else node.setAttribute(key, value === true ? "" : String(value));
+  }
+  for (const child of children.flat()) {
+    if (child === null || child === undefined || child === false) continue;
+    node.append(child instanceof Node ? child : document.createTextNode(String(child)));
+  }
+  return node;
+}
+
+function shown(value) {
+  return value === null || value === undefined || value === "" ? "–" : String(value);
+}
+
+function clockTime(seconds) {
+  if (!seconds) return "–";
+  return new Date(seconds * 1000).toLocaleTimeString([], { hour12: false });
+}
+
+function dateTime(seconds) {
+  if (!seconds) return "–";
+  const d = new Date(seconds * 1000);
+  return d.toLocaleDateString([], { month: "short", day: "numeric" }) + " " + clockTime(seconds);
+}
+
+class ApiError extends Error {
+  constructor(status, reason) {
+    super(reason);
+    this.status = status;
+  }
+}
+
+async function api(method, path, body) {
+  const headers = { "Accept": "application/json" };
+  const token = sessionStorage.getItem(TOKEN_KEY);
+  if (token) headers["Authorization"] = "Bearer " + token;
+  const init = { method, headers, cache: "no-store" };
+  if (body !== undefined) {
+    headers["Content-Type"] = "application/json";
+    init.body = JSON.stringify(body);
+  }
+  let response;
+  try {
+    response = await fetch(new URL(path, ROOT), init);
+  } catch (error) {
+    throw new ApiError(0, "cannot reach the server (" + error.message + ")");
+  }
+  let data = null;
+  try { data = await response.json(); } catch (error) { data = null; }
+  if (!response.ok) {
+    const reason = data && typeof data.error === "string" ? data.error : response.statusText;
+    throw new ApiError(response.status, reason || "no reason given");
+  }
+  return data;
+}
+
+// -- messages -----------------------------------------------------------------------------
+
+let messageTimer = null;
+
+function say(text, kind) {
+  const box = $("#message");
+  clearTimeout(messageTimer);
+  box.replaceChildren(el("span", { text }),
+    el("button", { type: "button", class: "quiet close", "aria-label": "dismiss",
+                   onclick: () => { box.hidden = true; } }, "×"));
+  box.className = "message " + (kind || "info");
+  box.hidden = false;
+  if (kind !== "error") messageTimer = setTimeout(() => { box.hidden = true; }, 4000);
+}
+
+function failed(what, error) {
+  const token = $("#token");
+  if (error.status === 401) {
+    say(what + " refused (401): " + error.message +
+        ". Enter the server's API token at the top and try again.", "error");
+    token.classList.add("wanted");
+    token.focus();
+  } else if (error.status === 403) {
+    say(what + " refused (403): " + error.message + ".", "error");
+  } else if (error.status) {
+    say(what + " failed (" + error.status + "): " + error.message, "error");
+  } else {
+    say(what + " failed: " + error.message, "error");
+  }
+}
+
+// -- token --------------------------------------------------------------------------------
+
+function showTokenState() {
+  const input = $("#token");
+  const set = Boolean(sessionStorage.getItem(TOKEN_KEY));
+  input.value = "";
+  input.placeholder = set ? "token set for this tab" : "for changes";
+  input.classList.toggle("set", set);
+  $("#token-forget").hidden = !set;
+}
+
+function setUpToken() {
+  $("#token-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    const value = $("#token").value.trim();
+    if (!value) { say("Type the API token first.", "error"); return; }
+    sessionStorage.setItem(TOKEN_KEY, value);
+    $("#token").classList.remove("wanted");
+    showTokenState();
+    say("Token kept for this tab (session storage).", "info");
+  });
+  $("#token-forget").addEventListener("click", () => {
+    sessionStorage.removeItem(TOKEN_KEY);
+    showTokenState();
+    say("Token forgotten.", "info");
+  });
+  showTokenState();
+}
+
+// -- catalog ------------------------------------------------------------------------------
+
+async function loadCatalog() {
+  let data;
+  try {
+    data = await api("GET", "containers");
+  } catch (error) {
+    failed("Loading the catalog", error);
+    return;
+  }
+  state.entries = data.entries;
+  renderCatalog(data.entries);
+  renderProblems(data.errors || []);
+}
+
+function renderProblems(problems) {
+  $("#problems").hidden = problems.length === 0;
+  $("#problem-list").replaceChildren(...problems.map((p) =>
+    el("li", {}, el("code", { text: p.path }), p.key ? " [" + p.key + "]" : "", ": ",
+       el("span", { text: p.error }))));
+}
+
+function renderCatalog(entries) {
+  const enabled = entries.filter((e) => e.pxe).length;
+  $("#catalog-count").textContent = entries.length + " entries, " + enabled + " in the menu";
+  const box = $("#catalog");
+  if (entries.length === 0) {
+    box.replaceChildren(el("p", { class: "muted", text: "No entries in the catalog folders." }));
+    return;
+  }
+  box.replaceChildren(...entries.map(entryCard));
+}
+
+function entryCard(entry) {
+  const badge = el("span", { class: "badge " + (entry.pxe ? "on" : "off"),
+                             text: entry.pxe ? "PXE enabled" : "PXE disabled" });
+  const toggle = el("button", {
+    type: "button", class: "toggle", role: "switch",
+    "aria-checked": entry.pxe ? "true" : "false",
+    "aria-label": (entry.pxe ? "Take out of" : "Put in") + " the PXE menu: " + entry.id,
+    onclick: () => toggleEntry(entry, toggle),
+  }, el("span", { class: "knob" }));
+  const what = entry.kernel ? entry.kernel + (entry.initrd.length ? " + " +
+    entry.initrd.join(", ") : "") : (entry.file || "");
+  const label = el("input", { name: "label", value: entry.label, maxlength: 80,
+                              "aria-label": "menu label" });
+  const order = el("input", { name: "order", type: "number", step: 1,
+                              value: entry.order === null ? "" : String(entry.order),
+                              placeholder: "–", "aria-label": "menu order" });
+  const isDefault = el("input", { name: "default", type: "checkbox", defaultChecked: entry.default });
+  const args = el("input", { name: "kernel_args", value: entry.kernel_args,
+                             placeholder: entry.kind === "linux" ? "extra kernel arguments" :
+                               "(linux entries only)", "aria-label": "extra kernel arguments" });
+  const form = el("form", { class: "edit", onsubmit: (event) => {
+    event.preventDefault();
+    saveEntry(entry, { label, order, isDefault, args }, form);
+  } },
+    el("label", { class: "wide" }, el("span", { text: "Label" }), label),
+    el("label", { class: "narrow" }, el("span", { text: "Order" }), order),
+    el("label", { class: "check" }, isDefault, el("span", { text: "default" })),
+    el("label", { class: "wide" }, el("span", { text: "Kernel args" }), args),
+    el("button", { type: "submit", class: "save" }, "Save"));
+  return el("article", { class: "card" + (entry.pxe ? "" : " disabled"),
+                         dataset: { entry: entry.id } },
+    el("div", { class: "titles" },
+      el("h3", { text: entry.label || entry.name }),
+      el("div", { class: "meta" }, el("code", { text: entry.id }), " · ", entry.kind,
+         entry.default ? el("span", { class: "badge default", text: "default" }) : null),
+      what ? el("p", { class: "files", text: what }) : null),
+    el("div", { class: "switch" }, badge, toggle),
+    form);
+}
+
+// Whether the operator is busy in the catalog (focus there, or a field changed, unsaved).
+function catalogBeingEdited() {
+  const box = $("#catalog");
+  if (box.contains(document.activeElement)) return true;
+  return [...box.querySelectorAll("input")].some((input) =>
+    input.type === "checkbox" ? input.checked !== input.defaultChecked
+      : input.value !== input.defaultValue);
+}
+
+async function toggleEntry(entry, button) {
+  button.disabled = true;
+  try {
+    const answer = await api("POST", "pxe/" + encodeURIComponent(entry.id) + "/toggle");
+    say(answer.id + ": PXE " + (answer.pxe ? "enabled" : "disabled") + ".", "info");
+  } catch (error) {
+    failed("Toggling " + entry.id, error);
+  }
+  await loadCatalog();
+}
+
+async function saveEntry(entry, fields, form) {
+  const changes = {};
+  if (fields.label.value !== entry.label) changes.label = fields.label.value;
+  const orderText = fields.order.value.trim();
+  const order = orderText === "" ? null : Number(orderText);
+  if (order !== null && !Number.isInteger(order)) {
+    say("Order must be a whole number (or empty).", "error");
+    return;
+  }
+  if (order !== entry.order) changes.order = order;
+  if (fields.isDefault.checked !== entry.default) changes.default = fields.isDefault.checked;
+  if (fields.args.value !== entry.kernel_args) changes.kernel_args = fields.args.value;
+  if (Object.keys(changes).length === 0) {
+    say(entry.id + ": nothing changed.", "info");
+    return;
+  }
+  form.querySelector("button.save").disabled = true;
+  try {
+    await api("POST", "pxe/" + encodeURIComponent(entry.id) + "/menu", changes);
+    say(entry.id + ": saved.", "info");
+    await loadCatalog();
+  } catch (error) {
+    failed("Saving " + entry.id, error);
+    form.querySelector("button.save").disabled = false;
+  }
+}
+
+async function rescan() {
+  try {
+    const answer = await api("POST", "catalog/refresh");
+    say("Rescanned: " + answer.entries + " entries, " + answer.errors + " broken.", "info");
+  } catch (error) {
+    failed("Rescanning", error);
+  }
+  await loadCatalog();
+}
+
+// -- machines and leases ------------------------------------------------------------------
+
+function cells(row, values, labels) {
+  values.forEach((value, i) => {
+    row.append(value instanceof Node ? el("td", { "data-label": labels[i] }, value)
+      : el("td", { "data-label": labels[i], text: shown(value) }));
+  });
+  return row;
+}
+
+const MACHINE_LABELS = ["MAC", "State", "Entry", "IP", "Arch", "Last seen", "Last stage"];
+const LEASE_LABELS = ["IP", "MAC", "State", "Hostname", "Expires"];
+
+async function loadMachines() {
+  try {
+    const data = await api("GET", "machines");
+    state.machines = data.machines;
+  } catch (error) {
+    return;
+  }
+  const body = $("#machines tbody");
+  $("#machines-count").textContent = state.machines.length + " seen";
+  if (state.machines.length === 0) {
+    body.replaceChildren(el("tr", {}, el("td", { colspan: 7, class: "muted",
+      text: "No machine has asked for anything yet." })));
+  } else {
+    body.replaceChildren(...state.machines.map((m) => cells(
+      el("tr", { dataset: { mac: m.mac }, class: "clickable", title: "show its timeline",
+                 onclick: () => { pickMachine(m.mac); } }),
+      [el("code", { text: m.mac }), el("span", { class: "state " + m.state, text: m.state }),
+       m.entry ? m.entry + (m.once ? "" : " (permanent)") : null, m.ip, m.arch,
+       dateTime(m.last_seen), m.last_stage],
+      MACHINE_LABELS)));
+  }
+  updateMachinePicker();
+}
+
+async function loadLeases() {
+  let data;
+  try { data = await api("GET", "leases"); } catch (error) { return; }
+  const body = $("#leases tbody");
+  $("#leases-count").textContent = data.leases.length + " leases";
+  if (data.leases.length === 0) {
+    body.replaceChildren(el("tr", {}, el("td", { colspan: 5, class: "muted",
+      text: "No leases (pxetwist hands out addresses only in full DHCP mode)." })));
+    return;
+  }
+  body.replaceChildren(...data.leases.map((l) => cells(el("tr"),
+    [l.ip, el("code", { text: l.mac }), l.state, l.hostname, dateTime(l.expires)],
+    LEASE_LABELS)));
+}
+
+async function loadHealth() {
+  try {
+    const h = await api("GET", "health");
+    $("#health").textContent = "v" + h.version + " · " + (h.services.join(", ") || "no services");
+  } catch (error) {
+    $("#health").textContent = "server unreachable";
+  }
+}
+
+// -- the boot timeline --------------------------------------------------------------------
+
+function stepOf(event, reachedScript) {
+  const stage = event.stage || "";
+  if (stage.startsWith("dhcp.") || stage.startsWith("proxy.")) return "dhcp";
+  if (stage.startsWith("tftp.")) return "tftp";
+  if (stage === "http.script" || stage === "http.menu") return "script";
+  if (stage === "http.kernel") return "kernel";
+  if (stage === "http.initrd") return "initrd";
+  // Another file: an EFI or ISO image after the script, or the bootloader over HTTP before.
+  if (stage === "http.file") return reachedScript ? "kernel" : "tftp";
+  return null;
+}
+
+// The steps of a machine's latest boot: a DHCP event after later steps starts a new boot.
+function latestBoot(events) {
+  let steps = {};
+  for (const event of events) {
+    const step = stepOf(event, Boolean(steps.script));
+    if (step === null) continue;
+    const later = Object.keys(steps).some((s) => s !== "dhcp");
+    if (step === "dhcp" && later) steps = {};
+    const failed = FAILED_STAGES.has(event.stage);
+    const seen = steps[step];
+    if (!seen) steps[step] = { time: event.time, failed, detail: event.detail };
+    else if (failed) seen.failed = true;
+    else if (seen.failed) seen.failed = false;
+  }
+  return steps;
+}
+
+function addEvent(event) {
+  if (state.events.has(event.seq)) return false;
+  state.events.set(event.seq, event);
+  state.lastSeq = Math.max(state.lastSeq, event.seq);
+  if (state.events.size > EVENTS_KEPT) {
+    const oldest = Math.min(...state.events.keys());
+    state.events.delete(oldest);
+  }
+  return true;
+}
+
+let renderQueued = false;
+let machinesTimer = null;
+
+function eventsArrived(count) {
+  if (!count) return;
+  if (!renderQueued) {
+    renderQueued = true;
+    requestAnimationFrame(() => { renderQueued = false; renderTimeline(); });
+  }
+  clearTimeout(machinesTimer);
+  machinesTimer = setTimeout(loadMachines, 300);
+}
+
+function byMac() {
+  const groups = new Map();
+  const ordered = [...state.events.values()].sort((a, b) => a.seq - b.seq);
+  for (const event of ordered) {
+    const mac = event.mac || "";
+    if (!groups.has(mac)) groups.set(mac, []);
+    groups.get(mac).push(event);
+  }
+  return groups;
+}
+
+function renderTimeline() {
+  const picked = $("#timeline-mac").value;
+  const groups = byMac();
+  updateMachinePicker(groups);
+  let macs = [...groups.keys()];
+  if (picked) macs = macs.filter((mac) => mac === picked);
+  macs.sort((a, b) => {
+    const last = (mac) => groups.get(mac)[groups.get(mac).length - 1].seq;
+    return last(b) - last(a);
+  });
+  const box = $("#timeline");
+  if (macs.length === 0) {
+    box.replaceChildren(el("p", { class: "muted",
+      text: picked ? "No boot events for " + picked + " yet." : "No boot events yet." }));
+    return;
+  }
+  box.replaceChildren(...macs.map((mac) => machineTimeline(mac, groups.get(mac),
+                                                           picked ? 200 : EVENTS_SHOWN)));
+  // Newest at the bottom, in view.
+  for (const list of box.querySelectorAll("ol.events")) list.scrollTop = list.scrollHeight;
+}
+
+function machineTimeline(mac, events, limit) {
+  const steps = latestBoot(events);
+  const last = events[events.length - 1];
+  const ip = [...events].reverse().find((e) => e.ip);
+  const strip = el("ol", { class: "steps" }, ...STEPS.map(([key, name]) => {
+    const seen = steps[key];
+    const cls = "step " + (seen ? (seen.failed ? "failed" : "done") : "todo");
+    return el("li", { class: cls, dataset: { step: key }, title: seen ? shown(seen.detail) : "" },
+      el("span", { class: "name", text: name }),
+      el("span", { class: "when", text: seen ? clockTime(seen.time) : "·" }));
+  }));
+  const list = el("ol", { class: "events" }, ...events.slice(-limit).map((e) =>
+    el("li", { class: "event" + (FAILED_STAGES.has(e.stage) ? " failed" : ""),
+               dataset: { seq: e.seq, stage: e.stage } },
+      el("time", { text: clockTime(e.time) }),
+      el("span", { class: "stage", text: e.stage }),
+      el("span", { class: "detail", text: e.detail || "" }))));
+  return el("article", { class: "machine-timeline", dataset: { mac: mac || "none" } },
+    el("div", { class: "timeline-head" },
+      el("code", { class: "mac", text: mac || "(no MAC)" }),
+      ip ? el("span", { class: "muted", text: ip.ip }) : null,
+      el("span", { class: "muted", text: "last: " + clockTime(last.time) })),
+    strip, list);
+}
+
+function updateMachinePicker(groups) {
+  const select = $("#timeline-mac");
+  const macs = new Set(state.machines.map((m) => m.mac));
+  for (const mac of (groups || byMac()).keys()) if (mac) macs.add(mac);
+  const have = new Set([...select.options].map((o) => o.value));
+  for (const mac of [...macs].sort()) {
+    if (!have.has(mac)) select.append(el("option", { value: mac, text: mac }));
+  }
+}
+
+function pickMachine(mac) {
+  updateMachinePicker();
+  $("#timeline-mac").value = mac;
+  renderTimeline();
+  $("#timeline-section").scrollIntoView({ behavior: "smooth", block: "start" });
+}
+
+async function catchUp() {
+  let data;
+  try {
+    data = await api("GET", "events?after=" + state.lastSeq);
+  } catch (error) {
+    return;
+  }
+  if (data.last < state.lastSeq) {
+    // The server restarted and numbers its events from 1 again.
+    state.events.clear();
+    state.lastSeq = 0;
+    return catchUp();
+  }
+  eventsArrived(data.events.filter(addEvent).length);
+}
+
+function setLive(on, text) {
+  const live = $("#live");
+  live.className = "live " + (on ? "on" : "off");
+  live.textContent = text || (on ? "live" : "reconnecting…");
+}
+
+function followEvents() {
+  if (!window.EventSource) {
+    setLive(false, "polling");
+    setInterval(catchUp, 3000);
+    catchUp();
+    return;
+  }
+  const source = new EventSource(new URL("events", ROOT));
+  state.liveSource = source;
+  source.addEventListener("open", () => { setLive(true); catchUp(); });
+  source.addEventListener("message", (message) => {
+    let event;
+    try { event = JSON.parse(message.data); } catch (error) { return; }
+    eventsArrived(addEvent(event) ? 1 : 0);
+  });
+  source.addEventListener("error", () => { setLive(false); });
+}
+
+// -- start --------------------------------------------------------------------------------
+
+function start() {
+  setUpToken();
+  $("#refresh").addEventListener("click", rescan);
+  $("#timeline-mac").addEventListener("change", renderTimeline);
+  loadHealth();
+  loadCatalog();
+  loadMachines();
+  loadLeases();
+  followEvents();
+  setInterval(() => {
+    loadMachines(); loadLeases(); loadHealth();
+    if (!catalogBeingEdited()) loadCatalog();  // changes made elsewhere (the CLI) show up
+  }, 10000);
+}
+
+document.addEventListener("DOMContentLoaded", start);
