@@ -18,7 +18,7 @@ from typing import Any
 
 from klein import Klein
 from prometheus_client import generate_latest
-from twisted.internet.defer import Deferred, inlineCallbacks, succeed
+from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.web.iweb import IRequest
 from twisted.web.pages import notFound
 from twisted.web.resource import IResource
@@ -151,25 +151,27 @@ class PxeApp:
             return self._menu(), "not assigned: menu ([boot] unknown = menu)"
         return ipxe.LOCAL_BOOT, "not assigned: local boot ([boot] unknown = local)"
 
-    def _answer_script(self, request: IRequest, mac: str, route: str) -> Deferred[bytes]:
+    def _answer_script(self, request: IRequest, mac: str,
+                       route: str) -> bytes | Deferred[bytes]:
         """The boot script for ``mac``: the external machine source's answer when one is
-        configured and claims the MAC, else :meth:`_boot_answer`; published and counted."""
+        configured and claims the MAC, else :meth:`_boot_answer`. Without a source the
+        answer is synchronous (bytes), so the hot path pays for no Deferred."""
         if self.machine_source is None:
-            decided: Deferred[ExternalBoot | None] = succeed(None)
+            return self._render_answer(request, mac, route, None)
+        return self.machine_source.lookup(mac).addCallback(
+            lambda external: self._render_answer(request, mac, route, external))
+
+    def _render_answer(self, request: IRequest, mac: str, route: str,
+                       external: ExternalBoot | None) -> bytes:
+        """Render, publish and count the answer for ``mac``."""
+        if external is not None:
+            script = ipxe.external_script(external)
+            why = f"machine source {self.config.boot.api_url}"
         else:
-            decided = self.machine_source.lookup(mac)
-
-        def render(external: ExternalBoot | None) -> bytes:
-            if external is not None:
-                script = ipxe.external_script(external)
-                why = f"machine source {self.config.boot.api_url}"
-            else:
-                script, why = self._boot_answer(request, mac)
-            self._publish(request, Stage.HTTP_SCRIPT, mac, why)
-            self._count(route, request)
-            return script_body(request, script)
-
-        return decided.addCallback(render)
+            script, why = self._boot_answer(request, mac)
+        self._publish(request, Stage.HTTP_SCRIPT, mac, why)
+        self._count(route, request)
+        return script_body(request, script)
 
     def _menu(self) -> str:
         return ipxe.menu_script(self.base_url, self.catalog.menu(),
