@@ -30,8 +30,33 @@ MAX_WAIT = 30.0
 KEEPALIVE = 15.0
 
 
-class BadRequestError(ValueError):
-    """A request the API refuses; ``str()`` is the reason sent back."""
+class ApiError(Exception):
+    """A request the API refuses: ``code`` is the status, ``str()`` the reason sent back
+    as ``{"error": reason}`` (the app's one error handler renders it)."""
+
+    def __init__(self, reason: str, code: int = 400) -> None:
+        super().__init__(reason)
+        self.code = code
+
+
+class BadRequestError(ApiError, ValueError):
+    """A body or query the API cannot take (400)."""
+
+
+def require_mutation(request: IRequest, token: str) -> None:
+    """:raises ApiError: 401/403 unless the request may mutate (:func:`refuse_unauthorised`)."""
+    refused = refuse_unauthorised(request, token)
+    if refused is not None:
+        body, code = refused
+        raise ApiError(body["error"], code)
+
+
+def path_mac(text: str) -> str:
+    """The normalised MAC of a path part. :raises ApiError: 400 if it is not one."""
+    mac = mac_or_none(text)
+    if mac is None:
+        raise ApiError(f"{text!r} is not a MAC address")
+    return mac
 
 
 def mac_or_none(text: str | None) -> str | None:

@@ -26,7 +26,7 @@ from twisted.web.server import Request
 from twisted.web.static import File
 
 from pxetwist import __version__
-from pxetwist.catalog import CatalogService, EntryView
+from pxetwist.catalog import CatalogService
 from pxetwist.config import Config
 from pxetwist.events import EventBus, Stage
 from pxetwist.http import api, ipxe
@@ -347,45 +347,50 @@ class PxeApp:
             "timeout": self.config.boot.menu_timeout,
         })
 
+    @app.handle_errors(api.ApiError)
+    def api_error(self, request: IRequest, failure: Any) -> bytes:
+        """Every refused API call: its status and ``{"error": reason}``."""
+        error: api.ApiError = failure.value
+        return json_body(request, {"error": str(error)}, error.code)
+
+    def _require_mutation(self, request: IRequest) -> None:
+        api.require_mutation(request, self.config.http.api_token)
+
+    def _known_entry(self, entry_id: str) -> None:
+        """:raises api.ApiError: 404 if the catalog has no such entry."""
+        if self.catalog.view(entry_id) is None:
+            raise api.ApiError(f"no entry {entry_id!r}", 404)
+
+    def _entry_json(self, entry_id: str) -> dict[str, Any]:
+        view = self.catalog.view(entry_id)
+        return view.as_json() if view else {}
+
     @app.route("/pxe/<entry_id>/toggle", methods=["POST"])
     @inlineCallbacks
     def toggle(self, request: IRequest, entry_id: str) -> Any:
-        refused = api.refuse_unauthorised(request, self.config.http.api_token)
-        if refused:
-            return json_body(request, *refused)
-        if self.catalog.view(entry_id) is None:
-            return json_body(request, {"error": f"no entry {entry_id!r}"}, 404)
+        self._require_mutation(request)
+        self._known_entry(entry_id)
         yield self.catalog.toggle(entry_id)
-        view = self.catalog.view(entry_id)
-        return json_body(request, view.as_json() if view else {})
+        return json_body(request, self._entry_json(entry_id))
 
     @app.route("/pxe/<entry_id>/menu", methods=["POST"])
     @inlineCallbacks
     def set_menu(self, request: IRequest, entry_id: str) -> Any:
-        refused = api.refuse_unauthorised(request, self.config.http.api_token)
-        if refused:
-            return json_body(request, *refused)
-        if self.catalog.view(entry_id) is None:
-            return json_body(request, {"error": f"no entry {entry_id!r}"}, 404)
-        try:
-            changes = api.menu_changes(api.read_json(request))
-        except api.BadRequestError as e:
-            return json_body(request, {"error": str(e)}, 400)
+        self._require_mutation(request)
+        self._known_entry(entry_id)
+        changes = api.menu_changes(api.read_json(request))
         pxe = changes.pop("pxe", None)
         if pxe is not None:
             yield self.catalog.set_pxe(entry_id, pxe)
         if "order" in changes and changes["order"] is None:
             changes["clear_order"] = True  # "order": null drops the explicit order
         yield self.catalog.set_menu(entry_id, **changes)
-        view: EntryView | None = self.catalog.view(entry_id)
-        return json_body(request, view.as_json() if view else {})
+        return json_body(request, self._entry_json(entry_id))
 
     @app.route("/catalog/refresh", methods=["POST"])
     @inlineCallbacks
     def refresh(self, request: IRequest) -> Any:
-        refused = api.refuse_unauthorised(request, self.config.http.api_token)
-        if refused:
-            return json_body(request, *refused)
+        self._require_mutation(request)
         yield self.catalog.refresh()
         return json_body(request, {"entries": len(self.catalog.entries),
                                    "errors": len(self.catalog.problems)})
@@ -397,12 +402,10 @@ class PxeApp:
     @app.route("/machines/<mac_text>", methods=["GET"])
     @inlineCallbacks
     def machine(self, request: IRequest, mac_text: str) -> Any:
-        mac = api.mac_or_none(mac_text)
-        if mac is None:
-            return json_body(request, {"error": f"{mac_text!r} is not a MAC address"}, 400)
+        mac = api.path_mac(mac_text)
         record = self.machines.get(mac)
         if record is None:
-            return json_body(request, {"error": f"machine {mac} was never seen"}, 404)
+            raise api.ApiError(f"machine {mac} was never seen", 404)
         yield self.machines.flush()
         history = yield self.store.history(mac)
         body = machine_json(record)
@@ -415,39 +418,25 @@ class PxeApp:
     @app.route("/machines/<mac_text>", methods=["PUT"])
     @inlineCallbacks
     def assign(self, request: IRequest, mac_text: str) -> Any:
-        refused = api.refuse_unauthorised(request, self.config.http.api_token)
-        if refused:
-            return json_body(request, *refused)
-        mac = api.mac_or_none(mac_text)
-        if mac is None:
-            return json_body(request, {"error": f"{mac_text!r} is not a MAC address"}, 400)
-        try:
-            entry, once = api.assignment(api.read_json(request))
-        except api.BadRequestError as e:
-            return json_body(request, {"error": str(e)}, 400)
-        if entry is not None and self.catalog.view(entry) is None:
-            return json_body(request, {"error": f"no entry {entry!r}"}, 404)
+        self._require_mutation(request)
+        mac = api.path_mac(mac_text)
+        entry, once = api.assignment(api.read_json(request))
+        if entry is not None:
+            self._known_entry(entry)
         record = yield self.machines.assign(mac, entry, once)
         return json_body(request, machine_json(record))
 
     @app.route("/api/v1/machines/<mac_text>/installed", methods=["POST"])
     @inlineCallbacks
     def installed(self, request: IRequest, mac_text: str) -> Any:
-        refused = api.refuse_unauthorised(request, self.config.http.api_token)
-        if refused:
-            return json_body(request, *refused)
-        mac = api.mac_or_none(mac_text)
-        if mac is None:
-            return json_body(request, {"error": f"{mac_text!r} is not a MAC address"}, 400)
-        record = yield self.machines.installed(mac)
+        self._require_mutation(request)
+        record = yield self.machines.installed(api.path_mac(mac_text))
         return json_body(request, machine_json(record))
 
     @app.route("/machines/<mac_text>/explain", methods=["GET"])
     def explain(self, request: IRequest, mac_text: str) -> bytes:
         """What this MAC gets at every step, and why, without booting it."""
-        mac = api.mac_or_none(mac_text)
-        if mac is None:
-            return json_body(request, {"error": f"{mac_text!r} is not a MAC address"}, 400)
+        mac = api.path_mac(mac_text)
         record = self.machines.get(mac)
         entry_id = self.machines.boot_entry(mac)
         view = self.catalog.view(entry_id) if entry_id else None
@@ -486,10 +475,7 @@ class PxeApp:
     @app.route("/events", methods=["GET"])
     def events_list(self, request: Request) -> Any:
         """Recent boot events; ``?after=N&wait=S`` long-polls, ``text/event-stream`` streams."""
-        try:
-            query = api.events_query(request)
-        except api.BadRequestError as e:
-            return json_body(request, {"error": str(e)}, 400)
+        query = api.events_query(request)
         accept = request.getHeader(b"accept") or b""
         if b"text/event-stream" in accept:
             return api.event_stream(request, self.events, query.mac)
