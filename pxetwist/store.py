@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Callable, Iterable, Sequence
+from itertools import groupby
+from operator import itemgetter
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -217,12 +219,13 @@ class Store:
         return deferToThreadPool(self._reactor, self._pool, work, *args)
 
     def _write(self, statements: Iterable[tuple[str, Sequence[object]]]) -> None:
-        """Run statements in one durable transaction."""
+        """Run statements in one durable transaction, in order; a run of one statement
+        (a batch of boot events) goes to ``executemany`` at once."""
         conn = self._conn
         conn.execute("BEGIN IMMEDIATE")
         try:
-            for sql, params in statements:
-                conn.execute(sql, params)
+            for sql, run in groupby(statements, key=itemgetter(0)):
+                conn.executemany(sql, [params for _, params in run])
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
