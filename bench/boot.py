@@ -21,6 +21,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -109,9 +110,95 @@ def median_or_nan(values: list[float]) -> float:
     return statistics.median(good) if good else float("nan")
 
 
+SNIFFER = r"""
+import socket, struct, sys, time
+s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(3))
+s.bind((sys.argv[1], 0))
+out = open(sys.argv[2], "a", buffering=1)
+seen = set()
+while True:
+    frame = s.recv(65535)
+    now = time.time()
+    kind = struct.unpack("!H", frame[12:14])[0]
+    what = ""
+    if kind == 0x0800 and frame[23] == 17:
+        ihl = (frame[14] & 15) * 4
+        sport, dport = struct.unpack("!HH", frame[14 + ihl:18 + ihl])
+        dhcp = frame[14 + ihl + 8:]
+        if 67 in (sport, dport) or 4011 in (sport, dport):
+            options, i, mtype = dhcp[240:], 0, 0
+            while i < len(options) and options[i] != 255:
+                if options[i] == 0:
+                    i += 1
+                    continue
+                if options[i] == 53:
+                    mtype = options[i + 2]
+                i += 2 + options[i + 1]
+            what = f"dhcp {sport}->{dport} type {mtype} xid {dhcp[4:8].hex()}"
+        elif 69 in (sport, dport):
+            what = f"tftp {sport}->{dport}"
+    elif kind == 0x0800 and frame[23] == 6:
+        ihl = (frame[14] & 15) * 4
+        sport, dport = struct.unpack("!HH", frame[14 + ihl:18 + ihl])
+        flags = frame[14 + ihl + 13]
+        if flags & 2 and not flags & 16:
+            what = f"tcp syn ->{dport}"
+        else:
+            payload = frame[14 + ihl + (frame[14 + ihl + 12] >> 4) * 4:]
+            if payload[:4] in (b"GET ", b"HTTP"):
+                what = "http " + payload.split(b"\r\n", 1)[0].decode("latin-1")[:90]
+    elif kind == 0x86DD and frame[20] == 58:
+        what = {133: "icmp6 router solicit", 134: "icmp6 router advert",
+                135: "icmp6 neighbour solicit", 136: "icmp6 neighbour advert"
+                }.get(frame[54], "")
+    elif kind == 0x0806:
+        what = "arp"
+    if what:
+        out.write(f"{now:.3f} {frame[6:12].hex(':')} {what}\n")
+"""
+
+
+def start_sniffer(net: LabNet, out: Path) -> subprocess.Popen[bytes]:
+    """A packet log of ``net``'s bridge (DHCP, TFTP, HTTP, ICMPv6, ARP) with wall times."""
+    return subprocess.Popen(net.exec_argv(sys.executable, "-c", SNIFFER, net.bridge, str(out)),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def trace_rows(trace: Path) -> list[tuple[str, str, list[float | None]]]:
+    """Per boot in ``trace``: (mac, firmware, seconds from QEMU start to the first DHCP
+    DISCOVER, the DHCP ACK, the first HTTP GET and the last GET (the initrd))."""
+    rows: list[tuple[str, str, list[float | None]]] = []
+    boots: dict[str, tuple[float, str, list[float | None]]] = {}
+    for line in trace.read_text().splitlines():
+        stamp, mac, what = line.split(" ", 2)
+        if what.startswith("QEMU start"):
+            boots[mac] = (float(stamp), what.split()[-1], [None, None, None, None])
+            continue
+        time_, firmware, marks = boots.get(mac, (0.0, "", []))
+        seconds = float(stamp) - time_
+        if mac not in boots:
+            if "type 5" in what:  # the server's ACK: find the booting MAC it answers
+                for booted, (_, _, booted_marks) in boots.items():
+                    if booted_marks[0] is not None and booted_marks[1] is None:
+                        booted_marks[1] = float(stamp) - boots[booted][0]
+            continue
+        if "type 1" in what and marks[0] is None:
+            marks[0] = seconds
+        elif what.startswith("http GET"):
+            if marks[2] is None:
+                marks[2] = seconds
+            marks[3] = seconds
+    for mac, (_, firmware, marks) in boots.items():
+        rows.append((mac, firmware, marks))
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--boots", type=int, default=3)
+    parser.add_argument("--trace", action="store_true",
+                        help="log each lab's packets (and QEMU start times) to trace.log in"
+                             " its folder; keeps the temp folder")
     parser.add_argument("--keep", action="store_true",
                         help="keep the temp folder (logs, serial output) even on success")
     args = parser.parse_args()
@@ -122,10 +209,14 @@ def main() -> None:
     net = LabNet()
     server = None
     ra = None
+    sniffers: list[subprocess.Popen[bytes]] = []
     try:
         net.up(with_peer=True)
         folder = root / "pxetwist"
         ra = start_ra(net, folder)
+        if args.trace:
+            sniffers += [start_sniffer(net, folder / "trace.log"),
+                         start_sniffer(dnsmasq.net, dnsmasq.folder / "trace.log")]
         config = pxetwist_server.write_config(folder, net, "full")
         payload.write_entry(folder / "catalog", "lab", "pxetwist")
         server = pxetwist_server.start(net, folder, config)
@@ -135,11 +226,14 @@ def main() -> None:
                 for name in ("pxetwist", "dnsmasq"):
                     counter += 1
                     mac = f"52:54:00:b0:{counter // 256:02x}:{counter % 256:02x}"
+                    lab_folder = folder if name == "pxetwist" else dnsmasq.folder
                     if name == "pxetwist":
                         server.api("PUT", f"/machines/{mac}", {"entry": "lab", "once": False})
-                        vm = start_vm(net, folder, mac, firmware)
-                    else:
-                        vm = start_vm(dnsmasq.net, dnsmasq.folder, mac, firmware)
+                    if args.trace:
+                        with (lab_folder / "trace.log").open("a") as trace:
+                            trace.write(f"{time.time():.3f} {mac} QEMU start {firmware}\n")
+                    vm = start_vm(net if name == "pxetwist" else dnsmasq.net, lab_folder, mac,
+                                  firmware)
                     try:
                         seconds = vm.wait_marker(name, 120)
                     finally:
@@ -150,10 +244,12 @@ def main() -> None:
         if server is not None:
             server.stop()
         stop(ra)
+        for sniffer in sniffers:
+            stop(sniffer)
         net.down()
         dnsmasq.stop()
     failed = any(v != v for values in times.values() for v in values)
-    if args.keep or failed:
+    if args.keep or args.trace or failed:
         print(f"logs kept in {root}", file=sys.stderr)
     else:
         shutil.rmtree(root, ignore_errors=True)
@@ -172,6 +268,19 @@ def main() -> None:
         ratio = (median_or_nan(times[("pxetwist", firmware)])
                  / median_or_nan(times[("dnsmasq", firmware)]))
         print(f"| {firmware} | ratio pxetwist/dnsmasq | | {ratio:.2f} |")
+    if args.trace:
+        print()
+        print("Packet trace on each lab bridge, seconds from QEMU start:")
+        print()
+        print("| server | firmware | MAC | DHCPDISCOVER | DHCPACK | first GET | last GET "
+              "| DISCOVER to last GET |")
+        print("|---|---|---|---|---|---|---|---|")
+        for name, lab in (("pxetwist", root / "pxetwist"), ("dnsmasq", root / "dnsmasq")):
+            for mac, firmware, marks in trace_rows(lab / "trace.log"):
+                shown = ["-" if m is None else f"{m:.3f}" for m in marks]
+                span = ("-" if marks[0] is None or marks[3] is None
+                        else f"{marks[3] - marks[0]:.3f}")
+                print(f"| {name} | {firmware} | {mac} | {' | '.join(shown)} | {span} |")
 
 
 if __name__ == "__main__":
