@@ -142,6 +142,25 @@ def curl_mib_s(url: str, downloads: int) -> float:
     return best
 
 
+def start_pxetwist(folder: Path, tree: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """The real ``twistd -n pxeboot`` from the source tree ``tree``, with ``MAC``
+    assigned to the entry; (process, base URL)."""
+    port = free_port()
+    config = write_pxetwist(folder, port)
+    process = start(
+        [sys.executable, "-c", "from twisted.scripts.twistd import run; run()", "-n",
+         "--pidfile=", "pxeboot", "--config", str(config)], folder / "twistd.log", folder,
+        dict(os.environ, PYTHONPATH=str(tree)))
+    base = f"http://127.0.0.1:{port}"
+    wait_http(f"{base}/health", process, folder / "twistd.log")
+    request = urllib.request.Request(
+        f"{base}/machines/{MAC}", method="PUT", data=b'{"entry": "lab", "once": false}',
+        headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=10) as answer:
+        answer.read()
+    return process, base
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -149,46 +168,48 @@ def main() -> None:
     parser.add_argument("--duration", type=int, default=10)
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--downloads", type=int, default=3)
+    parser.add_argument("--compare", type=Path, metavar="TREE",
+                        help="also run pxetwist from this source tree (e.g. an older commit's"
+                             " `git archive`), as 'pxetwist-compare'")
     parser.add_argument("--keep", action="store_true", help="keep the temp folder")
     args = parser.parse_args()
 
     root = Path(tempfile.mkdtemp(prefix="pxetwist-http-bench-"))
     root.chmod(0o755)  # nginx's workers run as www-data
-    env = dict(os.environ, PYTHONPATH=str(REPO))
     processes: list[subprocess.Popen[bytes]] = []
+    bases: dict[str, str] = {}
     try:
         px, tw, ng = root / "pxetwist", root / "twisted", root / "nginx"
-        for folder in (px, tw / "www", ng / "www"):
+        for folder in (px / "tftproot", tw / "www", ng / "www"):
             folder.mkdir(parents=True)
-        px_port, tw_port, ng_port = free_port(), free_port(), free_port()
-        config = write_pxetwist(px, px_port)
         make_big(px / "tftproot" / "big.bin")
         for folder in (tw / "www", ng / "www"):
             os.link(px / "tftproot" / "big.bin", folder / "big.bin")
-
-        processes.append(start(
-            [sys.executable, "-c", "from twisted.scripts.twistd import run; run()", "-n",
-             "--pidfile=", "pxeboot", "--config", str(config)], px / "twistd.log", px, env))
-        px_base = f"http://127.0.0.1:{px_port}"
-        wait_http(f"{px_base}/health", processes[-1], px / "twistd.log")
-        request = urllib.request.Request(
-            f"{px_base}/machines/{MAC}", method="PUT",
-            data=b'{"entry": "lab", "once": false}',
-            headers={"Content-Type": "application/json"})
-        with urllib.request.urlopen(request, timeout=10) as answer:
-            answer.read()
-        script_url = f"{px_base}/pxe/boot.ipxe?mac={MAC}"
-        with urllib.request.urlopen(script_url, timeout=10) as answer:
+        trees = {"pxetwist": (px, REPO)}
+        if args.compare:
+            (root / "compare" / "tftproot").mkdir(parents=True)
+            os.link(px / "tftproot" / "big.bin", root / "compare" / "tftproot" / "big.bin")
+            trees["pxetwist-compare"] = (root / "compare", args.compare.resolve())
+        for name, (folder, tree) in trees.items():
+            process, bases[name] = start_pxetwist(folder, tree)
+            processes.append(process)
+        script_urls = {name: f"{base}/pxe/boot.ipxe?mac={MAC}" for name, base in bases.items()}
+        file_urls = {name: f"{base}/files/big.bin" for name, base in bases.items()}
+        with urllib.request.urlopen(script_urls["pxetwist"], timeout=10) as answer:
             script = answer.read()
         assert b"kernel " in script, script
         (tw / "www" / "boot.ipxe").write_bytes(script)
 
+        tw_port, ng_port = free_port(), free_port()
         processes.append(start(
             [sys.executable, "-c", "from twisted.scripts.twistd import run; run()", "-n",
              "--pidfile=", "web", "--path", str(tw / "www"),
-             "--listen", f"tcp:{tw_port}:interface=127.0.0.1"], tw / "twistd.log", tw, env))
+             "--listen", f"tcp:{tw_port}:interface=127.0.0.1"], tw / "twistd.log", tw,
+            dict(os.environ, PYTHONPATH=str(REPO))))
         tw_base = f"http://127.0.0.1:{tw_port}"
         wait_http(f"{tw_base}/boot.ipxe", processes[-1], tw / "twistd.log")
+        script_urls["twisted"] = f"{tw_base}/boot.ipxe"
+        file_urls["twisted"] = f"{tw_base}/big.bin"
 
         (ng / "nginx.conf").write_text(NGINX_CONF.format(folder=ng, port=ng_port))
         processes.append(start(["nginx", "-c", str(ng / "nginx.conf"), "-p", str(ng)],
@@ -196,23 +217,19 @@ def main() -> None:
         ng_base = f"http://127.0.0.1:{ng_port}"
         (ng / "www" / "probe").write_bytes(b"ok")
         wait_http(f"{ng_base}/probe", processes[-1], ng / "nginx.log")
-        curl_mib_s(f"{ng_base}/big.bin", 1)  # warms the page cache, checks nginx is up
+        file_urls["nginx"] = f"{ng_base}/big.bin"
+        curl_mib_s(file_urls["nginx"], 1)  # warms the page cache, checks nginx is up
 
-        dynamic: dict[str, list[tuple[float, float, int]]] = {"pxetwist": [], "twisted": []}
-        files: dict[str, list[float]] = {"pxetwist": [], "nginx": [], "twisted": []}
-        script_urls = {"pxetwist": script_url, "twisted": f"{tw_base}/boot.ipxe"}
-        file_urls = {"pxetwist": f"{px_base}/files/big.bin", "nginx": f"{ng_base}/big.bin",
-                     "twisted": f"{tw_base}/big.bin"}
+        dynamic: dict[str, list[tuple[float, float, int]]] = {n: [] for n in script_urls}
+        files: dict[str, list[float]] = {n: [] for n in file_urls}
         for round_no in range(args.rounds):
-            order = ["pxetwist", "twisted"] if round_no % 2 == 0 else ["twisted", "pxetwist"]
-            for name in order:
+            flip = -1 if round_no % 2 else 1
+            for name in list(script_urls)[::flip]:
                 result = wrk(script_urls[name], args.duration, args.connections)
                 dynamic[name].append(result)
                 print(f"round {round_no + 1} wrk {name}: {result}", file=sys.stderr,
                       flush=True)
-            order = (["pxetwist", "nginx", "twisted"] if round_no % 2 == 0
-                     else ["twisted", "nginx", "pxetwist"])
-            for name in order:
+            for name in list(file_urls)[::flip]:
                 speed = curl_mib_s(file_urls[name], args.downloads)
                 files[name].append(speed)
                 print(f"round {round_no + 1} curl {name}: {speed:.0f} MiB/s", file=sys.stderr,
@@ -230,27 +247,30 @@ def main() -> None:
     print("| server | URL | req/s per round | median req/s | p99 per round (ms) "
           "| median p99 | errors |")
     print("|---|---|---|---|---|---|---|")
-    labels = {"pxetwist": f"/pxe/boot.ipxe?mac={MAC} (dynamic)",
-              "twisted": "/boot.ipxe (static.File, same bytes)"}
-    for name in ("pxetwist", "twisted"):
-        runs = dynamic[name]
-        print(f"| {name} | {labels[name]} | {', '.join(f'{r[0]:.0f}' for r in runs)} "
+    for name, runs in dynamic.items():
+        label = ("/boot.ipxe (static.File, same bytes)" if name == "twisted"
+                 else f"/pxe/boot.ipxe?mac={MAC} (dynamic)")
+        print(f"| {name} | {label} | {', '.join(f'{r[0]:.0f}' for r in runs)} "
               f"| {statistics.median(r[0] for r in runs):.0f} "
               f"| {', '.join(f'{r[1]:.1f}' for r in runs)} "
               f"| {statistics.median(r[1] for r in runs):.1f} | {sum(r[2] for r in runs)} |")
-    ratio = (statistics.median(r[0] for r in dynamic["pxetwist"])
-             / statistics.median(r[0] for r in dynamic["twisted"]))
-    print(f"| ratio pxetwist/twisted | | | {ratio:.2f} | | | |")
+    for name in dynamic:
+        if name != "twisted":
+            ratio = (statistics.median(r[0] for r in dynamic[name])
+                     / statistics.median(r[0] for r in dynamic["twisted"]))
+            print(f"| ratio {name}/twisted | | | {ratio:.2f} | | | |")
     print()
     print(f"curl, 256 MiB file, best of {args.downloads} downloads per round")
     print()
     print("| server | MiB/s per round | median MiB/s |")
     print("|---|---|---|")
-    for name in ("pxetwist", "nginx", "twisted"):
-        print(f"| {name} | {', '.join(f'{v:.0f}' for v in files[name])} "
-              f"| {statistics.median(files[name]):.0f} |")
-    print(f"| ratio pxetwist/nginx | | "
-          f"{statistics.median(files['pxetwist']) / statistics.median(files['nginx']):.2f} |")
+    for name, speeds in files.items():
+        print(f"| {name} | {', '.join(f'{v:.0f}' for v in speeds)} "
+              f"| {statistics.median(speeds):.0f} |")
+    for name in files:
+        if name.startswith("pxetwist"):
+            ratio = statistics.median(files[name]) / statistics.median(files["nginx"])
+            print(f"| ratio {name}/nginx | | {ratio:.2f} |")
 
 
 if __name__ == "__main__":
