@@ -2,6 +2,7 @@
 256 MiB file against nginx, same run.
 
     python bench/http_bench.py [--rounds 3] [--duration 10] [--connections 64]
+                               [--downloads 5] [--compare TREE] [--keep]
 
 Everything listens on 127.0.0.1 high ports (free ones picked at start) in a temp folder
 that is removed at the end:
@@ -17,9 +18,11 @@ that is removed at the end:
 
 wrk: ``-t2 -c<connections> -d<duration>s --latency`` against the script URLs; curl: the
 256 MiB file, ``--downloads`` times per server per round, best of them (the machine is
-shared, so the best of a few short downloads is the least disturbed). Rounds alternate the servers;
-the tables show each round and the median; ratios are of medians in this run. Only the PIDs
-started here are stopped. Prints markdown for bench/RESULTS.md.
+shared, so the best of a few short downloads is the least disturbed). Rounds alternate the
+servers (order reversed every other round); the tables show each round and the median;
+ratios are of medians in this run. ``--compare TREE`` adds a second pxetwist run from
+another source tree (``git archive <commit> | tar -x -C TREE``) to the same rounds. Only
+the PIDs started here are stopped. Prints markdown for bench/RESULTS.md.
 """
 
 from __future__ import annotations
@@ -167,7 +170,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--duration", type=int, default=10)
     parser.add_argument("--connections", type=int, default=64)
-    parser.add_argument("--downloads", type=int, default=3)
+    parser.add_argument("--downloads", type=int, default=5)
     parser.add_argument("--compare", type=Path, metavar="TREE",
                         help="also run pxetwist from this source tree (e.g. an older commit's"
                              " `git archive`), as 'pxetwist-compare'")
