@@ -205,6 +205,7 @@ def main() -> None:
     root = Path(tempfile.mkdtemp(prefix="pxetwist-boot-bench-"))
     root.chmod(0o755)  # nginx's workers run as www-data: they must reach www/
     times: dict[tuple[str, str], list[float]] = {}
+    marker_at: dict[str, float | None] = {}
     dnsmasq = DnsmasqLab(root / "dnsmasq")
     net = LabNet()
     server = None
@@ -239,6 +240,7 @@ def main() -> None:
                     finally:
                         vm.stop()
                     times.setdefault((name, firmware), []).append(seconds or float("nan"))
+                    marker_at[mac] = seconds
                     print(f"{name} {firmware}: {seconds}", file=sys.stderr, flush=True)
     finally:
         if server is not None:
@@ -270,17 +272,25 @@ def main() -> None:
         print(f"| {firmware} | ratio pxetwist/dnsmasq | | {ratio:.2f} |")
     if args.trace:
         print()
-        print("Packet trace on each lab bridge, seconds from QEMU start:")
+        print("Packet trace on each lab bridge, seconds from QEMU start; the last column is"
+              " the boot after the firmware's first DHCP packet, which leaves out the"
+              " firmware's own start-up (no server is involved before it):")
         print()
         print("| server | firmware | MAC | DHCPDISCOVER | DHCPACK | first GET | last GET "
-              "| DISCOVER to last GET |")
-        print("|---|---|---|---|---|---|---|---|")
+              "| marker | DISCOVER to marker |")
+        print("|---|---|---|---|---|---|---|---|---|")
+        after: dict[tuple[str, str], list[float]] = {}
         for name, lab in (("pxetwist", root / "pxetwist"), ("dnsmasq", root / "dnsmasq")):
             for mac, firmware, marks in trace_rows(lab / "trace.log"):
-                shown = ["-" if m is None else f"{m:.3f}" for m in marks]
-                span = ("-" if marks[0] is None or marks[3] is None
-                        else f"{marks[3] - marks[0]:.3f}")
-                print(f"| {name} | {firmware} | {mac} | {' | '.join(shown)} | {span} |")
+                marker = marker_at.get(mac)
+                shown = ["-" if m is None else f"{m:.3f}" for m in [*marks, marker]]
+                span = float("nan") if marks[0] is None or marker is None else marker - marks[0]
+                after.setdefault((name, firmware), []).append(span)
+                print(f"| {name} | {firmware} | {mac} | {' | '.join(shown)} | {span:.3f} |")
+        for firmware in ("bios", "uefi"):
+            ratio = (median_or_nan(after.get(("pxetwist", firmware), []))
+                     / median_or_nan(after.get(("dnsmasq", firmware), [])))
+            print(f"| median ratio pxetwist/dnsmasq | {firmware} | | | | | | | {ratio:.2f} |")
 
 
 if __name__ == "__main__":
