@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from lab import payload, pxetwist_server
 from lab.netns import LabNet, ip
-from lab.qemu import start_vm
+from lab.qemu import VM, start_vm
 
 NGINX_CONF = """daemon off; pid {folder}/nginx.pid; error_log stderr;
 events {{}}
@@ -103,6 +103,22 @@ class DnsmasqLab:
         for process in (self.dnsmasq, self.nginx, self.ra):
             stop(process)
         self.net.down()
+
+
+def wait_marker(vm: VM, token: str, timeout: float) -> float | None:
+    """Seconds from QEMU start to the payload's marker in the serial log, polled every
+    20 ms (lab/qemu.py's 0.2 s step is too coarse to compare servers); ``None`` if the
+    VM stops or ``timeout`` passes without it."""
+    marker = f"{payload.MARKER} {token}".encode()
+    deadline = vm.started + timeout
+    while time.monotonic() < deadline:
+        if vm.serial.exists() and marker in vm.serial.read_bytes():
+            return time.monotonic() - vm.started
+        if vm.process.poll() is not None:
+            found = vm.serial.exists() and marker in vm.serial.read_bytes()
+            return time.monotonic() - vm.started if found else None
+        time.sleep(0.02)
+    return None
 
 
 def median_or_nan(values: list[float]) -> float:
@@ -236,7 +252,7 @@ def main() -> None:
                     vm = start_vm(net if name == "pxetwist" else dnsmasq.net, lab_folder, mac,
                                   firmware)
                     try:
-                        seconds = vm.wait_marker(name, 120)
+                        seconds = wait_marker(vm, name, 120)
                     finally:
                         vm.stop()
                     times.setdefault((name, firmware), []).append(seconds or float("nan"))
