@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Callable, Iterable, Sequence
+from itertools import groupby
+from operator import itemgetter
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -217,12 +219,13 @@ class Store:
         return deferToThreadPool(self._reactor, self._pool, work, *args)
 
     def _write(self, statements: Iterable[tuple[str, Sequence[object]]]) -> None:
-        """Run statements in one durable transaction."""
+        """Run statements in one durable transaction, in order; a run of one statement
+        (a batch of boot events) goes to ``executemany`` at once."""
         conn = self._conn
         conn.execute("BEGIN IMMEDIATE")
         try:
-            for sql, params in statements:
-                conn.execute(sql, params)
+            for sql, run in groupby(statements, key=itemgetter(0)):
+                conn.executemany(sql, [params for _, params in run])
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
@@ -327,14 +330,16 @@ class Store:
         self, events: Sequence[EventRow], machines: Sequence[MachineRow] = ()
     ) -> Deferred[None]:
         """Append boot events (and the machine records they changed) in one transaction,
-        pruning each machine's history to :data:`EVENTS_PER_MACHINE`."""
+        pruning each machine's history to :data:`EVENTS_PER_MACHINE`. Events of this batch
+        that the pruning would delete at once (a MAC with more than that many in one batch,
+        e.g. a client in a boot loop) are not written at all."""
         statements: list[tuple[str, Sequence[object]]] = [
             (
                 "INSERT INTO events (time, mac, ip, stage, detail, arch, uuid)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (e.time, e.mac, e.ip, e.stage, e.detail, e.arch, e.uuid),
             )
-            for e in events
+            for e in _newest_per_mac(events, EVENTS_PER_MACHINE)
         ]
         statements.extend(_machine_upsert(m) for m in machines)
         for mac in sorted({e.mac for e in events}):
@@ -359,6 +364,19 @@ class Store:
             return [EventRow(*row) for row in reversed(rows)]
 
         return self._run(read)
+
+
+def _newest_per_mac(events: Sequence[EventRow], limit: int) -> list[EventRow]:
+    """``events`` in order, without those older than the newest ``limit`` of their MAC."""
+    counts: dict[str, int] = {}
+    kept: list[EventRow] = []
+    for event in reversed(events):
+        seen = counts.get(event.mac, 0)
+        if seen < limit:
+            counts[event.mac] = seen + 1
+            kept.append(event)
+    kept.reverse()
+    return kept
 
 
 def _lease_upsert(lease: LeaseRow) -> tuple[str, Sequence[object]]:

@@ -140,3 +140,23 @@ async def test_threaded_store_runs_off_the_reactor_thread(tmp_path: Path, reacto
         assert seen and seen[0] != threading.main_thread().name
     finally:
         store.close()
+
+
+def test_history_bound_holds_across_batches_and_machines(tmp_path: Path) -> None:
+    """A batch with more events for a MAC than are kept leaves the newest, across batches,
+    and does not touch another MAC's history."""
+    store = Store(tmp_path / "s.sqlite")
+    a, b = "52:54:00:00:00:0a", "52:54:00:00:00:0b"
+    store.append_events([EventRow(0.0, a, "", "dhcp.ack", f"old{i}", "", "") for i in range(5)])
+    store.append_events([EventRow(1.0, mac, "", "http.script", f"{mac[-1]}{i}", "", "")
+                         for i in range(EVENTS_PER_MACHINE + 3) for mac in (a, b)])
+    store.append_events([EventRow(2.0, a, "", "http.kernel", "last", "", "")])
+    result: list[list[EventRow]] = []
+    store.history(a).addCallback(result.append)
+    store.history(b).addCallback(result.append)
+    history_a, history_b = result
+    assert len(history_a) == len(history_b) == EVENTS_PER_MACHINE
+    assert [e.detail for e in history_a][:2] == ["a4", "a5"]
+    assert history_a[-1].detail == "last"
+    assert history_b[0].detail == "b3" and history_b[-1].detail == f"b{EVENTS_PER_MACHINE + 2}"
+    store.close()

@@ -147,3 +147,16 @@ def test_explain_says_what_and_why_without_side_effects(tmp_path: Path) -> None:
     assert answer["decision"] == "assigned entry lab"
     assert "kernel " in answer["script"] and answer["entry"]["id"] == "lab"
     assert rig.machines.get(MAC).state == "pending"  # type: ignore[union-attr]
+
+
+def test_boot_script_shortcut_answers_as_the_routed_script(tmp_path: Path) -> None:
+    """GET /pxe/boot.ipxe (served before Klein) matches the Klein-routed lifecycle route;
+    HEAD still goes through Klein."""
+    rig = make_rig(tmp_path)
+    rig.put(f"/machines/{MAC}", {"entry": "lab", "once": False})
+    code, fast, response = rig.get(f"/pxe/boot.ipxe?mac={MAC}")
+    _, routed, _ = rig.get(f"/api/v1/ipxe/boot.ipxe?mac={MAC}")
+    assert code == 200 and fast == routed and b"kernel " in fast
+    assert response.headers.getRawHeaders("content-type") == ["text/plain; charset=utf-8"]
+    code, body, _ = rig._do("HEAD", f"/pxe/boot.ipxe?mac={MAC}")
+    assert code == 200 and body == b""

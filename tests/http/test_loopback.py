@@ -150,3 +150,24 @@ def test_if_range_with_current_date_keeps_the_range(server: tuple[str, Path]) ->
     result = curl("-D", "-", "-r", "0-3", "-H", 'If-Range: "some-etag"',
                   f"{base}/containers/lab/files/vmlinuz")
     assert result.stdout.startswith(b"HTTP/1.1 200")
+
+
+def test_file_of_several_chunks_is_whole_and_ranges_cross_chunks(server: tuple[str, Path]
+                                                                 ) -> None:
+    """A file of several read chunks comes whole; a range across a chunk edge is exact."""
+    base, folder = server
+    data = bytes(range(256)) * (3 * 1024 * 5 + 7)  # ~3.75 MiB, not a multiple of a chunk
+    (folder / "tftproot" / "big.bin").write_bytes(data)
+    assert curl(f"{base}/files/big.bin").stdout == data
+    edge = 256 * 1024
+    assert curl("-r", f"{edge - 5}-{edge + 4}", f"{base}/files/big.bin").stdout == \
+        data[edge - 5:edge + 5]
+
+
+def test_boot_script_has_a_content_length(server: tuple[str, Path]) -> None:
+    """The boot script (served before Klein's routing) is sent with its Content-Length."""
+    base, _ = server
+    result = curl("-D", "-", f"{base}/pxe/boot.ipxe?mac={MAC}")
+    head, _, body = result.stdout.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200") and body.startswith(b"#!ipxe")
+    assert f"content-length: {len(body)}".encode() in head.lower()
