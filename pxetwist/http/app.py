@@ -22,7 +22,7 @@ from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.web.iweb import IRequest
 from twisted.web.pages import notFound
 from twisted.web.resource import IResource, Resource
-from twisted.web.server import Request
+from twisted.web.server import NOT_DONE_YET, Request
 from twisted.web.static import File
 
 from pxetwist import __version__
@@ -107,8 +107,19 @@ class _BootFastPath(Resource):
 
     def render(self, request: Any) -> Any:
         if request.method == b"GET" and request.path == b"/pxe/boot.ipxe":
-            return self._app.boot_script(request)
+            answer = self._app.boot_script(request)
+            if not isinstance(answer, Deferred):
+                return answer
+            answer.addCallback(_write_and_finish, request)  # a machine source was asked
+            answer.addErrback(request.processingFailed)
+            return NOT_DONE_YET
         return self._routes.render(request)
+
+
+def _write_and_finish(body: bytes, request: Any) -> None:
+    if not request.finished and not getattr(request, "_disconnected", False):
+        request.write(body)
+        request.finish()
 
 
 def client_ip(request: IRequest) -> str:
