@@ -27,8 +27,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from lab import payload, pxetwist_server
-from lab.netns import LabNet, ip
+from lab.netns import LabNet
 from lab.qemu import VM, start_vm
+from lab.ra import start_ra, stop
 
 NGINX_CONF = """daemon off; pid {folder}/nginx.pid; error_log stderr;
 events {{}}
@@ -40,31 +41,6 @@ kernel http://10.77.0.1:8081/vmlinuz initrd=initrd.img console=ttyS0 panic=-1 px
 initrd --name initrd.img http://10.77.0.1:8081/initrd.img
 boot
 """
-
-
-RA_PREFIX = "fd77:77::"
-
-
-def start_ra(net: LabNet, folder: Path) -> subprocess.Popen[bytes]:
-    """An IPv6 router-advertisement-only responder in ``net``'s peer namespace."""
-    ip("-n", net.peer, "addr", "add", f"{RA_PREFIX}2/64", "dev", "pxlv1", "nodad")
-    folder.mkdir(parents=True, exist_ok=True)
-    return subprocess.Popen(net.exec_argv(
-        "dnsmasq", "--no-daemon", "--port=0", "--interface=pxlv1", "--bind-interfaces",
-        "--conf-file=/dev/null", "--pid-file=", f"--dhcp-leasefile={folder}/ra.leases",
-        "--enable-ra", f"--dhcp-range={RA_PREFIX},ra-only,64", "--log-facility=-",
-        peer=True), stdout=(folder / "ra.log").open("ab"), stderr=subprocess.STDOUT)
-
-
-def stop(process: subprocess.Popen[bytes] | None) -> None:
-    """Stop one process we started (by its PID) and reap it."""
-    if process is not None and process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
 
 
 class DnsmasqLab:

@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 
 from lab import payload, pxetwist_server
-from lab.netns import LabNet
+from lab.netns import LabNet, ip
 from lab.qemu import qemu_missing
+from lab.ra import RA_PREFIX, start_ra, stop
 
 
 def _skip_reason() -> str | None:
@@ -41,10 +42,13 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 @pytest.fixture(scope="module")
 def full_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[pxetwist_server.Server]:
-    """pxetwist in full mode on a lab bridge, with the payload entry (token 'full')."""
+    """pxetwist in full mode on a lab bridge, with the payload entry (token 'full'), and an
+    IPv6 router-advertisement responder in the peer namespace (no 13 s IPv6 wait)."""
     folder = tmp_path_factory.mktemp("lab-full")
-    net = LabNet().up()
+    net = LabNet().up(with_peer=True)
+    responder = None
     try:
+        responder = start_ra(net, folder)
         config = pxetwist_server.write_config(folder, net, "full")
         payload.write_entry(folder / "catalog", "lab", "full")
         tftp_chain = folder / "catalog" / "via-tftp.ipxe"
@@ -59,21 +63,25 @@ def full_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[pxetwist_serv
         finally:
             server.stop()
     finally:
+        stop(responder)
         net.down()
 
 
 @pytest.fixture(scope="module")
 def proxy_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[pxetwist_server.Server]:
-    """pxetwist in proxy mode beside dnsmasq as the site's plain DHCP server (peer ns)."""
+    """pxetwist in proxy mode beside dnsmasq as the site's plain DHCP server (peer ns),
+    which also sends the IPv6 router advertisements."""
     import subprocess
 
     folder: Path = tmp_path_factory.mktemp("lab-proxy")
     net = LabNet().up(with_peer=True)
     dnsmasq = None
     try:
+        ip("-n", net.peer, "addr", "add", f"{RA_PREFIX}2/64", "dev", "pxlv1", "nodad")
         dnsmasq = subprocess.Popen(net.exec_argv(
             "dnsmasq", "--no-daemon", "--port=0", "--interface=pxlv1", "--bind-interfaces",
             "--dhcp-range=10.77.0.160,10.77.0.200,12h", "--no-ping", "--conf-file=/dev/null",
+            "--enable-ra", f"--dhcp-range={RA_PREFIX},ra-only,64",
             f"--dhcp-leasefile={folder}/dnsmasq.leases", "--pid-file=", "--log-dhcp",
             peer=True), stdout=(folder / "dnsmasq.log").open("wb"), stderr=subprocess.STDOUT)
         config = pxetwist_server.write_config(folder, net, "proxy")
