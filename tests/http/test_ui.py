@@ -166,11 +166,14 @@ def test_page_lists_toggles_edits_and_shows_live_events(
     """In Chromium: the catalog and its broken entry show; a toggle without the token is a
     clear 401, with it GET /pxe changes; a label edit reaches the server; boot events
     fetched from the server appear in the live timeline."""
+    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
     base, tftp_port = server
-    wait = WebDriverWait(browser, 20)
+    # the page re-renders a list when fresh data comes: an element found a moment ago
+    # may be gone by the time it is read, so a wait looks again
+    wait = WebDriverWait(browser, 20, ignored_exceptions=(StaleElementReferenceException,))
     browser.get(base + "/ui/")
 
     cards = wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "article.card") or None)
