@@ -65,7 +65,10 @@ class LeasePool:
         for row in self._store.leases_now():
             self._by_ip[row.ip] = row
             self._by_key[row.client_id or "mac:" + row.mac] = row.ip
-        self._update_gauge()
+        # Counted when scraped, not on every change: counting walks every lease, and
+        # doing it per ACK made a DHCP storm quadratic (a quarter of the server's time
+        # at 10,000 leases).
+        DHCP_LEASES.set_function(self.in_use)
 
     # -- reading ---------------------------------------------------------------------
 
@@ -200,7 +203,6 @@ class LeasePool:
                 self._by_ip[old_row.ip] = freed
                 self._batch.append((freed, Deferred()))
             self._by_key[row.client_id] = row.ip
-        self._update_gauge()
         done: Deferred[None] = Deferred()
         self._batch.append((row, done))
         if self._flush_call is None:
@@ -226,6 +228,3 @@ class LeasePool:
                 done.errback(failure)
 
         d.addCallbacks(written, failed)
-
-    def _update_gauge(self) -> None:
-        DHCP_LEASES.set(self.in_use())
