@@ -1,9 +1,10 @@
 """The address pool of full mode: who holds which address, and making that durable.
 
 Leases live in memory for speed and in the store for durability. An ACK may
-only leave once its lease is committed (``synchronous=FULL``); commits that
-arrive in the same reactor turn go to disk in one transaction (group commit),
-so a DHCP storm costs one fsync per batch, not one per client.
+only leave once its lease is committed (``synchronous=FULL``). One commit is
+on its way to disk at a time; the leases bound meanwhile go together in the
+next transaction (group commit), so a DHCP storm costs one fsync per batch,
+not one per client, and batches grow with the load.
 
 Offers are kept in memory only, for :data:`OFFER_HOLD` seconds: an address
 offered to one client is not offered to another meanwhile. After a restart
@@ -59,6 +60,7 @@ class LeasePool:
         self._next_free = self._start
         self._batch: list[tuple[LeaseRow, Deferred[None]]] = []
         self._flush_call: Any = None
+        self._writing = False  # a commit is on its way to disk
 
     def load(self) -> None:
         """Rebuild the pool from the store (startup)."""
@@ -205,15 +207,19 @@ class LeasePool:
             self._by_key[row.client_id] = row.ip
         done: Deferred[None] = Deferred()
         self._batch.append((row, done))
-        if self._flush_call is None:
-            self._flush_call = self._clock.callLater(0, self._flush)
+        self._schedule_flush()
         return done
+
+    def _schedule_flush(self) -> None:
+        if self._flush_call is None and not self._writing and self._batch:
+            self._flush_call = self._clock.callLater(0, self._flush)
 
     def _flush(self) -> None:
         self._flush_call = None
         batch, self._batch = self._batch, []
         if not batch:
             return
+        self._writing = True
         d = self._store.put_leases([row for row, _ in batch])
 
         def written(result: object) -> object:
@@ -227,4 +233,9 @@ class LeasePool:
             for _, done in batch:
                 done.errback(failure)
 
+        def next_batch(result: object) -> None:
+            self._writing = False
+            self._schedule_flush()  # what was bound while this batch was written
+
         d.addCallbacks(written, failed)
+        d.addBoth(next_batch)
