@@ -2,12 +2,18 @@
 ``sch_netem``). Clients talk to the relay's port; it forwards to the server and back.
 
     python bench/udp_relay.py --listen 127.0.0.1:7000 --server 127.0.0.1:6969 \
-        --delay-ms 1 --loss 0.01 --seed 1
+        --delay-ms 1 --loss 0.01 --seed 1 [--dup 0.05] [--reorder 0.05 --reorder-ms 5]
 
 Each client address gets its own upstream socket; replies from any server port (a TFTP
 server answers from a new port per transfer) go back to the client from the relay's
-listening port, and the client's next datagrams go to the server port that spoke last.
-Prints ``READY`` when listening; counts are printed on SIGTERM.
+listening port, and the client's next datagrams go to the server port that spoke last,
+except a TFTP request (RRQ/WRQ), which always goes to ``--server`` as a client's retried
+request would on a real network.
+``--dup`` sends a fraction of the forwarded datagrams twice (the copy ``--reorder-ms``
+later); ``--reorder`` holds a fraction back by ``--reorder-ms`` extra, so datagrams sent
+after it overtake it. Both default to 0 (and then draw nothing from the RNG, so a seeded
+delay/loss run is the same as without them). Prints ``READY`` when listening; counts are
+printed on SIGTERM.
 
 The loop is a plain ``select.select`` with a heap of due times, not a Twisted reactor:
 ``epoll`` (Twisted's default) rounds its timeout up to whole milliseconds, which turned
@@ -55,11 +61,17 @@ class Relay:
     """Both sides of the relay in one select loop."""
 
     def __init__(self, listen: Address, server: Address, delay: float, loss: float,
-                 rng: random.Random) -> None:
+                 rng: random.Random, dup: float = 0.0, reorder: float = 0.0,
+                 reorder_delay: float = 0.005) -> None:
         self.server = server
         self.delay = delay
         self.loss = loss
         self.rng = rng
+        self.dup = dup
+        self.reorder = reorder
+        self.reorder_delay = reorder_delay
+        self.duplicated = 0
+        self.reordered = 0
         self.front = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.front.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 * 1024 * 1024)
         self.front.bind(listen)
@@ -80,8 +92,16 @@ class Relay:
             self.dropped += 1
             return
         self.forwarded += 1
-        heapq.heappush(self.due, (time.perf_counter() + self.delay, next(self.order), sock,
-                                  data, addr))
+        delay = self.delay
+        if self.reorder and self.rng.random() < self.reorder:
+            self.reordered += 1
+            delay += self.reorder_delay
+        now = time.perf_counter()
+        heapq.heappush(self.due, (now + delay, next(self.order), sock, data, addr))
+        if self.dup and self.rng.random() < self.dup:
+            self.duplicated += 1
+            heapq.heappush(self.due, (now + delay + self.reorder_delay, next(self.order), sock,
+                                      data, addr))
 
     def upstream(self, client: Address) -> socket.socket:
         sock = self.upstream_of.get(client)
@@ -106,7 +126,9 @@ class Relay:
             if sock is self.front:
                 upstream = self.upstream(addr)
                 route = self.route[upstream.fileno()]
-                self.later(upstream, data, route[1])  # type: ignore[arg-type]
+                request = data[:2] in (b"\0\1", b"\0\2")  # TFTP RRQ/WRQ: well-known port
+                self.later(upstream, data,
+                           self.server if request else route[1])  # type: ignore[arg-type]
             else:
                 route = self.route[sock.fileno()]
                 route[1] = addr  # the transfer's TID
@@ -141,11 +163,15 @@ def main() -> None:
     parser.add_argument("--delay-ms", type=float, default=1.0)
     parser.add_argument("--loss", type=float, default=0.0)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--dup", type=float, default=0.0)
+    parser.add_argument("--reorder", type=float, default=0.0)
+    parser.add_argument("--reorder-ms", type=float, default=5.0)
     args = parser.parse_args()
 
     tighten_timer_slack()
     relay = Relay(parse_address(args.listen), parse_address(args.server),
-                  args.delay_ms / 1000, args.loss, random.Random(args.seed))
+                  args.delay_ms / 1000, args.loss, random.Random(args.seed), args.dup,
+                  args.reorder, args.reorder_ms / 1000)
 
     def stop(signum: int, frame: FrameType | None) -> None:
         relay.running = False
@@ -154,7 +180,8 @@ def main() -> None:
     signal.signal(signal.SIGINT, stop)
     print("READY", flush=True)
     relay.run()
-    print(f"forwarded {relay.forwarded} dropped {relay.dropped}", file=sys.stderr, flush=True)
+    print(f"forwarded {relay.forwarded} dropped {relay.dropped} duplicated "
+          f"{relay.duplicated} reordered {relay.reordered}", file=sys.stderr, flush=True)
 
 
 if __name__ == "__main__":
