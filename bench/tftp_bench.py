@@ -1,12 +1,15 @@
 """TFTP benchmark: pxetwist against tftpd-hpa, atftpd and dnsmasq on this machine, in one run.
 
-    python bench/tftp_bench.py [--rounds 3] [--quick]
+    python bench/tftp_bench.py [--rounds 3] [--quick] [--only GROUP] [--servers a,b]
 
-Needs root (dnsmasq's TFTP port is fixed at 69, so the concurrency runs happen in a
-network namespace of their own, made and removed here), tftpd-hpa (``in.tftpd``), curl,
-atftp, dnsmasq; atftpd is used when unpacked at /tmp/atftpd (``apt-get download atftpd``
-then ``dpkg -x`` there; never installed). Servers alternate within each round. Results are
-printed as a markdown table for bench/RESULTS.md; nothing here asserts a timing.
+Needs root, tftpd-hpa (``in.tftpd``), curl, atftp, dnsmasq; atftpd is used when unpacked
+at /tmp/atftpd (``apt-get download atftpd`` then ``dpkg -x`` there; never installed).
+Loopback runs use 127.0.0.1. Delay/loss runs use two namespaces joined by a veth: the
+server and bench/udp_relay.py in one, the client in the other. Concurrency runs use a
+namespace of their own (dnsmasq's TFTP port is fixed at 69). Namespaces are made and
+removed here. Servers alternate within each round (order reversed every other round);
+progress goes to stderr, results to stdout as a markdown table for bench/RESULTS.md;
+nothing here asserts a timing. Every download is bounded (curl ``--max-time``).
 """
 
 from __future__ import annotations
