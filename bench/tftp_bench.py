@@ -1,12 +1,15 @@
 """TFTP benchmark: pxetwist against tftpd-hpa, atftpd and dnsmasq on this machine, in one run.
 
-    python bench/tftp_bench.py [--rounds 3] [--quick]
+    python bench/tftp_bench.py [--rounds 3] [--quick] [--only GROUP] [--servers a,b]
 
-Needs root (dnsmasq's TFTP port is fixed at 69, so the concurrency runs happen in a
-network namespace of their own, made and removed here), tftpd-hpa (``in.tftpd``), curl,
-atftp, dnsmasq; atftpd is used when unpacked at /tmp/atftpd (``apt-get download atftpd``
-then ``dpkg -x`` there; never installed). Servers alternate within each round. Results are
-printed as a markdown table for bench/RESULTS.md; nothing here asserts a timing.
+Needs root, tftpd-hpa (``in.tftpd``), curl, atftp, dnsmasq; atftpd is used when unpacked
+at /tmp/atftpd (``apt-get download atftpd`` then ``dpkg -x`` there; never installed).
+Loopback runs use 127.0.0.1. Delay/loss runs use two namespaces joined by a veth: the
+server and bench/udp_relay.py in one, the client in the other. Concurrency runs use a
+namespace of their own (dnsmasq's TFTP port is fixed at 69). Namespaces are made and
+removed here. Servers alternate within each round (order reversed every other round);
+progress goes to stderr, results to stdout as a markdown table for bench/RESULTS.md;
+nothing here asserts a timing. Every download is bounded (curl ``--max-time``).
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -64,15 +67,15 @@ def process(argv: list[str], ready: str | None = None, netns: str | None = None
             proc.wait()
 
 
-def server_argv(kind: str, root: Path, port: int) -> list[str]:
+def server_argv(kind: str, root: Path, port: int, address: str = "127.0.0.1") -> list[str]:
     if kind == "pxetwist":
         return [sys.executable, str(HERE / "tftp_server.py"), str(root), "--port", str(port),
-                "--quiet"]
+                "--address", address, "--quiet"]
     if kind == "tftpd-hpa":
-        return ["/usr/sbin/in.tftpd", "-L", "-s", str(root), "-a", f"127.0.0.1:{port}"]
+        return ["/usr/sbin/in.tftpd", "-L", "-s", str(root), "-a", f"{address}:{port}"]
     if kind == "atftpd":
         return [str(ATFTPD), "--daemon", "--no-fork", "--port", str(port), "--bind-address",
-                "127.0.0.1", "--logfile", "/dev/null", "--maxthread", "3000", str(root)]
+                address, "--logfile", "/dev/null", "--maxthread", "3000", str(root)]
     if kind == "dnsmasq":
         return ["dnsmasq", "--no-daemon", "--port=0", "--enable-tftp", f"--tftp-root={root}",
                 "--listen-address=127.0.0.1", "--bind-interfaces", "--tftp-max=5000",
@@ -84,16 +87,22 @@ def ready_line(kind: str) -> str | None:
     return "READY" if kind == "pxetwist" else None
 
 
-def download(port: int, name: str, window: int, blksize: int = 1468) -> float:
-    """Seconds for one download with curl (lock-step) or atftp (windowed)."""
+def download(port: int, name: str, window: int, blksize: int = 1468, host: str = "127.0.0.1",
+             netns: str | None = None, limit: int = 300) -> float:
+    """Seconds for one download with curl (lock-step) or atftp (windowed); NaN if it failed."""
     if window == 1:
-        argv = ["curl", "-sS", "--max-time", "300", "--tftp-blksize", str(blksize),
-                f"tftp://127.0.0.1:{port}/{name}", "-o", "/dev/null"]
+        argv = ["curl", "-sS", "--max-time", str(limit), "--tftp-blksize", str(blksize),
+                f"tftp://{host}:{port}/{name}", "-o", "/dev/null"]
     else:
         argv = ["atftp", "--option", f"blksize {blksize}", "--option", f"windowsize {window}",
-                "-g", "-r", name, "-l", "/dev/null", "127.0.0.1", str(port)]
+                "-g", "-r", name, "-l", "/dev/null", host, str(port)]
+    if netns:
+        argv = ["ip", "netns", "exec", netns, *argv]
     start = time.perf_counter()
-    result = subprocess.run(argv, capture_output=True, timeout=400)
+    try:
+        result = subprocess.run(argv, capture_output=True, timeout=limit + 10)
+    except subprocess.TimeoutExpired:  # atftp has no overall limit of its own
+        return float("nan")
     seconds = time.perf_counter() - start
     if result.returncode != 0:
         return float("nan")
@@ -118,6 +127,7 @@ def concurrent_downloads(port: int, name: str, count: int, blksize: int = 1432,
         state[sock] = {"next": 1, "last": (rrq, ("127.0.0.1", port)), "seen": time.perf_counter()}
         selector.register(sock, selectors.EVENT_READ)
     done = failures = 0
+    last_check = start
     while done + failures < count and time.perf_counter() - start < limit:
         for key, _ in selector.select(timeout=0.5):
             sock = key.fileobj  # type: ignore[assignment]
@@ -150,10 +160,12 @@ def concurrent_downloads(port: int, name: str, count: int, blksize: int = 1432,
             sock.sendto(reply, addr)  # type: ignore[attr-defined]
             entry["last"] = (reply, addr)
         now = time.perf_counter()
-        for sock, entry in list(state.items()):
-            if sock.fileno() != -1 and now - entry["seen"] > 1.0:  # type: ignore[operator]
-                sock.sendto(*entry["last"])  # type: ignore[misc]
-                entry["seen"] = now
+        if now - last_check > 0.2:  # retransmit for stalled transfers, 5 times a second
+            last_check = now
+            for sock, entry in state.items():
+                if sock.fileno() != -1 and now - entry["seen"] > 1.0:  # type: ignore[operator]
+                    sock.sendto(*entry["last"])  # type: ignore[misc]
+                    entry["seen"] = now
     wall = time.perf_counter() - start
     for sock in state:
         if sock.fileno() != -1:
@@ -162,10 +174,46 @@ def concurrent_downloads(port: int, name: str, count: int, blksize: int = 1432,
 
 
 def rss_mib(pid: int) -> float:
+    """Peak resident memory (VmHWM) of a process, MiB."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+        if line.startswith("VmHWM:"):
             return int(line.split()[1]) / 1024
     return float("nan")
+
+
+SERVER_IP = "10.79.0.1"
+CLIENT_IP = "10.79.0.2"
+
+
+@contextmanager
+def veth_pair() -> Iterator[tuple[str, str]]:
+    """A server and a client namespace joined by a veth (server side ``SERVER_IP``);
+    what still runs in them is killed and both are deleted on the way out."""
+    tag = f"{os.getpid() % 100000}"
+    server, client = f"pxts{tag}", f"pxtc{tag}"
+    made: list[str] = []
+    try:
+        for ns in (server, client):
+            subprocess.run(["ip", "netns", "add", ns], check=True)
+            made.append(ns)
+            subprocess.run(["ip", "-n", ns, "link", "set", "lo", "up"], check=True)
+        for argv in (["link", "add", "pxtv0", "type", "veth", "peer", "name", "pxtv1"],
+                     ["link", "set", "pxtv1", "netns", client],
+                     ["addr", "add", f"{SERVER_IP}/24", "dev", "pxtv0"],
+                     ["link", "set", "pxtv0", "up"]):
+            subprocess.run(["ip", "-n", server, *argv], check=True)
+        for argv in (["addr", "add", f"{CLIENT_IP}/24", "dev", "pxtv1"],
+                     ["link", "set", "pxtv1", "up"]):
+            subprocess.run(["ip", "-n", client, *argv], check=True)
+        yield server, client
+    finally:
+        for ns in made:
+            pids = subprocess.run(["ip", "netns", "pids", ns], capture_output=True,
+                                  text=True).stdout.split()
+            for pid in pids:  # only processes in our own namespaces
+                with suppress(ProcessLookupError):
+                    os.kill(int(pid), signal.SIGKILL)
+            subprocess.run(["ip", "netns", "del", ns], check=False)
 
 
 @contextmanager
@@ -177,6 +225,10 @@ def namespace() -> Iterator[str]:
         yield name
     finally:
         subprocess.run(["ip", "netns", "del", name], check=False)
+
+
+def progress(text: str) -> None:
+    print(f"# {time.strftime('%H:%M:%S')} {text}", file=sys.stderr, flush=True)
 
 
 def fmt(values: list[float]) -> str:
@@ -192,9 +244,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--quick", action="store_true", help="smaller files, one round")
+    parser.add_argument("--only", choices=["loopback", "link", "delay", "loss", "concurrency"],
+                        help="run one group of scenarios")
+    parser.add_argument("--servers", help="comma-separated subset of pxetwist,tftpd-hpa,atftpd")
     args = parser.parse_args()
     rounds = 1 if args.quick else args.rounds
     servers = ["pxetwist", "tftpd-hpa"] + (["atftpd"] if ATFTPD.exists() else [])
+    if args.servers:
+        servers = [s for s in servers if s in args.servers.split(",")]
     root = Path(tempfile.mkdtemp(prefix="pxetwist-tftp-bench-"))
     root.chmod(0o755)  # tftpd-hpa and atftpd read as their own unprivileged users
     sizes = {"big": (8 if args.quick else 64) * MIB, "mid": 16 * MIB, "lossy": 4 * MIB,
@@ -205,59 +262,87 @@ def main() -> None:
     rows: list[str] = []
     try:
         # 1. loopback throughput
-        for window in (1, 16):
+        for window in (1, 16) if args.only in (None, "loopback") else ():
             times: dict[str, list[float]] = {s: [] for s in servers}
-            for _ in range(rounds):
-                for kind in servers:
+            for round_number in range(rounds):
+                order = servers if round_number % 2 == 0 else servers[::-1]
+                for kind in order:
                     port = free_udp_port()
                     with process(server_argv(kind, root, port), ready_line(kind)):
-                        times[kind].append(download(port, "big", window))
+                        seconds = download(port, "big", window)
+                    times[kind].append(seconds)
+                    progress(f"loopback window {window} {kind}: {seconds:.2f} s")
             for kind in servers:
                 mib_s = [sizes["big"] / MIB / t for t in times[kind] if t == t]
                 rate = f"{statistics.median(mib_s):.1f} MiB/s" if mib_s else "failed"
                 rows.append(f"| loopback {sizes['big'] // MIB} MiB, blksize 1468, "
                             f"window {window} | {kind} | {fmt(times[kind])} | {rate} |")
-        # 2. and 3. delayed (1 ms each way) and lossy (1 %) link through the relay
-        for label, name, loss, window in (
-            ("1 ms each way, 16 MiB", "mid", 0.0, 16),
-            ("1 ms each way, 16 MiB", "mid", 0.0, 1),
-            ("1 ms each way + 1 % loss, 4 MiB", "lossy", 0.01, 1),
-            ("1 ms each way + 1 % loss, 4 MiB", "lossy", 0.01, 16),
-        ):
-            times = {s: [] for s in servers}
-            for round_number in range(rounds):
+        # 2. and 3. delayed (1 ms each way) and lossy (1 %) link: two namespaces over a
+        # veth, the relay in the server's namespace in front of the server
+        with veth_pair() as (server_ns, client_ns):
+            for label, name, loss, window in (
+                ("1 ms each way, 16 MiB", "mid", 0.0, 16),
+                ("1 ms each way, 16 MiB", "mid", 0.0, 1),
+                ("1 ms each way + 1 % loss, 4 MiB", "lossy", 0.01, 16),
+                ("1 ms each way + 1 % loss, 4 MiB", "lossy", 0.01, 1),
+            ):
+                if args.only and args.only not in ("link", "loss" if loss else "delay"):
+                    continue
+                times = {s: [] for s in servers}
+                for round_number in range(rounds):
+                    order = servers if round_number % 2 == 0 else servers[::-1]
+                    for kind in order:
+                        if window > 1 and kind == "tftpd-hpa":
+                            continue  # tftpd-hpa has no windowsize
+                        relay_port = 6969
+                        with process(server_argv(kind, root, 69, SERVER_IP), ready_line(kind),
+                                     netns=server_ns), process(
+                            [sys.executable, str(HERE / "udp_relay.py"), "--listen",
+                             f"{SERVER_IP}:{relay_port}", "--server", f"{SERVER_IP}:69",
+                             "--delay-ms", "1", "--loss", str(loss), "--seed",
+                             str(round_number + 1)], "READY", netns=server_ns):
+                            seconds = download(relay_port, name, window, host=SERVER_IP,
+                                               netns=client_ns, limit=120)
+                        times[kind].append(seconds)
+                        progress(f"{label} window {window} {kind}: {seconds:.2f} s")
                 for kind in servers:
-                    if window > 1 and kind == "tftpd-hpa":
-                        continue  # tftpd-hpa has no windowsize
-                    port, relay_port = free_udp_port(), free_udp_port()
-                    with process(server_argv(kind, root, port), ready_line(kind)), process(
-                        [sys.executable, str(HERE / "udp_relay.py"), "--listen",
-                         f"127.0.0.1:{relay_port}", "--server", f"127.0.0.1:{port}",
-                         "--delay-ms", "1", "--loss", str(loss), "--seed",
-                         str(round_number + 1)], "READY"):
-                        times[kind].append(download(relay_port, name, window))
-            for kind in servers:
-                if times[kind]:
-                    rows.append(f"| {label}, blksize 1468, window {window} | {kind} | "
-                                f"{fmt(times[kind])} | |")
+                    if times[kind]:
+                        rows.append(f"| {label}, blksize 1468, window {window} | {kind} | "
+                                    f"{fmt(times[kind])} | all: "
+                                    f"{', '.join(f'{t:.2f}' for t in times[kind])} |")
         # 4. concurrency, in a namespace of our own (dnsmasq's TFTP port is 69)
-        if shutil.which("dnsmasq") and os.geteuid() == 0:
+        if shutil.which("dnsmasq") and os.geteuid() == 0 and args.only in (None,
+                                                                            "concurrency"):
             with namespace() as netns:
                 for count in (200, 2000):
+                    walls: dict[str, list[float]] = {"pxetwist": [], "dnsmasq": []}
+                    fails: dict[str, list[int]] = {"pxetwist": [], "dnsmasq": []}
+                    peaks: dict[str, list[float]] = {"pxetwist": [], "dnsmasq": []}
+                    for round_number in range(rounds):
+                        order = ["pxetwist", "dnsmasq"][::1 if round_number % 2 == 0 else -1]
+                        for kind in order:
+                            argv = server_argv(kind, root, 69)
+                            with process(argv, ready_line(kind), netns=netns) as proc:
+                                code = (
+                                    f"import sys; sys.path.insert(0, {str(HERE)!r}); "
+                                    "import tftp_bench as b; "
+                                    f"print(*b.concurrent_downloads(69, 'small', {count}))")
+                                out = subprocess.run(
+                                    ["ip", "netns", "exec", netns, sys.executable, "-c", code],
+                                    capture_output=True, text=True, timeout=120).stdout.split()
+                                peak = rss_mib(proc.pid)  # ip netns exec execs the server
+                            walls[kind].append(float(out[0]))
+                            fails[kind].append(int(out[1]))
+                            peaks[kind].append(peak)
+                            progress(f"{count} concurrent {kind}: {out[0]} s, {out[1]} failed, "
+                                     f"peak RSS {peak:.0f} MiB")
                     for kind in ("pxetwist", "dnsmasq"):
-                        argv = server_argv(kind, root, 69)
-                        with process(argv, ready_line(kind), netns=netns) as proc:
-                            code = (
-                                f"import sys; sys.path.insert(0, {str(HERE)!r}); "
-                                "import tftp_bench as b; "
-                                f"print(*b.concurrent_downloads(69, 'small', {count}))")
-                            out = subprocess.run(["ip", "netns", "exec", netns, sys.executable,
-                                                  "-c", code], capture_output=True, text=True,
-                                                 timeout=120).stdout.split()
-                            rss = rss_mib(proc.pid)  # ip netns exec execs the server
-                            rows.append(f"| {count} concurrent downloads of 74 KiB, blksize "
-                                        f"1432 | {kind} | {float(out[0]):.2f} s wall, "
-                                        f"{out[1]} failed | RSS {rss:.0f} MiB |")
+                        rows.append(
+                            f"| {count} concurrent downloads of 74 KiB, blksize 1432 | {kind} | "
+                            f"{statistics.median(walls[kind]):.2f} s wall | failures "
+                            f"{'/'.join(map(str, fails[kind]))}, peak RSS "
+                            f"{max(peaks[kind]):.0f} MiB; all: "
+                            f"{', '.join(f'{w:.2f}' for w in walls[kind])} |")
     finally:
         shutil.rmtree(root, ignore_errors=True)
     print("| scenario | server | median time | rate / notes |")

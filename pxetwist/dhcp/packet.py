@@ -68,7 +68,7 @@ class DhcpPacket:
     def mac(self) -> str:
         """``aa:bb:cc:dd:ee:ff`` for Ethernet, else the hardware address in hex pairs."""
         length = self.hlen if 0 < self.hlen <= 16 else 6
-        return ":".join(f"{b:02x}" for b in self.chaddr[:length])
+        return self.chaddr[:length].hex(":")
 
     @property
     def broadcast(self) -> bool:

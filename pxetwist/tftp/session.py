@@ -200,9 +200,15 @@ class TftpSession(DatagramProtocol):
         else:
             end = min(self.base + self.windowsize - 1, self.last_block)
             size = self.blksize
-            for block in range(self.base, end + 1):
-                offset = (block - 1) * size
-                write(packet.encode_data(block, self._read(offset, size)), client)
+            encode = packet.encode_data
+            data = self.source.data
+            if data is not None:  # in memory: slice directly (the per-block hot loop)
+                for block in range(self.base, end + 1):
+                    offset = (block - 1) * size
+                    write(encode(block, data[offset:offset + size]), client)
+            else:
+                for block in range(self.base, end + 1):
+                    write(encode(block, self._read((block - 1) * size, size)), client)
         self._resent = resend
         self._sent_at = self._clock.seconds()
         timeout = self._rto * (2 ** self._tries)

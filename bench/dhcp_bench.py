@@ -1,0 +1,251 @@
+"""DHCP benchmark: DORA exchanges per second, pxetwist full mode against dnsmasq, in one run.
+
+    sudo python bench/dhcp_bench.py [--seconds 10] [--rate 2000 --rate 300] [--rounds 3]
+
+Makes two network namespaces of its own (server and client, a veth between them, a /16),
+and runs Kea's ``perfdhcp`` in the client namespace against each server in turn
+(alternating within each round). perfdhcp talks as a relay (giaddr = its own address),
+so the server answers unicast to giaddr:67. Each run starts from an empty state: a
+fresh SQLite file for pxetwist (``twistd -n pxeboot``, full mode), a fresh lease file
+for dnsmasq (``--no-ping``). After perfdhcp ends the server is killed with SIGKILL and
+the leases on disk are counted: a lease is durable when it survives that, so "durable"
+should be at least the ACKs perfdhcp received. Prints a markdown table; nothing here
+asserts a timing. Needs root, perfdhcp (kea-admin) and dnsmasq.
+
+Every load loop is bounded: perfdhcp runs ``--seconds`` (``-p``) under a timeout, each
+server is waited for at most 30 s, and only the PIDs started here are signalled.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import re
+import signal
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+SERVER_IP = "10.78.0.1"
+CLIENT_IP = "10.78.0.2"
+RANGE = ("10.78.1.0", "10.78.254.254")  # 65,000 addresses: no run exhausts the pool
+NETMASK = "255.255.0.0"
+
+
+def ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["ip", *args], check=check, capture_output=True, text=True,
+                          timeout=30)
+
+
+@contextlib.contextmanager
+def namespaces() -> Iterator[tuple[str, str]]:
+    """A server and a client namespace joined by a veth; removed (and what runs in them
+    killed) on the way out, also on failure."""
+    tag = uuid.uuid4().hex[:6]
+    server, client = f"pxds{tag}", f"pxdc{tag}"
+    made: list[str] = []
+    try:
+        for ns in (server, client):
+            ip("netns", "add", ns)
+            made.append(ns)
+            ip("-n", ns, "link", "set", "lo", "up")
+        ip("-n", server, "link", "add", "pxdv0", "type", "veth", "peer", "name", "pxdv1")
+        ip("-n", server, "link", "set", "pxdv1", "netns", client)
+        ip("-n", server, "addr", "add", f"{SERVER_IP}/16", "dev", "pxdv0")
+        ip("-n", server, "link", "set", "pxdv0", "up")
+        ip("-n", client, "addr", "add", f"{CLIENT_IP}/16", "dev", "pxdv1")
+        ip("-n", client, "link", "set", "pxdv1", "up")
+        yield server, client
+    finally:
+        for ns in made:
+            for pid in ip("netns", "pids", ns, check=False).stdout.split():
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(int(pid), signal.SIGKILL)
+            ip("netns", "del", ns, check=False)
+
+
+def pxetwist_config(folder: Path) -> Path:
+    for name in ("tftproot", "catalog"):
+        (folder / name).mkdir(parents=True, exist_ok=True)
+    config = folder / "pxe.ini"
+    config.write_text(
+        f"[server]\naddress = {SERVER_IP}\ninterface = pxdv0\nstate = state.sqlite\n"
+        f"[dhcp]\nmode = full\nrange_start = {RANGE[0]}\nrange_end = {RANGE[1]}\n"
+        f"netmask = {NETMASK}\nlease_time = 3600\n"
+        "[tftp]\nroot = tftproot\n[http]\nport = 8080\n[catalog]\npaths = catalog\n"
+        "rescan_interval = 0\n[boot]\nunknown = menu\nmenu_timeout = 0\n")
+    return config
+
+
+def start_server(kind: str, ns: str, folder: Path) -> subprocess.Popen[bytes]:
+    """Start one server in ``ns``; return once it answers (at most 30 s)."""
+    log = (folder / "server.log").open("ab")
+    if kind == "pxetwist":
+        argv = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()", "-n",
+                "--pidfile=", "pxeboot", "--config", str(pxetwist_config(folder))]
+    elif kind == "dnsmasq":
+        argv = ["dnsmasq", "--no-daemon", "--port=0", "--conf-file=/dev/null", "--pid-file=",
+                f"--log-facility={folder / 'dnsmasq.log'}", "--no-ping",
+                f"--dhcp-range={RANGE[0]},{RANGE[1]},{NETMASK},1h",
+                f"--dhcp-leasefile={folder / 'leases'}", "--interface=pxdv0",
+                "--bind-interfaces", "--dhcp-lease-max=100000"]
+    else:
+        raise ValueError(kind)
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    process = subprocess.Popen(["ip", "netns", "exec", ns, *argv], cwd=folder, env=env,
+                               stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{kind} exited: {(folder / 'server.log').read_text()[-1500:]}")
+        dnsmasq_log = folder / "dnsmasq.log"
+        if kind == "dnsmasq" and dnsmasq_log.exists() and "started" in dnsmasq_log.read_text(
+                errors="replace"):
+            return process
+        if kind == "pxetwist" and subprocess.run(
+                ["ip", "netns", "exec", ns, "curl", "-sf", "--max-time", "1",
+                 "http://127.0.0.1:8080/health"], capture_output=True,
+                timeout=5).returncode == 0:
+            return process
+        time.sleep(0.2)
+    kill(process)
+    raise RuntimeError(f"{kind} did not start in 30 s")
+
+
+def kill(process: subprocess.Popen[Any]) -> None:
+    """SIGKILL our server (``ip netns exec`` execs it, so the PID is the server's)."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGKILL)
+    process.wait(timeout=30)
+
+
+def durable_leases(kind: str, folder: Path) -> int:
+    """Leases on disk after the server was killed with SIGKILL."""
+    if kind == "pxetwist":
+        conn = sqlite3.connect(str(folder / "state.sqlite"))
+        try:
+            return int(conn.execute(
+                "SELECT count(*) FROM leases WHERE state = 'bound'").fetchone()[0])
+        finally:
+            conn.close()
+    path = folder / "leases"
+    return len(path.read_text().splitlines()) if path.exists() else 0
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+
+
+def parse_perfdhcp(text: str) -> dict[str, Any]:
+    """Rate, per-stage counts, and per-exchange latencies (``-x t``) of one run."""
+    result: dict[str, Any] = {"rate": float("nan"), "stages": {}}
+    match = re.search(r"Rate: ([\d.]+) 4-way exchanges/second", text)
+    if match:
+        result["rate"] = float(match.group(1))
+    for stage in ("DISCOVER-OFFER", "REQUEST-ACK"):
+        block = re.search(r"\*\*\*Statistics for: " + stage + r"\*\*\*(.*?)(\*\*\*|$)", text,
+                          re.S)
+        counts: dict[str, Any] = {}
+        if block:
+            for key in ("sent packets", "received packets", "drops", "orphans"):
+                found = re.search(key + r": (\d+)", block.group(1))
+                counts[key] = int(found.group(1)) if found else 0
+        latencies: list[float] = []
+        times = re.search(r"\*\*\*Timestamps for packets: " + stage + r"\*\*\*(.*?)(\*\*\*|$)",
+                          text, re.S)
+        if times:
+            for sent, received in re.findall(r"sent / received: ([\d.]+) / ([\d.]+)",
+                                             times.group(1)):
+                latencies.append((float(received) - float(sent)) * 1000)
+        counts["p50"] = percentile(latencies, 0.50)
+        counts["p99"] = percentile(latencies, 0.99)
+        result["stages"][stage] = counts
+    return result
+
+
+def run_once(kind: str, server_ns: str, client_ns: str, rate: int, seconds: float
+             ) -> dict[str, Any]:
+    folder = Path(tempfile.mkdtemp(prefix=f"pxetwist-dhcp-bench-{kind}-"))
+    process = start_server(kind, server_ns, folder)
+    try:
+        # -R: distinct clients (sequential MACs), far more than a run uses, so each
+        # exchange is a new client and a new lease.
+        argv = ["ip", "netns", "exec", client_ns, "perfdhcp", "-4", "-l", CLIENT_IP,
+                "-r", str(rate), "-p", f"{seconds:g}", "-R", "1000000", "-x", "t", SERVER_IP]
+        out = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60)
+        time.sleep(1.0)  # let the last commits land before the kill
+    finally:
+        kill(process)
+    result = parse_perfdhcp(out.stdout + out.stderr)
+    if result["rate"] != result["rate"]:
+        print(f"# perfdhcp failed: {(out.stdout + out.stderr)[-800:]}", file=sys.stderr)
+    result["durable"] = durable_leases(kind, folder)
+    result["folder"] = str(folder)
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=float, default=10.0, help="perfdhcp -p (max 120)")
+    parser.add_argument("--rate", type=int, action="append",
+                        help="offered DORA/s (perfdhcp -r, max 20000); repeatable; "
+                             "default 2000 and 300")
+    parser.add_argument("--rounds", type=int, default=3, help="max 10")
+    parser.add_argument("--servers", default="pxetwist,dnsmasq")
+    parser.add_argument("--keep", action="store_true", help="keep state folders")
+    args = parser.parse_args()
+    seconds = min(max(args.seconds, 1.0), 120.0)
+    rates = [min(max(r, 1), 20000) for r in (args.rate or [2000, 300])]
+    rounds = min(max(args.rounds, 1), 10)
+    servers = args.servers.split(",")
+    if os.geteuid() != 0:
+        sys.exit("needs root (network namespaces, port 67)")
+    results: dict[tuple[int, str], list[dict[str, Any]]] = {}
+    with namespaces() as (server_ns, client_ns):
+        for round_number in range(rounds):
+            for rate in rates:
+                order = servers if round_number % 2 == 0 else servers[::-1]
+                for kind in order:
+                    result = run_once(kind, server_ns, client_ns, rate, seconds)
+                    results.setdefault((rate, kind), []).append(result)
+                    ra = result["stages"]["REQUEST-ACK"]
+                    print(f"# round {round_number + 1} rate {rate} {kind}: "
+                          f"{result['rate']:.0f}/s, ACKs {ra.get('received packets')}, "
+                          f"durable {result['durable']}", file=sys.stderr, flush=True)
+                    if not args.keep:
+                        subprocess.run(["rm", "-rf", result["folder"]], check=False)
+    print("| offered DORA/s | server | completed DORA/s | DISCOVERs sent | OFFER drops | "
+          "ACKs received | REQUEST drops | leases durable after kill -9 | "
+          "D-O p50 / p99 ms | R-A p50 / p99 ms |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for (rate, kind), runs in results.items():
+        def med(stage: str, key: str, runs: list[dict[str, Any]] = runs) -> float:
+            return statistics.median(r["stages"][stage].get(key, float("nan")) for r in runs)
+        print(f"| {rate} | {kind} | {statistics.median(r['rate'] for r in runs):.0f} | "
+              f"{med('DISCOVER-OFFER', 'sent packets'):.0f} | "
+              f"{med('DISCOVER-OFFER', 'drops'):.0f} | "
+              f"{med('REQUEST-ACK', 'received packets'):.0f} | "
+              f"{med('REQUEST-ACK', 'drops'):.0f} | "
+              f"{statistics.median(r['durable'] for r in runs):.0f} "
+              f"(min durable - ACKs: {min(r['durable'] - r['stages']['REQUEST-ACK'].get('received packets', 0) for r in runs)}) | "  # noqa: E501
+              f"{med('DISCOVER-OFFER', 'p50'):.1f} / {med('DISCOVER-OFFER', 'p99'):.1f} | "
+              f"{med('REQUEST-ACK', 'p50'):.1f} / {med('REQUEST-ACK', 'p99'):.1f} |")
+    print(f"\n{rounds} rounds, medians; perfdhcp -p {seconds:g} -R 1000000; "
+          f"servers alternate within each round.")
+
+
+if __name__ == "__main__":
+    main()
