@@ -46,7 +46,9 @@ def negotiate(options: dict[str, str], size: int, config: TftpConfig
     blksize, windowsize, max_rto = 512, 1, MAX_RTO
     oack: dict[str, str] = {}
     for name, value in options.items():
-        if not value.isdigit() or len(value) > 10:
+        # ASCII digits only: str.isdigit() also accepts latin-1 superscripts ("\xb2"),
+        # which int() refuses (fuzz finding)
+        if not (value.isascii() and value.isdigit()) or len(value) > 10:
             continue
         number = int(value)
         if name == "blksize" and number >= BLKSIZE_RANGE[0]:

@@ -75,6 +75,14 @@ def test_bad_option_values_are_ignored(tmp_path: Path) -> None:
     assert first == packet.Data(1, FILE[:512])
 
 
+def test_non_ascii_digit_option_values_are_ignored(tmp_path: Path) -> None:
+    """Latin-1 superscript digits (str.isdigit() but not int()) are ignored, not an
+    internal error (fuzz finding: fuzz_tftp_packet.py)."""
+    rig = make_rig(tmp_path, {"f": FILE})
+    rig.rrq("f", blksize="\xb2", windowsize="1\xb9", timeout="\xb3", tsize="0")
+    assert rig.sent(rig.session_port()) == [packet.OAck({"tsize": str(len(FILE))})]
+
+
 def test_client_error_after_oack_ends_quietly(tmp_path: Path) -> None:
     """OVMF's size probe: ERROR 8 after the OACK ends the session as 'aborted'."""
     rig = make_rig(tmp_path, {"f": FILE})
