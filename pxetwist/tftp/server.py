@@ -94,6 +94,8 @@ class TftpServerProtocol(DatagramProtocol):
         self.mac_for_ip = mac_for_ip or (lambda ip: "")
         self.sessions: set[TftpSession] = set()
         self._per_client: Counter[str] = Counter()
+        #: the running session of each client TID, to drop a duplicated RRQ
+        self._by_client: dict[tuple[str, int], TftpSession] = {}
 
     def datagramReceived(self, data: bytes, addr: tuple[str, int]) -> None:
         try:
@@ -126,6 +128,13 @@ class TftpServerProtocol(DatagramProtocol):
         if request.mode not in ("octet", "netascii"):
             self._refuse(addr, packet.ERR_ILLEGAL, f"mode {request.mode[:20]} not supported")
             return
+        if addr in self._by_client:
+            # The same request again from the same TID (a duplicated or retried RRQ): the
+            # running session's own retransmission answers it. A second session would send
+            # the client a second stream from another port (lossy-link finding: curl wrote a
+            # block twice when a relay duplicated its RRQ).
+            TFTP_DROPPED.labels(reason="duplicate-request").inc()
+            return
         if len(self.sessions) >= self.config.max_sessions:
             TFTP_DROPPED.labels(reason="max-sessions").inc()
             self._refuse(addr, packet.ERR_UNDEFINED, "server busy, try again")
@@ -146,6 +155,7 @@ class TftpServerProtocol(DatagramProtocol):
                               self._session_done, max_rto=max_rto,
                               stall_timeout=self.config.stall_timeout)
         self.sessions.add(session)
+        self._by_client[addr] = session
         self._per_client[host] += 1
         TFTP_ACTIVE.inc()
         self.events.publish(Stage.TFTP_START, mac=self.mac_for_ip(host), ip=host,
@@ -161,6 +171,8 @@ class TftpServerProtocol(DatagramProtocol):
     def _forget(self, session: TftpSession) -> None:
         if session in self.sessions:
             self.sessions.discard(session)
+            if self._by_client.get(session.client) is session:
+                del self._by_client[session.client]
             TFTP_ACTIVE.dec()
             host = session.client[0]
             self._per_client[host] -= 1

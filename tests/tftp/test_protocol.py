@@ -276,6 +276,23 @@ def test_session_caps(tmp_path: Path) -> None:
     assert [packet.parse(d).code for d, _ in rig.listener.take()] == [0]  # type: ignore[union-attr]
 
 
+def test_duplicated_request_from_the_same_tid_starts_one_transfer(tmp_path: Path) -> None:
+    """An RRQ that arrives twice from the same client port (duplicated by the network, or
+    retried before the OACK came) runs one session; a new port gets its own."""
+    rig = make_rig(tmp_path, {"f": FILE})
+    rig.rrq("f", blksize=1432)
+    rig.rrq("f", blksize=1432)
+    assert len(rig.server.sessions) == 1 and len(rig.reactor.ports) == 2
+    assert rig.listener.take() == []
+    rig.rrq("f", ("10.0.0.5", 2001), blksize=1432)
+    assert len(rig.server.sessions) == 2
+    port = rig.session_port()
+    rig.sent(port)
+    port.deliver(packet.encode_error(8, "probe done"), ("10.0.0.5", 2001))
+    rig.rrq("f", ("10.0.0.5", 2001), blksize=1432)  # ended: the same TID may ask again
+    assert len(rig.server.sessions) == 2
+
+
 def test_spoofed_request_gets_at_most_one_window(tmp_path: Path) -> None:
     """Without any ACK, a request yields only the OACK (or first window) and its resends,
     never more of the file."""
