@@ -8,7 +8,7 @@ from pathlib import Path
 
 from pxetwist.dhcp import options as opt
 from pxetwist.dhcp.leases import OFFER_HOLD
-from pxetwist.dhcp.server import RATE_LIMIT
+from pxetwist.dhcp.server import EXHAUSTED_LOG_INTERVAL, RATE_LIMIT
 from pxetwist.tftp import packet
 from pxetwist.tftp.session import MAX_TRIES
 from tests.dhcp.clients import ipxe_rom, plain, requested, server_id
@@ -44,6 +44,26 @@ def test_ten_thousand_macs_cannot_starve_a_known_or_reserved_client(tmp_path: Pa
     assert again.yiaddr == known.yiaddr
     reserved = dora(rig, mac=RESERVED)
     assert reserved.yiaddr == IPv4Address("10.77.0.50")
+
+
+def test_pool_exhaustion_warns_once_a_minute_not_per_client(tmp_path: Path) -> None:
+    """10,000 MACs finding the pool empty give one warning (with the count of the others
+    at the next one), not 10,000 log lines."""
+    from twisted.logger import Logger
+
+    rig = make_dhcp_rig(tmp_path)
+    logged: list[dict[str, object]] = []
+    rig.service._main_controller._log = Logger(observer=logged.append)
+    for i in range(4):
+        dora(rig, mac=flood_mac(i))
+    for i in range(10_000):
+        rig.send(plain(opt.DISCOVER, mac=flood_mac(100 + i)))
+    warnings = [e for e in logged if "exhausted" in str(e["log_format"])]
+    assert len(warnings) == 1
+    rig.reactor.advance(EXHAUSTED_LOG_INTERVAL)
+    rig.send(plain(opt.DISCOVER, mac=flood_mac(99_999)))
+    warnings = [e for e in logged if "exhausted" in str(e["log_format"])]
+    assert len(warnings) == 2 and warnings[1]["more"] == 9_999
 
 
 def test_discover_only_flood_holds_offers_for_a_minute_only(tmp_path: Path) -> None:
