@@ -128,11 +128,14 @@ class TftpServerProtocol(DatagramProtocol):
         if request.mode not in ("octet", "netascii"):
             self._refuse(addr, packet.ERR_ILLEGAL, f"mode {request.mode[:20]} not supported")
             return
-        if addr in self._by_client:
+        running = self._by_client.get(addr)
+        if running is not None and (running.request_name, running.request_mode) == (
+                request.filename, request.mode):
             # The same request again from the same TID (a duplicated or retried RRQ): the
             # running session's own retransmission answers it. A second session would send
             # the client a second stream from another port (lossy-link finding: curl wrote a
-            # block twice when a relay duplicated its RRQ).
+            # block twice when a relay duplicated its RRQ). Another file from that TID is
+            # a new request and gets its own session.
             TFTP_DROPPED.labels(reason="duplicate-request").inc()
             return
         if len(self.sessions) >= self.config.max_sessions:
@@ -154,6 +157,7 @@ class TftpServerProtocol(DatagramProtocol):
         session = TftpSession(source, addr, blksize, windowsize, oack, self.reactor,
                               self._session_done, max_rto=max_rto,
                               stall_timeout=self.config.stall_timeout)
+        session.request_name, session.request_mode = request.filename, request.mode
         self.sessions.add(session)
         self._by_client[addr] = session
         self._per_client[host] += 1

@@ -105,6 +105,9 @@ class TftpSession(DatagramProtocol):
         self.bytes_acked = 0
         self.retransmits = 0
         self.result: str | None = None
+        #: the file name and mode as the client asked (set by the listener)
+        self.request_name = ""
+        self.request_mode = ""
         self._tries = 0
         self._srtt: float | None = None
         self._rttvar = 0.0

@@ -278,8 +278,8 @@ def test_session_caps(tmp_path: Path) -> None:
 
 def test_duplicated_request_from_the_same_tid_starts_one_transfer(tmp_path: Path) -> None:
     """An RRQ that arrives twice from the same client port (duplicated by the network, or
-    retried before the OACK came) runs one session; a new port gets its own."""
-    rig = make_rig(tmp_path, {"f": FILE})
+    retried before the OACK came) runs one session; a new port, or another file, gets its own."""
+    rig = make_rig(tmp_path, {"f": FILE, "g": FILE})
     rig.rrq("f", blksize=1432)
     rig.rrq("f", blksize=1432)
     assert len(rig.server.sessions) == 1 and len(rig.reactor.ports) == 2
@@ -291,6 +291,8 @@ def test_duplicated_request_from_the_same_tid_starts_one_transfer(tmp_path: Path
     port.deliver(packet.encode_error(8, "probe done"), ("10.0.0.5", 2001))
     rig.rrq("f", ("10.0.0.5", 2001), blksize=1432)  # ended: the same TID may ask again
     assert len(rig.server.sessions) == 2
+    rig.rrq("g", blksize=1432)  # another file from a TID with a session: a new request
+    assert len(rig.server.sessions) == 3
 
 
 def test_spoofed_request_gets_at_most_one_window(tmp_path: Path) -> None:
