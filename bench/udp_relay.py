@@ -6,7 +6,9 @@
 
 Each client address gets its own upstream socket; replies from any server port (a TFTP
 server answers from a new port per transfer) go back to the client from the relay's
-listening port, and the client's next datagrams go to the server port that spoke last.
+listening port, and the client's next datagrams go to the server port that spoke last,
+except a TFTP request (RRQ/WRQ), which always goes to ``--server`` as a client's retried
+request would on a real network.
 ``--dup`` sends a fraction of the forwarded datagrams twice (the copy ``--reorder-ms``
 later); ``--reorder`` holds a fraction back by ``--reorder-ms`` extra, so datagrams sent
 after it overtake it. Both default to 0 (and then draw nothing from the RNG, so a seeded
@@ -90,7 +92,8 @@ class Upstream(DatagramProtocol):
 
     def send_to_server(self, data: bytes) -> None:
         assert self.transport is not None
-        self.transport.write(data, self.server)
+        request = data[:2] in (b"\0\1", b"\0\2")  # a TFTP RRQ/WRQ: the well-known port
+        self.transport.write(data, self.relay.server if request else self.server)
 
     def datagramReceived(self, data: bytes, addr: tuple[str, int]) -> None:
         self.server = addr  # the transfer's TID

@@ -3,8 +3,8 @@
 Each accepted RRQ gets a :class:`~pxetwist.tftp.session.TftpSession` on a new
 ephemeral port (its TID), opened through the injected reactor. Caps on
 sessions (total and per client) are checked before any file is opened, and a
-request never gets more than the OACK or the first window until the client
-answers, so a spoofed RRQ cannot be amplified.
+request gets exactly one OACK or first DATA until the client answers (or asks
+again), so a spoofed RRQ cannot be amplified into a stream.
 """
 
 from __future__ import annotations
@@ -131,13 +131,17 @@ class TftpServerProtocol(DatagramProtocol):
         running = self._by_client.get(addr)
         if running is not None and (running.request_name, running.request_mode) == (
                 request.filename, request.mode):
-            # The same request again from the same TID (a duplicated or retried RRQ): the
-            # running session's own retransmission answers it. A second session would send
-            # the client a second stream from another port (lossy-link finding: curl wrote a
-            # block twice when a relay duplicated its RRQ). Another file from that TID is
-            # a new request and gets its own session.
-            TFTP_DROPPED.labels(reason="duplicate-request").inc()
-            return
+            if running.is_duplicate(self.reactor.seconds()):
+                # The same request again from the same TID (duplicated or retried): the
+                # running session answers it, sending its first packet again if the client
+                # has not answered yet (sessions do not resend that on a timer). A second
+                # session would send the client a second stream from another port
+                # (lossy-link finding: curl wrote a block twice when a relay duplicated
+                # its RRQ).
+                TFTP_DROPPED.labels(reason="duplicate-request").inc()
+                running.resend_first()
+                return
+            running.supersede()  # the client starts over: a new session below
         if len(self.sessions) >= self.config.max_sessions:
             TFTP_DROPPED.labels(reason="max-sessions").inc()
             self._refuse(addr, packet.ERR_UNDEFINED, "server busy, try again")

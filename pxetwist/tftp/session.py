@@ -12,6 +12,12 @@ few smoothed RTTs (RFC 6298 style), bounded below by :data:`MIN_RTO` and above
 by the client's ``timeout`` option (or :data:`MAX_RTO`), doubling on each try.
 After :data:`MAX_TRIES` tries without progress, or ``stall_timeout`` seconds
 without progress, the session gives up and releases its port and file.
+
+Until the client has answered once (any ACK from its TID), nothing is resent on
+a timer: the OACK or first DATA goes out once, and again only when the client
+repeats its request (:meth:`TftpSession.resend_first`, called by the listener),
+as RFC 1350 leaves retransmitting the request to the requester. So a spoofed
+RRQ yields exactly one datagram, never a stream of retransmissions to a victim.
 """
 
 from __future__ import annotations
@@ -105,6 +111,8 @@ class TftpSession(DatagramProtocol):
         self.bytes_acked = 0
         self.retransmits = 0
         self.result: str | None = None
+        #: the client has sent an ACK from its TID (so its address is not spoofed)
+        self.answered = False
         #: the file name and mode as the client asked (set by the listener)
         self.request_name = ""
         self.request_mode = ""
@@ -158,6 +166,7 @@ class TftpSession(DatagramProtocol):
     # -- the window ------------------------------------------------------------------
 
     def _ack(self, block16: int) -> None:
+        self.answered = True
         if self.awaiting_oack_ack:
             if block16 != 0:
                 return
@@ -238,6 +247,10 @@ class TftpSession(DatagramProtocol):
         if self._tries > MAX_TRIES:
             self._finish("timeout")
             return
+        if not self.answered:  # not a word from the client yet: wait, send nothing
+            self._timer = self._clock.callLater(
+                min(self._rto * (2 ** self._tries), self._max_rto * 4), self._timeout)
+            return
         self.retransmits += 1
         TFTP_RETRANSMITS.inc()
         self._transmit(resend=True)
@@ -256,6 +269,27 @@ class TftpSession(DatagramProtocol):
         assert self.transport is not None
         self.transport.stopListening()
         self._on_done(self, result)
+
+    def resend_first(self) -> None:
+        """The client asked again before answering: send the OACK or first DATA again."""
+        if self.result is None and not self.answered:
+            self.retransmits += 1
+            TFTP_RETRANSMITS.inc()
+            self._transmit(resend=True)
+
+    def is_duplicate(self, now: float) -> bool:
+        """Whether the same request again from this client is a copy of the one that
+        started this session (still unanswered, or answered within the last second and
+        not yet at its last block), rather than the client starting over."""
+        if not self.answered:
+            return True
+        sent_last = self.base + self.windowsize - 1 >= self.last_block
+        return not sent_last and now - self._last_progress < 1.0
+
+    def supersede(self) -> None:
+        """The client started over from the same TID: end quietly (it ignores us now)."""
+        if self.result is None:
+            self._finish("superseded")
 
     def abort(self, reason: str = "server shutting down") -> None:
         """End the transfer now, telling the client (used on shutdown)."""

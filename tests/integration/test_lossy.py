@@ -17,6 +17,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -49,25 +50,37 @@ def free_udp_port(host: str = "127.0.0.1") -> int:
 
 @contextmanager
 def started(argv: list[str], ready: str) -> Iterator[subprocess.Popen[str]]:
-    """A helper process that prints ``ready`` when listening; ended by its PID."""
+    """A helper process that prints ``ready`` when listening; ended by its PID. Its output
+    is read all along (a full pipe would block its logging, and so the process)."""
     process = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True)
+                               stderr=subprocess.STDOUT, text=True)
+    lines: list[str] = []
+    reader = None
     try:
         assert process.stdout is not None
-        line = process.stdout.readline()
-        assert line.startswith(ready), (line, process.stderr.read() if process.stderr else "")
+        for _ in range(50):  # log lines may come first
+            line = process.stdout.readline()
+            if not line or line.startswith(ready):
+                break
+            lines.append(line)
+        assert line.startswith(ready), lines
         process.ready_line = line  # type: ignore[attr-defined]
+        stream = process.stdout
+        reader = threading.Thread(target=lambda: lines.extend(stream), daemon=True)
+        reader.start()
         yield process
     finally:
         process.send_signal(signal.SIGTERM)
         try:
-            _, err = process.communicate(timeout=10)
+            process.wait(timeout=10)
         except subprocess.TimeoutExpired:
             process.kill()
-            _, err = process.communicate()
-        counts = [line for line in err.splitlines() if line.startswith("forwarded")]
+            process.wait()
+        if reader is not None:
+            reader.join(timeout=10)
+        counts = [line for line in lines if line.startswith("forwarded")]
         if counts:
-            print(f"\nrelay {argv[argv.index('--listen') + 1]}: {counts[-1]}")
+            print(f"\nrelay {argv[argv.index('--listen') + 1]}: {counts[-1].strip()}")
 
 
 def relay(listen: str, server: str, seed: int) -> list[str]:

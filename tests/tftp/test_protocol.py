@@ -50,14 +50,33 @@ def test_options_are_acknowledged_then_ack0_starts_data(tmp_path: Path) -> None:
     assert all(len(p.payload) == 1432 for p in sent)  # type: ignore[union-attr]
 
 
-def test_oack_is_retransmitted_until_ack0(tmp_path: Path) -> None:
-    """A lost OACK is sent again after the timeout."""
+def test_lost_oack_is_sent_again_when_the_client_repeats_its_request(tmp_path: Path) -> None:
+    """A lost OACK is not resent on a timer (a spoofed RRQ gets one datagram), but the
+    client's repeated RRQ from the same TID gets it again from the same session."""
     rig = make_rig(tmp_path, {"f": FILE})
     rig.rrq("f", tsize=0)
     port = rig.session_port()
     assert len(rig.sent(port)) == 1
-    rig.reactor.advance(1.0)
+    rig.reactor.advance(5.0)
+    assert rig.sent(port) == []
+    rig.rrq("f", tsize=0)
     assert [type(p) for p in rig.sent(port)] == [packet.OAck]
+    assert len(rig.server.sessions) == 1
+    port.deliver(packet.encode_ack(0), CLIENT)
+    assert [type(p) for p in rig.sent(port)] == [packet.Data]
+
+
+def test_after_the_first_ack_a_lost_packet_is_resent_on_the_timer(tmp_path: Path) -> None:
+    """Once the client has answered (ACK 0 of the OACK), silence means loss: the next
+    window is resent after the timeout, and the client's lost ACK 0 is covered too."""
+    rig = make_rig(tmp_path, {"f": FILE})
+    rig.rrq("f", tsize=0)
+    port = rig.session_port()
+    rig.sent(port)
+    port.deliver(packet.encode_ack(0), CLIENT)
+    assert rig.sent(port) == [packet.Data(1, FILE[:512])]
+    rig.reactor.advance(2.0)
+    assert rig.sent(port) == [packet.Data(1, FILE[:512])]
 
 
 def test_options_are_clamped_to_config(tmp_path: Path) -> None:
@@ -189,12 +208,14 @@ def test_unknown_tid_gets_error_5_and_transfer_goes_on(tmp_path: Path) -> None:
 
 
 def test_retransmits_then_gives_up_and_releases(tmp_path: Path) -> None:
-    """With no ACK the window is resent a bounded number of times, then the port and file
-    are released."""
+    """When the client goes silent after its first ACK, the window is resent a bounded
+    number of times, then the port and file are released."""
     rig = make_rig(tmp_path, {"big": b"z" * (10 * 1024 * 1024)})
     rig.rrq("big")
     port = rig.session_port()
     assert rig.resolver.open_descriptors == 1
+    port.take()
+    port.deliver(packet.encode_ack(1), CLIENT)
     sends = 0
     for _ in range(200):
         sends += len(port.take())
@@ -295,9 +316,33 @@ def test_duplicated_request_from_the_same_tid_starts_one_transfer(tmp_path: Path
     assert len(rig.server.sessions) == 3
 
 
+def test_same_request_after_the_transfer_moved_on_starts_over(tmp_path: Path) -> None:
+    """The same RRQ from the same TID once the client has answered and gone quiet for a
+    second, or once the last block was sent, is the client starting over: the old session
+    ends quietly ('superseded') and a new one answers."""
+    rig = make_rig(tmp_path, {"f": FILE, "one": b"x" * 100})
+    rig.rrq("f")
+    first = rig.session_port()
+    rig.sent(first)
+    first.deliver(packet.encode_ack(1), CLIENT)
+    rig.rrq("f")  # at once: a copy of the request still in flight
+    assert len(rig.server.sessions) == 1
+    rig.reactor.advance(1.0)
+    rig.rrq("f")
+    assert not first.connected and len(rig.server.sessions) == 1
+    assert rig.sent(rig.session_port()) == [packet.Data(1, FILE[:512])]
+    rig.rrq("one", ("10.0.0.5", 3000))
+    only = rig.session_port()
+    assert rig.sent(only) == [packet.Data(1, b"x" * 100)]
+    only.deliver(packet.encode_ack(0), ("10.0.0.5", 3000))  # answered, final ACK lost
+    rig.rrq("one", ("10.0.0.5", 3000))
+    assert not only.connected
+    assert rig.sent(rig.session_port()) == [packet.Data(1, b"x" * 100)]
+
+
 def test_spoofed_request_gets_at_most_one_window(tmp_path: Path) -> None:
-    """Without any ACK, a request yields only the OACK (or first window) and its resends,
-    never more of the file."""
+    """Without any ACK, a request yields one OACK, never a resend or more of the file,
+    and the session is released after the retry budget."""
     rig = make_rig(tmp_path, {"f": FILE * 100})
     rig.rrq("f", blksize=1468, windowsize=64)
     port = rig.session_port()
@@ -308,7 +353,8 @@ def test_spoofed_request_gets_at_most_one_window(tmp_path: Path) -> None:
             break
         rig.reactor.advance(10)
     assert all(isinstance(p, packet.OAck) for p in packets)
-    assert len(packets) == 1 + MAX_TRIES
+    assert len(packets) == 1 and not port.connected
+    assert rig.resolver.open_descriptors == 0 and rig.server.sessions == set()
 
 
 def test_shutdown_releases_every_session(tmp_path: Path) -> None:
