@@ -3,8 +3,8 @@
 Each accepted RRQ gets a :class:`~pxetwist.tftp.session.TftpSession` on a new
 ephemeral port (its TID), opened through the injected reactor. Caps on
 sessions (total and per client) are checked before any file is opened, and a
-request gets exactly one OACK or first DATA until the client answers (or asks
-again), so a spoofed RRQ cannot be amplified into a stream.
+request gets one OACK or first DATA (resent at most twice) until the client
+answers or asks again, so a spoofed RRQ cannot be amplified into a stream.
 """
 
 from __future__ import annotations
@@ -134,7 +134,7 @@ class TftpServerProtocol(DatagramProtocol):
             if running.is_duplicate(self.reactor.seconds()):
                 # The same request again from the same TID (duplicated or retried): the
                 # running session answers it, sending its first packet again if the client
-                # has not answered yet (sessions do not resend that on a timer). A second
+                # has not answered yet (the timer resends that only twice). A second
                 # session would send the client a second stream from another port
                 # (lossy-link finding: curl wrote a block twice when a relay duplicated
                 # its RRQ).

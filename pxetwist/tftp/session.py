@@ -13,11 +13,12 @@ by the client's ``timeout`` option (or :data:`MAX_RTO`), doubling on each try.
 After :data:`MAX_TRIES` tries without progress, or ``stall_timeout`` seconds
 without progress, the session gives up and releases its port and file.
 
-Until the client has answered once (any ACK from its TID), nothing is resent on
-a timer: the OACK or first DATA goes out once, and again only when the client
-repeats its request (:meth:`TftpSession.resend_first`, called by the listener),
-as RFC 1350 leaves retransmitting the request to the requester. So a spoofed
-RRQ yields exactly one datagram, never a stream of retransmissions to a victim.
+Until the client has answered once (any ACK from its TID), the OACK or first
+DATA is resent on the timer at most :data:`PRE_ANSWER_RESENDS` times, and again
+whenever the client repeats its request (:meth:`TftpSession.resend_first`,
+called by the listener; RFC 1350 leaves retransmitting the request to the
+requester). So a spoofed RRQ yields one packet sent at most three times, never
+a stream.
 """
 
 from __future__ import annotations
@@ -36,6 +37,8 @@ MIN_RTO = 0.01
 MAX_RTO = 2.0
 INITIAL_RTO = 1.0
 MAX_TRIES = 8
+#: Timer resends of the first packet (OACK or DATA 1) before the client has answered.
+PRE_ANSWER_RESENDS = 2
 #: Bytes read ahead from disk per ``pread`` for files not held in memory.
 READ_AHEAD = 256 * 1024
 
@@ -247,7 +250,8 @@ class TftpSession(DatagramProtocol):
         if self._tries > MAX_TRIES:
             self._finish("timeout")
             return
-        if not self.answered:  # not a word from the client yet: wait, send nothing
+        if not self.answered and self._tries > PRE_ANSWER_RESENDS:
+            # not a word from the client yet: wait, send nothing more
             self._timer = self._clock.callLater(
                 min(self._rto * (2 ** self._tries), self._max_rto * 4), self._timeout)
             return

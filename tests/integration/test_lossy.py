@@ -65,6 +65,7 @@ def started(argv: list[str], ready: str) -> Iterator[subprocess.Popen[str]]:
             lines.append(line)
         assert line.startswith(ready), lines
         process.ready_line = line  # type: ignore[attr-defined]
+        process.output_lines = lines  # type: ignore[attr-defined]
         stream = process.stdout
         reader = threading.Thread(target=lambda: lines.extend(stream), daemon=True)
         reader.start()
@@ -99,8 +100,10 @@ FILES = {"a.bin": 256 * 1024 + 77, "b.bin": 1432 * 120, "c.bin": 512 * 300}
 
 
 @pytest.fixture(scope="module")
-def lossy_tftp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, Path]]:
-    """pxetwist's TFTP service on 127.0.0.1 behind a lossy relay: (relay port, root)."""
+def lossy_tftp(tmp_path_factory: pytest.TempPathFactory
+               ) -> Iterator[tuple[int, Path, list[str]]]:
+    """pxetwist's TFTP service on 127.0.0.1 behind a lossy relay: (relay port, root, the
+    server's log lines so far)."""
     root = tmp_path_factory.mktemp("lossy-root")
     rng = random.Random(10)
     for name, size in FILES.items():
@@ -110,21 +113,23 @@ def lossy_tftp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, 
         port = int(server.ready_line.split()[1])  # type: ignore[attr-defined]
         listen = free_udp_port()
         with started(relay(f"127.0.0.1:{listen}", f"127.0.0.1:{port}", 11), "READY"):
-            yield listen, root
+            yield listen, root, server.output_lines  # type: ignore[misc,attr-defined]
 
 
 @pytest.mark.parametrize("blksize", [512, 1432])
 @pytest.mark.parametrize("name", sorted(FILES))
-def test_curl_through_loss_duplication_and_reordering(lossy_tftp: tuple[int, Path],
-                                                      tmp_path: Path, name: str,
-                                                      blksize: int) -> None:
+def test_curl_through_loss_duplication_and_reordering(
+        lossy_tftp: tuple[int, Path, list[str]], tmp_path: Path, name: str,
+        blksize: int) -> None:
     """curl gets every file whole through 10 % loss with duplicates and reordering."""
     if shutil.which("curl") is None:
         pytest.skip("curl is not installed (.ci/run installs it)")
-    port, root = lossy_tftp
+    port, root, log = lossy_tftp
     out = tmp_path / "out"
-    subprocess.run(["curl", "-sS", "--max-time", "120", "--tftp-blksize", str(blksize),
-                    f"tftp://127.0.0.1:{port}/{name}", "-o", str(out)], check=True, timeout=150)
+    result = subprocess.run(["curl", "-sS", "--max-time", "120", "--tftp-blksize",
+                             str(blksize), f"tftp://127.0.0.1:{port}/{name}", "-o", str(out)],
+                            capture_output=True, text=True, timeout=150)
+    assert result.returncode == 0, (result.stderr, "".join(log[-20:]))
     assert sha256(out.read_bytes()) == sha256((root / name).read_bytes())
 
 
@@ -176,9 +181,9 @@ def windowed_get(port: int, name: str, blksize: int, window: int, seconds: float
 
 @pytest.mark.parametrize(("name", "window"), [("a.bin", 8), ("b.bin", 16), ("c.bin", 4)])
 def test_windowed_client_through_loss_duplication_and_reordering(
-        lossy_tftp: tuple[int, Path], name: str, window: int) -> None:
+        lossy_tftp: tuple[int, Path, list[str]], name: str, window: int) -> None:
     """RFC 7440 windows recover from loss, duplicates and reordering: the sha256 matches."""
-    port, root = lossy_tftp
+    port, root, _ = lossy_tftp
     content, retries = windowed_get(port, name, 1432, window)
     print(f"{name} window {window}: {retries} client retries")
     assert sha256(content) == sha256((root / name).read_bytes())

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from pxetwist.events import Stage
 from pxetwist.tftp import packet
-from pxetwist.tftp.session import MAX_TRIES
+from pxetwist.tftp.session import MAX_TRIES, PRE_ANSWER_RESENDS
 from tests.tftp.helpers import CLIENT, make_rig
 
 FILE = bytes(range(256)) * 40  # 10240 bytes
@@ -50,15 +50,19 @@ def test_options_are_acknowledged_then_ack0_starts_data(tmp_path: Path) -> None:
     assert all(len(p.payload) == 1432 for p in sent)  # type: ignore[union-attr]
 
 
-def test_lost_oack_is_sent_again_when_the_client_repeats_its_request(tmp_path: Path) -> None:
-    """A lost OACK is not resent on a timer (a spoofed RRQ gets one datagram), but the
-    client's repeated RRQ from the same TID gets it again from the same session."""
+def test_lost_oack_is_resent_twice_then_only_when_the_client_asks_again(
+        tmp_path: Path) -> None:
+    """Before the client answers, the OACK is resent on the timer PRE_ANSWER_RESENDS
+    times, then only when the client repeats its RRQ from the same TID."""
     rig = make_rig(tmp_path, {"f": FILE})
     rig.rrq("f", tsize=0)
     port = rig.session_port()
     assert len(rig.sent(port)) == 1
-    rig.reactor.advance(5.0)
-    assert rig.sent(port) == []
+    resent = []
+    for _ in range(10):
+        rig.reactor.advance(3.0)
+        resent += rig.sent(port)
+    assert [type(p) for p in resent] == [packet.OAck] * PRE_ANSWER_RESENDS
     rig.rrq("f", tsize=0)
     assert [type(p) for p in rig.sent(port)] == [packet.OAck]
     assert len(rig.server.sessions) == 1
@@ -341,8 +345,8 @@ def test_same_request_after_the_transfer_moved_on_starts_over(tmp_path: Path) ->
 
 
 def test_spoofed_request_gets_at_most_one_window(tmp_path: Path) -> None:
-    """Without any ACK, a request yields one OACK, never a resend or more of the file,
-    and the session is released after the retry budget."""
+    """Without any ACK, a request yields one OACK, resent at most PRE_ANSWER_RESENDS
+    times, never more of the file; the session is released after the retry budget."""
     rig = make_rig(tmp_path, {"f": FILE * 100})
     rig.rrq("f", blksize=1468, windowsize=64)
     port = rig.session_port()
@@ -353,7 +357,7 @@ def test_spoofed_request_gets_at_most_one_window(tmp_path: Path) -> None:
             break
         rig.reactor.advance(10)
     assert all(isinstance(p, packet.OAck) for p in packets)
-    assert len(packets) == 1 and not port.connected
+    assert len(packets) == 1 + PRE_ANSWER_RESENDS and not port.connected
     assert rig.resolver.open_descriptors == 0 and rig.server.sessions == set()
 
 
