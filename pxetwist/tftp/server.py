@@ -131,7 +131,7 @@ class TftpServerProtocol(DatagramProtocol):
         running = self._by_client.get(addr)
         if running is not None and (running.request_name, running.request_mode) == (
                 request.filename, request.mode):
-            if running.is_duplicate(self.reactor.seconds()):
+            if running.is_duplicate():
                 # The same request again from the same TID (duplicated or retried): the
                 # running session answers it, sending its first packet again if the client
                 # has not answered yet (the timer resends that only twice). A second

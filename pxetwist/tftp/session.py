@@ -281,14 +281,13 @@ class TftpSession(DatagramProtocol):
             TFTP_RETRANSMITS.inc()
             self._transmit(resend=True)
 
-    def is_duplicate(self, now: float) -> bool:
+    def is_duplicate(self) -> bool:
         """Whether the same request again from this client is a copy of the one that
-        started this session (still unanswered, or answered within the last second and
-        not yet at its last block), rather than the client starting over."""
-        if not self.answered:
-            return True
-        sent_last = self.base + self.windowsize - 1 >= self.last_block
-        return not sent_last and now - self._last_progress < 1.0
+        started this session, rather than the client starting over: true until the last
+        block has been sent to a client that answered. (Not a matter of time: a slow or
+        starved client's retried RRQ can arrive seconds late; one that restarts from the
+        same TID mid-transfer waits for the old session to time out.)"""
+        return not self.answered or self.base + self.windowsize - 1 < self.last_block
 
     def supersede(self) -> None:
         """The client started over from the same TID: end quietly (it ignores us now)."""
