@@ -39,6 +39,9 @@ INITIAL_RTO = 1.0
 MAX_TRIES = 8
 #: Timer resends of the first packet (OACK or DATA 1) before the client has answered.
 PRE_ANSWER_RESENDS = 2
+#: A repeated request sooner than this after our last send is a network copy, not a retry
+#: (iPXE's shortest retry is 250 ms).
+RETRY_GAP = 0.25
 #: Bytes read ahead from disk per ``pread`` for files not held in memory.
 READ_AHEAD = 256 * 1024
 
@@ -275,7 +278,12 @@ class TftpSession(DatagramProtocol):
         self._on_done(self, result)
 
     def resend_first(self) -> None:
-        """The client asked again before answering: send the OACK or first DATA again."""
+        """The client asked again before answering: send the OACK or first DATA again,
+        unless it went out less than :data:`RETRY_GAP` ago (then the request is a copy the
+        network made, and a second OACK arriving after DATA 1 would confuse curl, which
+        starts over on any OACK)."""
+        if self._clock.seconds() - self._sent_at < RETRY_GAP:
+            return
         if self.result is None and not self.answered:
             self.retransmits += 1
             TFTP_RETRANSMITS.inc()

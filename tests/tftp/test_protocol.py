@@ -65,6 +65,11 @@ def test_lost_oack_is_resent_twice_then_only_when_the_client_asks_again(
     assert [type(p) for p in resent] == [packet.OAck] * PRE_ANSWER_RESENDS
     rig.rrq("f", tsize=0)
     assert [type(p) for p in rig.sent(port)] == [packet.OAck]
+    rig.rrq("f", tsize=0)  # at once again: a copy the network made, not a retry
+    assert rig.sent(port) == []
+    rig.reactor.advance(0.3)
+    rig.rrq("f", tsize=0)
+    assert [type(p) for p in rig.sent(port)] == [packet.OAck]
     assert len(rig.server.sessions) == 1
     port.deliver(packet.encode_ack(0), CLIENT)
     assert [type(p) for p in rig.sent(port)] == [packet.Data]
