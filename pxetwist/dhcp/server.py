@@ -42,6 +42,8 @@ SERVER_PORT = 67
 #: Per-MAC rate limit: at most this many messages per :data:`RATE_WINDOW` seconds.
 RATE_LIMIT = 20
 RATE_WINDOW = 1.0
+#: Seconds between two "pool exhausted" warnings.
+EXHAUSTED_LOG_INTERVAL = 60.0
 
 
 class DhcpDatagramProtocol(DatagramProtocol):
@@ -172,6 +174,8 @@ class DhcpServer:
         self.server = IPv4Address(server)
         self.send = send
         self.limiter = RateLimiter(clock)
+        self._exhausted_logged_at = float("-inf")
+        self._exhausted_unlogged = 0
 
     # -- dispatch --------------------------------------------------------------------
 
@@ -199,9 +203,21 @@ class DhcpServer:
         ip = self.pool.allocate(key, packet.mac, opt.requested_ip(packet))
         if ip is None:
             DHCP_DROPPED.labels(reason="pool-exhausted").inc()
-            self._log.warn("DHCP pool exhausted: no offer for {mac}", mac=packet.mac)
+            self._warn_exhausted(packet.mac)
             return
         self._reply(packet, source, opt.OFFER, ip, Stage.DHCP_OFFER)
+
+    def _warn_exhausted(self, mac: str) -> None:
+        """One warning per :data:`EXHAUSTED_LOG_INTERVAL` seconds, with how many more
+        clients went without: a flood of new MACs must not become a flood of log lines."""
+        now = self.clock.seconds()
+        if now - self._exhausted_logged_at < EXHAUSTED_LOG_INTERVAL:
+            self._exhausted_unlogged += 1
+            return
+        self._log.warn("DHCP pool exhausted: no offer for {mac} ({more} more since the "
+                       "last warning)", mac=mac, more=self._exhausted_unlogged)
+        self._exhausted_logged_at = now
+        self._exhausted_unlogged = 0
 
     def _request(self, packet: DhcpPacket, source: Address) -> None:
         key = opt.client_key(packet)

@@ -100,6 +100,8 @@ def read_json(request: IRequest) -> dict[str, Any]:
         body = json.loads(raw)
     except (ValueError, UnicodeDecodeError):
         raise BadRequestError("body is not valid JSON") from None
+    except RecursionError:  # 64 KiB of "[" nests deeper than the parser goes (fuzz finding)
+        raise BadRequestError("body nests too deeply") from None
     if not isinstance(body, dict):
         raise BadRequestError("body must be a JSON object")
     return body

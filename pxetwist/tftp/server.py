@@ -3,8 +3,8 @@
 Each accepted RRQ gets a :class:`~pxetwist.tftp.session.TftpSession` on a new
 ephemeral port (its TID), opened through the injected reactor. Caps on
 sessions (total and per client) are checked before any file is opened, and a
-request never gets more than the OACK or the first window until the client
-answers, so a spoofed RRQ cannot be amplified.
+request gets one OACK or first DATA (resent at most twice) until the client
+answers or asks again, so a spoofed RRQ cannot be amplified into a stream.
 """
 
 from __future__ import annotations
@@ -46,7 +46,9 @@ def negotiate(options: dict[str, str], size: int, config: TftpConfig
     blksize, windowsize, max_rto = 512, 1, MAX_RTO
     oack: dict[str, str] = {}
     for name, value in options.items():
-        if not value.isdigit() or len(value) > 10:
+        # ASCII digits only: str.isdigit() also accepts latin-1 superscripts ("\xb2"),
+        # which int() refuses (fuzz finding)
+        if not (value.isascii() and value.isdigit()) or len(value) > 10:
             continue
         number = int(value)
         if name == "blksize" and number >= BLKSIZE_RANGE[0]:
@@ -92,6 +94,8 @@ class TftpServerProtocol(DatagramProtocol):
         self.mac_for_ip = mac_for_ip or (lambda ip: "")
         self.sessions: set[TftpSession] = set()
         self._per_client: Counter[str] = Counter()
+        #: the running session of each client TID, to drop a duplicated RRQ
+        self._by_client: dict[tuple[str, int], TftpSession] = {}
 
     def datagramReceived(self, data: bytes, addr: tuple[str, int]) -> None:
         try:
@@ -124,6 +128,20 @@ class TftpServerProtocol(DatagramProtocol):
         if request.mode not in ("octet", "netascii"):
             self._refuse(addr, packet.ERR_ILLEGAL, f"mode {request.mode[:20]} not supported")
             return
+        running = self._by_client.get(addr)
+        if running is not None and (running.request_name, running.request_mode) == (
+                request.filename, request.mode):
+            if running.is_duplicate():
+                # The same request again from the same TID (duplicated or retried): the
+                # running session answers it, sending its first packet again if the client
+                # has not answered yet (the timer resends that only twice). A second
+                # session would send the client a second stream from another port
+                # (lossy-link finding: curl wrote a block twice when a relay duplicated
+                # its RRQ).
+                TFTP_DROPPED.labels(reason="duplicate-request").inc()
+                running.resend_first()
+                return
+            running.supersede()  # the client starts over: a new session below
         if len(self.sessions) >= self.config.max_sessions:
             TFTP_DROPPED.labels(reason="max-sessions").inc()
             self._refuse(addr, packet.ERR_UNDEFINED, "server busy, try again")
@@ -143,7 +161,9 @@ class TftpServerProtocol(DatagramProtocol):
         session = TftpSession(source, addr, blksize, windowsize, oack, self.reactor,
                               self._session_done, max_rto=max_rto,
                               stall_timeout=self.config.stall_timeout)
+        session.request_name, session.request_mode = request.filename, request.mode
         self.sessions.add(session)
+        self._by_client[addr] = session
         self._per_client[host] += 1
         TFTP_ACTIVE.inc()
         self.events.publish(Stage.TFTP_START, mac=self.mac_for_ip(host), ip=host,
@@ -159,6 +179,8 @@ class TftpServerProtocol(DatagramProtocol):
     def _forget(self, session: TftpSession) -> None:
         if session in self.sessions:
             self.sessions.discard(session)
+            if self._by_client.get(session.client) is session:
+                del self._by_client[session.client]
             TFTP_ACTIVE.dec()
             host = session.client[0]
             self._per_client[host] -= 1

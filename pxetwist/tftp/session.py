@@ -12,6 +12,13 @@ few smoothed RTTs (RFC 6298 style), bounded below by :data:`MIN_RTO` and above
 by the client's ``timeout`` option (or :data:`MAX_RTO`), doubling on each try.
 After :data:`MAX_TRIES` tries without progress, or ``stall_timeout`` seconds
 without progress, the session gives up and releases its port and file.
+
+Until the client has answered once (any ACK from its TID), the OACK or first
+DATA is resent on the timer at most :data:`PRE_ANSWER_RESENDS` times, and again
+whenever the client repeats its request (:meth:`TftpSession.resend_first`,
+called by the listener; RFC 1350 leaves retransmitting the request to the
+requester). So a spoofed RRQ yields one packet sent at most three times, never
+a stream.
 """
 
 from __future__ import annotations
@@ -30,6 +37,11 @@ MIN_RTO = 0.01
 MAX_RTO = 2.0
 INITIAL_RTO = 1.0
 MAX_TRIES = 8
+#: Timer resends of the first packet (OACK or DATA 1) before the client has answered.
+PRE_ANSWER_RESENDS = 2
+#: A repeated request sooner than this after our last send is a network copy, not a retry
+#: (iPXE's shortest retry is 250 ms).
+RETRY_GAP = 0.25
 #: Bytes read ahead from disk per ``pread`` for files not held in memory.
 READ_AHEAD = 256 * 1024
 
@@ -105,6 +117,11 @@ class TftpSession(DatagramProtocol):
         self.bytes_acked = 0
         self.retransmits = 0
         self.result: str | None = None
+        #: the client has sent an ACK from its TID (so its address is not spoofed)
+        self.answered = False
+        #: the file name and mode as the client asked (set by the listener)
+        self.request_name = ""
+        self.request_mode = ""
         self._tries = 0
         self._srtt: float | None = None
         self._rttvar = 0.0
@@ -155,6 +172,7 @@ class TftpSession(DatagramProtocol):
     # -- the window ------------------------------------------------------------------
 
     def _ack(self, block16: int) -> None:
+        self.answered = True
         if self.awaiting_oack_ack:
             if block16 != 0:
                 return
@@ -241,6 +259,11 @@ class TftpSession(DatagramProtocol):
         if self._tries > MAX_TRIES:
             self._finish("timeout")
             return
+        if not self.answered and self._tries > PRE_ANSWER_RESENDS:
+            # not a word from the client yet: wait, send nothing more
+            self._timer = self._clock.callLater(
+                min(self._rto * (2 ** self._tries), self._max_rto * 4), self._timeout)
+            return
         self.retransmits += 1
         TFTP_RETRANSMITS.inc()
         self._transmit(resend=True)
@@ -259,6 +282,31 @@ class TftpSession(DatagramProtocol):
         assert self.transport is not None
         self.transport.stopListening()
         self._on_done(self, result)
+
+    def resend_first(self) -> None:
+        """The client asked again before answering: send the OACK or first DATA again,
+        unless it went out less than :data:`RETRY_GAP` ago (then the request is a copy the
+        network made, and a second OACK arriving after DATA 1 would confuse curl, which
+        starts over on any OACK)."""
+        if self._clock.seconds() - self._sent_at < RETRY_GAP:
+            return
+        if self.result is None and not self.answered:
+            self.retransmits += 1
+            TFTP_RETRANSMITS.inc()
+            self._transmit(resend=True)
+
+    def is_duplicate(self) -> bool:
+        """Whether the same request again from this client is a copy of the one that
+        started this session, rather than the client starting over: true until the last
+        block has been sent to a client that answered. (Not a matter of time: a slow or
+        starved client's retried RRQ can arrive seconds late; one that restarts from the
+        same TID mid-transfer waits for the old session to time out.)"""
+        return not self.answered or self.base + self.windowsize - 1 < self.last_block
+
+    def supersede(self) -> None:
+        """The client started over from the same TID: end quietly (it ignores us now)."""
+        if self.result is None:
+            self._finish("superseded")
 
     def abort(self, reason: str = "server shutting down") -> None:
         """End the transfer now, telling the client (used on shutdown)."""

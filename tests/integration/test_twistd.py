@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import grp
+import json
 import os
 import shutil
 import signal
@@ -145,4 +147,141 @@ def test_drops_root_after_binding(tmp_path: Path, stop_later: list[subprocess.Po
             if process.poll() is None:
                 process.send_signal(signal.SIGTERM)
                 process.wait(timeout=15)
+        shutil.rmtree(work, ignore_errors=True)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="binding 67/69/80 and namespaces need root")
+@pytest.mark.skipif(shutil.which("ip") is None or shutil.which("curl") is None,
+                    reason="iproute2 and curl are needed")
+def test_binds_67_69_4011_80_as_root_then_serves_as_nobody() -> None:
+    """In a namespace made here, as root: `twistd -u nobody -g nogroup -n pxeboot` in full
+    mode binds DHCP 67 and 4011, TFTP 69 and HTTP 80, then runs as nobody:nogroup (every
+    uid and gid, no capabilities) and still answers DHCPINFORM, an RRQ and /health."""
+    from lab.netns import LabNet
+
+    work = Path("/tmp") / f"pxetwist-privports-{os.getpid()}"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(mode=0o755)
+    net = LabNet().up()
+    process = None
+    try:
+        for name in ("tftproot", "catalog"):
+            (work / name).mkdir(mode=0o755)
+        (work / "tftproot" / "probe.bin").write_bytes(b"p" * 1300)
+        config = work / "pxe.ini"
+        config.write_text(
+            f"[server]\naddress = {net.address}\nstate = var/state.sqlite\n"
+            "[dhcp]\nmode = full\nrange_start = 10.77.0.100\nrange_end = 10.77.0.150\n"
+            "[tftp]\nroot = tftproot\n[http]\nport = 80\n[catalog]\npaths = catalog\n")
+        log = (work / "log").open("wb")
+        process = subprocess.Popen(
+            net.exec_argv(*twistd("-u", "nobody", "-g", "nogroup", "pxeboot", "--config",
+                                  str(config))),
+            cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            health = subprocess.run(net.exec_argv("curl", "-sf", "--max-time", "2",
+                                                  "http://127.0.0.1:80/health"),
+                                    capture_output=True, text=True, timeout=10)
+            if health.returncode == 0:
+                break
+            assert process.poll() is None, (work / "log").read_text()
+            time.sleep(0.2)
+        assert '"status": "ok"' in health.stdout
+        status = Path(f"/proc/{process.pid}/status").read_text()
+        fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+        assert fields["Uid"].split() == ["65534"] * 4
+        nogroup = grp.getgrnam("nogroup").gr_gid
+        assert fields["Gid"].split() == [str(nogroup)] * 4
+        assert int(fields["CapEff"], 16) == 0 and int(fields["CapPrm"], 16) == 0
+        sockets = subprocess.run(net.exec_argv("ss", "-lnup"), capture_output=True,
+                                 text=True, timeout=10).stdout
+        for port in (":67 ", ":69 ", ":4011 "):
+            assert port in sockets, sockets
+        probes = subprocess.run(
+            net.exec_argv(sys.executable, "-m", "tests.integration.garbage_client",
+                          "--count", "0"),
+            cwd=REPO, capture_output=True, text=True, timeout=60,
+            env={**os.environ, "PYTHONPATH": str(REPO)})
+        assert probes.returncode == 0, probes.stderr
+        result = json.loads(probes.stdout)
+        assert result["dhcp_probe"]["answered"]
+        assert result["tftp_probe"]["bytes"] == 1300
+        assert (work / "var" / "state.sqlite").stat().st_uid == 65534
+    finally:
+        if process is not None and process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            process.wait(timeout=15)
+        net.down()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def unit_capabilities() -> list[str]:
+    """CapabilityBoundingSet of etc/pxetwist.service, as setpriv names (net_raw, ...)."""
+    unit = (REPO / "etc" / "pxetwist.service").read_text()
+    line = next(x for x in unit.splitlines() if x.startswith("CapabilityBoundingSet="))
+    return [cap.lower().removeprefix("cap_") for cap in line.split("=", 1)[1].split()]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="namespaces and capabilities need root")
+@pytest.mark.skipif(shutil.which("setpriv") is None or shutil.which("ip") is None
+                    or shutil.which("curl") is None,
+                    reason="setpriv (util-linux), iproute2 and curl are needed")
+@pytest.mark.parametrize("missing", [None, "net_bind_service"])
+def test_systemd_unit_capability_set_is_enough(missing: str | None) -> None:
+    """Started as the unit starts it (root limited to its CapabilityBoundingSet, no new
+    privileges, -u nobody -g nogroup), twistd binds 67/4011 to an interface, 69 and 80,
+    and serves as nobody; without CAP_NET_BIND_SERVICE it stops with an error."""
+    from lab.netns import LabNet
+
+    unit = (REPO / "etc" / "pxetwist.service").read_text()
+    assert "NoNewPrivileges=yes" in unit and "ProtectSystem=strict" in unit
+    caps = [cap for cap in unit_capabilities() if cap != missing]
+    work = Path("/tmp") / f"pxetwist-unitcaps-{os.getpid()}"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(mode=0o755)
+    net = LabNet().up()
+    process = None
+    try:
+        for name in ("tftproot", "catalog"):
+            (work / name).mkdir(mode=0o755)
+        config = work / "pxe.ini"
+        config.write_text(
+            f"[server]\naddress = {net.address}\ninterface = {net.bridge}\n"
+            "state = var/state.sqlite\n[dhcp]\nmode = proxy\n[tftp]\nroot = tftproot\n"
+            "[http]\nport = 80\n[catalog]\npaths = catalog\n")
+        argv = ["setpriv", "--bounding-set", ",".join(["-all", *(f"+{c}" for c in caps)]),
+                "--no-new-privs", *twistd("-u", "nobody", "-g", "nogroup", "pxeboot",
+                                          "--config", str(config))]
+        log = work / "log"
+        with log.open("wb") as out:
+            process = subprocess.Popen(net.exec_argv(*argv), cwd=REPO, stdout=out,
+                                       stderr=subprocess.STDOUT)
+        if missing:
+            assert process.wait(timeout=30) != 0
+            assert "Permission denied" in log.read_text()
+            return
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            health = subprocess.run(net.exec_argv("curl", "-sf", "--max-time", "2",
+                                                  "http://127.0.0.1:80/health"),
+                                    capture_output=True, text=True, timeout=10)
+            if health.returncode == 0:
+                break
+            assert process.poll() is None, log.read_text()
+            time.sleep(0.2)
+        assert '"status": "ok"' in health.stdout
+        status = Path(f"/proc/{process.pid}/status").read_text()
+        fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+        assert fields["Uid"].split() == ["65534"] * 4
+        assert fields["NoNewPrivs"].strip() == "1"
+        sockets = subprocess.run(net.exec_argv("ss", "-lnu"), capture_output=True,
+                                 text=True, timeout=10).stdout
+        assert f"%{net.bridge}:67 " in sockets and f"%{net.bridge}:4011 " in sockets
+        assert ":69 " in sockets
+    finally:
+        if process is not None and process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            process.wait(timeout=15)
+        net.down()
         shutil.rmtree(work, ignore_errors=True)

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from pxetwist.events import Stage
 from pxetwist.tftp import packet
-from pxetwist.tftp.session import MAX_TRIES
+from pxetwist.tftp.session import MAX_TRIES, PRE_ANSWER_RESENDS
 from tests.tftp.helpers import CLIENT, make_rig
 
 FILE = bytes(range(256)) * 40  # 10240 bytes
@@ -50,14 +50,42 @@ def test_options_are_acknowledged_then_ack0_starts_data(tmp_path: Path) -> None:
     assert all(len(p.payload) == 1432 for p in sent)  # type: ignore[union-attr]
 
 
-def test_oack_is_retransmitted_until_ack0(tmp_path: Path) -> None:
-    """A lost OACK is sent again after the timeout."""
+def test_lost_oack_is_resent_twice_then_only_when_the_client_asks_again(
+        tmp_path: Path) -> None:
+    """Before the client answers, the OACK is resent on the timer PRE_ANSWER_RESENDS
+    times, then only when the client repeats its RRQ from the same TID."""
     rig = make_rig(tmp_path, {"f": FILE})
     rig.rrq("f", tsize=0)
     port = rig.session_port()
     assert len(rig.sent(port)) == 1
-    rig.reactor.advance(1.0)
+    resent = []
+    for _ in range(10):
+        rig.reactor.advance(3.0)
+        resent += rig.sent(port)
+    assert [type(p) for p in resent] == [packet.OAck] * PRE_ANSWER_RESENDS
+    rig.rrq("f", tsize=0)
     assert [type(p) for p in rig.sent(port)] == [packet.OAck]
+    rig.rrq("f", tsize=0)  # at once again: a copy the network made, not a retry
+    assert rig.sent(port) == []
+    rig.reactor.advance(0.3)
+    rig.rrq("f", tsize=0)
+    assert [type(p) for p in rig.sent(port)] == [packet.OAck]
+    assert len(rig.server.sessions) == 1
+    port.deliver(packet.encode_ack(0), CLIENT)
+    assert [type(p) for p in rig.sent(port)] == [packet.Data]
+
+
+def test_after_the_first_ack_a_lost_packet_is_resent_on_the_timer(tmp_path: Path) -> None:
+    """Once the client has answered (ACK 0 of the OACK), silence means loss: the next
+    window is resent after the timeout, and the client's lost ACK 0 is covered too."""
+    rig = make_rig(tmp_path, {"f": FILE})
+    rig.rrq("f", tsize=0)
+    port = rig.session_port()
+    rig.sent(port)
+    port.deliver(packet.encode_ack(0), CLIENT)
+    assert rig.sent(port) == [packet.Data(1, FILE[:512])]
+    rig.reactor.advance(2.0)
+    assert rig.sent(port) == [packet.Data(1, FILE[:512])]
 
 
 def test_options_are_clamped_to_config(tmp_path: Path) -> None:
@@ -73,6 +101,14 @@ def test_bad_option_values_are_ignored(tmp_path: Path) -> None:
     rig.rrq("f", blksize=4, timeout=0, windowsize="x", multicast="")
     [first] = rig.sent(rig.session_port())
     assert first == packet.Data(1, FILE[:512])
+
+
+def test_non_ascii_digit_option_values_are_ignored(tmp_path: Path) -> None:
+    """Latin-1 superscript digits (str.isdigit() but not int()) are ignored, not an
+    internal error (fuzz finding: fuzz_tftp_packet.py)."""
+    rig = make_rig(tmp_path, {"f": FILE})
+    rig.rrq("f", blksize="\xb2", windowsize="1\xb9", timeout="\xb3", tsize="0")
+    assert rig.sent(rig.session_port()) == [packet.OAck({"tsize": str(len(FILE))})]
 
 
 def test_client_error_after_oack_ends_quietly(tmp_path: Path) -> None:
@@ -181,12 +217,14 @@ def test_unknown_tid_gets_error_5_and_transfer_goes_on(tmp_path: Path) -> None:
 
 
 def test_retransmits_then_gives_up_and_releases(tmp_path: Path) -> None:
-    """With no ACK the window is resent a bounded number of times, then the port and file
-    are released."""
+    """When the client goes silent after its first ACK, the window is resent a bounded
+    number of times, then the port and file are released."""
     rig = make_rig(tmp_path, {"big": b"z" * (10 * 1024 * 1024)})
     rig.rrq("big")
     port = rig.session_port()
     assert rig.resolver.open_descriptors == 1
+    port.take()
+    port.deliver(packet.encode_ack(1), CLIENT)
     sends = 0
     for _ in range(200):
         sends += len(port.take())
@@ -268,9 +306,53 @@ def test_session_caps(tmp_path: Path) -> None:
     assert [packet.parse(d).code for d, _ in rig.listener.take()] == [0]  # type: ignore[union-attr]
 
 
+def test_duplicated_request_from_the_same_tid_starts_one_transfer(tmp_path: Path) -> None:
+    """An RRQ that arrives twice from the same client port (duplicated by the network, or
+    retried before the OACK came) runs one session; a new port, or another file, gets its own."""
+    rig = make_rig(tmp_path, {"f": FILE, "g": FILE})
+    rig.rrq("f", blksize=1432)
+    rig.rrq("f", blksize=1432)
+    assert len(rig.server.sessions) == 1 and len(rig.reactor.ports) == 2
+    assert rig.listener.take() == []
+    rig.rrq("f", ("10.0.0.5", 2001), blksize=1432)
+    assert len(rig.server.sessions) == 2
+    port = rig.session_port()
+    rig.sent(port)
+    port.deliver(packet.encode_error(8, "probe done"), ("10.0.0.5", 2001))
+    rig.rrq("f", ("10.0.0.5", 2001), blksize=1432)  # ended: the same TID may ask again
+    assert len(rig.server.sessions) == 2
+    rig.rrq("g", blksize=1432)  # another file from a TID with a session: a new request
+    assert len(rig.server.sessions) == 3
+
+
+def test_same_request_after_the_last_block_starts_over(tmp_path: Path) -> None:
+    """The same RRQ from the same TID mid-transfer is a late copy (dropped, however late:
+    a starved client's retry can come seconds after); once the last block was sent to a
+    client that answered, it is the client starting over: the old session ends quietly
+    ('superseded') and a new one answers."""
+    rig = make_rig(tmp_path, {"f": FILE, "one": b"x" * 100})
+    rig.rrq("f")
+    first = rig.session_port()
+    rig.sent(first)
+    first.deliver(packet.encode_ack(1), CLIENT)
+    rig.sent(first)
+    rig.reactor.advance(0.5)
+    rig.sent(first)
+    rig.rrq("f")
+    assert first.connected and len(rig.server.sessions) == 1
+    assert rig.sent(first) == [] and rig.listener.take() == []
+    rig.rrq("one", ("10.0.0.5", 3000))
+    only = rig.session_port()
+    assert rig.sent(only) == [packet.Data(1, b"x" * 100)]
+    only.deliver(packet.encode_ack(0), ("10.0.0.5", 3000))  # answered, final ACK lost
+    rig.rrq("one", ("10.0.0.5", 3000))
+    assert not only.connected
+    assert rig.sent(rig.session_port()) == [packet.Data(1, b"x" * 100)]
+
+
 def test_spoofed_request_gets_at_most_one_window(tmp_path: Path) -> None:
-    """Without any ACK, a request yields only the OACK (or first window) and its resends,
-    never more of the file."""
+    """Without any ACK, a request yields one OACK, resent at most PRE_ANSWER_RESENDS
+    times, never more of the file; the session is released after the retry budget."""
     rig = make_rig(tmp_path, {"f": FILE * 100})
     rig.rrq("f", blksize=1468, windowsize=64)
     port = rig.session_port()
@@ -281,7 +363,8 @@ def test_spoofed_request_gets_at_most_one_window(tmp_path: Path) -> None:
             break
         rig.reactor.advance(10)
     assert all(isinstance(p, packet.OAck) for p in packets)
-    assert len(packets) == 1 + MAX_TRIES
+    assert len(packets) == 1 + PRE_ANSWER_RESENDS and not port.connected
+    assert rig.resolver.open_descriptors == 0 and rig.server.sessions == set()
 
 
 def test_shutdown_releases_every_session(tmp_path: Path) -> None:
