@@ -23,6 +23,7 @@ from pxetwist.cli import parser, run
 from pxetwist.events import Stage
 from tests.http.helpers import BASE, MAC, Rig, make_catalog, make_rig
 from tests.integration.test_twistd import free_port, wait_for
+from tests.loopback_server import running_pxeboot
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -243,23 +244,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     folder = tmp_path_factory.mktemp("cli")
     make_catalog(folder / "catalog")
     (folder / "tftproot").mkdir()
-    port = free_port()
-    (folder / "pxe.ini").write_text(
-        "[server]\naddress = 127.0.0.1\nstate = state.sqlite\n[dhcp]\nmode = off\n"
-        "[tftp]\nenabled = no\nroot = tftproot\n"
-        f"[http]\nport = {port}\ninterface = 127.0.0.1\napi_token = s3cret\n"
-        "[catalog]\npaths = catalog\n")
-    process = subprocess.Popen(
-        [sys.executable, "-c", "from twisted.scripts.twistd import run; run()", "-n",
-         "--pidfile=", "pxeboot", "--config", str(folder / "pxe.ini")],
-        cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        base = f"http://127.0.0.1:{port}"
-        wait_for(base + "/health", process)
+    with running_pxeboot(folder, "s3cret") as base:
         yield base
-    finally:
-        process.send_signal(signal.SIGTERM)
-        process.wait(timeout=15)
 
 
 @pytest.mark.integration

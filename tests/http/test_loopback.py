@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
-import signal
 import subprocess
-import sys
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -16,9 +14,8 @@ from pathlib import Path
 import pytest
 
 from tests.http.helpers import make_catalog
-from tests.integration.test_twistd import free_port, wait_for
+from tests.loopback_server import running_pxeboot
 
-REPO = Path(__file__).resolve().parents[2]
 MAC = "52:54:00:ab:cd:ef"
 
 pytestmark = pytest.mark.integration
@@ -34,22 +31,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path
     (folder / "tftproot" / "boot.cfg").write_bytes(b"tftp root file")
     (folder / "secret").write_bytes(b"secret")
     (folder / "tftproot" / "link").symlink_to(folder / "secret")
-    port = free_port()
-    (folder / "pxe.ini").write_text(
-        "[server]\naddress = 127.0.0.1\nstate = state.sqlite\n[dhcp]\nmode = off\n"
-        "[tftp]\nenabled = no\nroot = tftproot\n"
-        f"[http]\nport = {port}\ninterface = 127.0.0.1\n[catalog]\npaths = catalog\n")
-    process = subprocess.Popen(
-        [sys.executable, "-c", "from twisted.scripts.twistd import run; run()", "-n",
-         "--pidfile=", "pxeboot", "--config", str(folder / "pxe.ini")],
-        cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        base = f"http://127.0.0.1:{port}"
-        wait_for(base + "/health", process)
+    with running_pxeboot(folder) as base:
         yield base, folder
-    finally:
-        process.send_signal(signal.SIGTERM)
-        process.wait(timeout=15)
 
 
 def curl(*args: str) -> subprocess.CompletedProcess[bytes]:

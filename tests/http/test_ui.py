@@ -7,11 +7,8 @@ import base64
 import json
 import os
 import shutil
-import signal
 import socket
 import struct
-import subprocess
-import sys
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -21,7 +18,7 @@ from typing import Any
 import pytest
 
 from tests.http.helpers import make_catalog
-from tests.integration.test_twistd import free_port, wait_for
+from tests.loopback_server import running_pxeboot
 
 REPO = Path(__file__).resolve().parents[2]
 CHROMIUM = "/usr/bin/chromium"
@@ -57,23 +54,9 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, int]
     (sneaky / "x.efi").write_bytes(b"MZ")
     (folder / "tftproot").mkdir()
     (folder / "tftproot" / "undionly.kpxe").write_bytes(b"\x90" * 300)
-    port, tftp_port = free_port(), free_udp_port()
-    (folder / "pxe.ini").write_text(
-        "[server]\naddress = 127.0.0.1\nstate = state.sqlite\n[dhcp]\nmode = off\n"
-        f"[tftp]\nenabled = yes\nport = {tftp_port}\naddress = 127.0.0.1\nroot = tftproot\n"
-        f"[http]\nport = {port}\ninterface = 127.0.0.1\napi_token = {TOKEN}\n"
-        "[catalog]\npaths = catalog\n")
-    process = subprocess.Popen(
-        [sys.executable, "-c", "from twisted.scripts.twistd import run; run()", "-n",
-         "--pidfile=", "pxeboot", "--config", str(folder / "pxe.ini")],
-        cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        base = f"http://127.0.0.1:{port}"
-        wait_for(base + "/health", process)
+    tftp_port = free_udp_port()
+    with running_pxeboot(folder, TOKEN, tftp_port) as base:
         yield base, tftp_port
-    finally:
-        process.send_signal(signal.SIGTERM)
-        process.wait(timeout=15)
 
 
 def fetch(url: str) -> tuple[int, dict[str, str], bytes]:
