@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import uuid
+from collections.abc import Iterator
 
 from attrs import define, field
 
@@ -79,3 +80,30 @@ class LabNet:
                     os.kill(int(pid), signal.SIGKILL)
             ip("netns", "del", ns, check=False)
         self.ns = self.peer = ""
+
+
+@contextlib.contextmanager
+def veth_pair(server_address: str, prefix: str = "pxv") -> Iterator[tuple[str, str]]:
+    """Two namespaces, server and client, joined by a veth whose ends are named as their
+    namespaces (``{prefix}s{tag}``, ``{prefix}c{tag}``); the server end has
+    ``server_address`` (CIDR). Yields ``(server, client)``; on the way out kills what still
+    runs in them (only those) and deletes them."""
+    tag = uuid.uuid4().hex[:6]
+    server, client = f"{prefix}s{tag}", f"{prefix}c{tag}"
+    ip("netns", "add", server)
+    ip("netns", "add", client)
+    try:
+        ip("link", "add", server, "type", "veth", "peer", "name", client)
+        ip("link", "set", server, "netns", server)
+        ip("link", "set", client, "netns", client)
+        ip("-n", server, "addr", "add", server_address, "dev", server)
+        for ns in (server, client):
+            ip("-n", ns, "link", "set", "lo", "up")
+            ip("-n", ns, "link", "set", ns, "up")
+        yield server, client
+    finally:
+        for ns in (server, client):
+            for pid in ip("netns", "pids", ns, check=False).stdout.split():
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(int(pid), signal.SIGKILL)
+            ip("netns", "del", ns, check=False)

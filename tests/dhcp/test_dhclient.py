@@ -14,11 +14,12 @@ import sqlite3
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from lab.netns import veth_pair
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -37,25 +38,8 @@ def run(*argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
 @pytest.fixture
 def netns() -> Iterator[tuple[str, str]]:
     """Two namespaces, server (10.77.9.1/24 on pxds) and client (pxdc), joined by veth."""
-    tag = uuid.uuid4().hex[:6]
-    server, client = f"pxds{tag}", f"pxdc{tag}"
-    run("ip", "netns", "add", server)
-    run("ip", "netns", "add", client)
-    try:
-        run("ip", "link", "add", f"pxds{tag}", "type", "veth", "peer", "name", f"pxdc{tag}")
-        run("ip", "link", "set", f"pxds{tag}", "netns", server)
-        run("ip", "link", "set", f"pxdc{tag}", "netns", client)
-        run("ip", "-n", server, "addr", "add", "10.77.9.1/24", "dev", f"pxds{tag}")
-        for ns, dev in ((server, f"pxds{tag}"), (client, f"pxdc{tag}")):
-            run("ip", "-n", ns, "link", "set", "lo", "up")
-            run("ip", "-n", ns, "link", "set", dev, "up")
-        yield server, client
-    finally:
-        for ns in (server, client):
-            pids = run("ip", "netns", "pids", ns, check=False).stdout.split()
-            for pid in pids:
-                os.kill(int(pid), signal.SIGKILL)
-            run("ip", "netns", "del", ns, check=False)
+    with veth_pair("10.77.9.1/24", "pxd") as pair:
+        yield pair
 
 
 class Server:

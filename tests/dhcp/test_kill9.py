@@ -14,7 +14,6 @@ afterwards; nothing touches the machine's interfaces. Needs root and iproute2.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import random
@@ -24,14 +23,13 @@ import sqlite3
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.dhcp.test_dhclient import run
+from lab.netns import veth_pair
 
 REPO = Path(__file__).resolve().parents[2]
 KILLS = int(os.environ.get("PXETWIST_KILLS", "20"))
@@ -49,25 +47,8 @@ pytestmark = [
 @pytest.fixture
 def pair() -> Iterator[tuple[str, str]]:
     """Server namespace (10.78.0.1/16 on its veth) and client namespace, cabled."""
-    tag = uuid.uuid4().hex[:6]
-    server, client = f"pxks{tag}", f"pxkc{tag}"
-    run("ip", "netns", "add", server)
-    run("ip", "netns", "add", client)
-    try:
-        run("ip", "link", "add", server, "type", "veth", "peer", "name", client)
-        run("ip", "link", "set", server, "netns", server)
-        run("ip", "link", "set", client, "netns", client)
-        run("ip", "-n", server, "addr", "add", "10.78.0.1/16", "dev", server)
-        for ns in (server, client):
-            run("ip", "-n", ns, "link", "set", "lo", "up")
-            run("ip", "-n", ns, "link", "set", ns, "up")
-        yield server, client
-    finally:
-        for ns in (server, client):
-            for pid in run("ip", "netns", "pids", ns, check=False).stdout.split():
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(int(pid), signal.SIGKILL)
-            run("ip", "netns", "del", ns, check=False)
+    with veth_pair("10.78.0.1/16", "pxk") as namespaces:
+        yield namespaces
 
 
 class Server:
