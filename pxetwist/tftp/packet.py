@@ -7,6 +7,7 @@ Knows nothing of sockets or Twisted. Every malformed datagram raises
 from __future__ import annotations
 
 import struct
+from functools import partial
 
 from attrs import field, frozen
 
@@ -145,6 +146,10 @@ def encode_request(opcode: int, filename: str, mode: str = "octet",
 def encode_data(block: int, payload: bytes) -> bytes:
     """A DATA packet; ``block`` is taken modulo 65536 (rollover)."""
     return _HEADER.pack(DATA, block & 0xFFFF) + payload
+
+
+#: The 4-byte header of DATA block ``block16`` (0..65535); the session's per-block call.
+data_header = partial(_HEADER.pack, DATA)
 
 
 def encode_ack(block: int) -> bytes:

@@ -28,6 +28,7 @@ from pxetwist.metrics import (
 )
 from pxetwist.tftp import packet
 from pxetwist.tftp.files import FileRefusedError, FileResolver
+from pxetwist.tftp.ports import open_session_port
 from pxetwist.tftp.session import MAX_RTO, TftpSession
 
 #: Protocol limits of the options (RFC 2348, 2349, 7440).
@@ -160,7 +161,8 @@ class TftpServerProtocol(DatagramProtocol):
         blksize, windowsize, max_rto, oack = negotiate(request.options, source.size, self.config)
         session = TftpSession(source, addr, blksize, windowsize, oack, self.reactor,
                               self._session_done, max_rto=max_rto,
-                              stall_timeout=self.config.stall_timeout)
+                              stall_timeout=self.config.stall_timeout,
+                              may_spin=self._only_session)
         session.request_name, session.request_mode = request.filename, request.mode
         self.sessions.add(session)
         self._by_client[addr] = session
@@ -169,12 +171,16 @@ class TftpServerProtocol(DatagramProtocol):
         self.events.publish(Stage.TFTP_START, mac=self.mac_for_ip(host), ip=host,
                             detail=source.name)
         try:
-            self.reactor.listenUDP(0, session, interface=self.config.address)
+            open_session_port(self.reactor, self.config.address, session,
+                              connected=len(self.sessions) == 1)
         except Exception:
             session.result = "error"
             self._forget(session)
             source.close()
             raise
+
+    def _only_session(self) -> bool:
+        return len(self.sessions) == 1
 
     def _forget(self, session: TftpSession) -> None:
         if session in self.sessions:

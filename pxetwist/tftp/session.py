@@ -19,10 +19,19 @@ whenever the client repeats its request (:meth:`TftpSession.resend_first`,
 called by the listener; RFC 1350 leaves retransmitting the request to the
 requester). So a spoofed RRQ yields one packet sent at most three times, never
 a stream.
+
+A client that answers within :data:`SPIN_WAIT` (loopback, a quiet LAN) would
+spend most of each round trip waiting for this process to wake from
+``epoll_wait``: when the session is the only one running (``may_spin``), it
+keeps reading its own socket after a send for up to :data:`SPIN_WAIT` per
+packet, and at most :data:`SPIN_TURN` before it hands the reactor back, so
+DHCP and HTTP wait at most that long. A boot storm never spins.
 """
 
 from __future__ import annotations
 
+import socket
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -44,27 +53,49 @@ PRE_ANSWER_RESENDS = 2
 RETRY_GAP = 0.25
 #: Bytes read ahead from disk per ``pread`` for files not held in memory.
 READ_AHEAD = 256 * 1024
+#: Spin only for a client whose smoothed RTT is below this, and wait this long per packet.
+SPIN_WAIT = 0.0002
+#: Longest stretch spent spinning before the reactor gets control back.
+SPIN_TURN = 0.002
+#: Largest datagram read while spinning (a client sends ACKs and ERRORs).
+SPIN_READ_SIZE = 8192
+#: A timer this close to its deadline counts as on time (float rounding of re-arming).
+TIMER_SLACK = 1e-6
 
 Address = tuple[str, int]
 
 
-def _raw_sender(sendto: Callable[[bytes, Address], int]) -> Callable[[bytes, Address], None]:
+def _raw_sender(sock: socket.socket) -> Callable[[bytes, Address], None]:
     """Send on the session's socket directly.
 
     ``udp.Port.write`` checks the address is an IP literal on every call; a session only
     ever sends to the one client address it was created with, already checked, and this
-    is the per-packet hot path (about a fifth of the server's time in a boot storm). A
-    send the kernel refuses (buffer full, ICMP unreachable) is treated as a lost packet:
-    retransmission covers it.
+    is the per-packet hot path (about a fifth of the server's time in a boot storm). On a
+    socket connected to the client (see :mod:`pxetwist.tftp.ports`) the address is left
+    out. A send the kernel refuses (buffer full, ICMP unreachable) is treated as a lost
+    packet: retransmission covers it.
     """
+    try:
+        sock.getpeername()
+    except OSError:
+        sendto = sock.sendto
 
-    def send(data: bytes, addr: Address) -> None:
+        def send(data: bytes, addr: Address) -> None:
+            try:
+                sendto(data, addr)
+            except OSError:
+                TFTP_DROPPED.labels(reason="send-failed").inc()
+
+        return send
+    send_connected = sock.send
+
+    def send_to_peer(data: bytes, addr: Address) -> None:
         try:
-            sendto(data, addr)
+            send_connected(data)
         except OSError:
             TFTP_DROPPED.labels(reason="send-failed").inc()
 
-    return send
+    return send_to_peer
 
 
 class TftpSession(DatagramProtocol):
@@ -81,6 +112,8 @@ class TftpSession(DatagramProtocol):
         ``timeout`` or ``stalled``.
     :param max_rto: upper bound of the retransmission timeout (client's ``timeout``).
     :param stall_timeout: seconds without progress before giving up.
+    :param may_spin: whether the session may spin on its socket now (the listener says
+        yes only while it is the one session running).
     """
 
     noisy = False
@@ -97,6 +130,7 @@ class TftpSession(DatagramProtocol):
         on_done: Callable[[TftpSession, str], object],
         max_rto: float = MAX_RTO,
         stall_timeout: float = 120.0,
+        may_spin: Callable[[], bool] = lambda: False,
     ) -> None:
         self.source = source
         self.client = client
@@ -107,6 +141,7 @@ class TftpSession(DatagramProtocol):
         self._on_done = on_done
         self._max_rto = max(max_rto, MIN_RTO)
         self._stall_timeout = stall_timeout
+        self._may_spin = may_spin
         #: number of DATA blocks: the last one is shorter than blksize (maybe empty)
         self.last_block = source.size // blksize + 1
         #: first block not yet acknowledged (absolute numbering, from 1)
@@ -114,7 +149,6 @@ class TftpSession(DatagramProtocol):
         #: waiting for ACK 0 of the OACK
         self.awaiting_oack_ack = bool(oack)
         self.started = clock.seconds()
-        self.bytes_acked = 0
         self.retransmits = 0
         self.result: str | None = None
         #: the client has sent an ACK from its TID (so its address is not spoofed)
@@ -122,17 +156,26 @@ class TftpSession(DatagramProtocol):
         #: the file name and mode as the client asked (set by the listener)
         self.request_name = ""
         self.request_mode = ""
+        #: the unconnected port beside a connected one, answering strangers (ports.py)
+        self.sibling: Any = None
         self._tries = 0
         self._srtt: float | None = None
         self._rttvar = 0.0
         self._rto = min(INITIAL_RTO, self._max_rto)
         self._sent_at = 0.0
+        self._deadline = 0.0
         self._resent = False
         self._timer: Any = None
         self._last_progress = self.started
         self._buffer = b""
         self._buffer_start = 0
+        #: the window built ahead of its ACK, and its first block
+        self._ahead: list[bytes] = []
+        self._ahead_base = 0
+        #: the block after the last window sent
+        self._window_end = 1
         self._send: Callable[[bytes, Address], None] = self._not_started
+        self._recvfrom: Callable[[int], tuple[bytes, Address]] | None = None
 
     def _not_started(self, data: bytes, addr: Address) -> None:
         raise RuntimeError("session sends before its port is open")
@@ -142,10 +185,38 @@ class TftpSession(DatagramProtocol):
     def startProtocol(self) -> None:
         assert self.transport is not None
         sock = getattr(self.transport, "socket", None)
-        self._send = _raw_sender(sock.sendto) if sock is not None else self.transport.write
-        self._transmit()
+        self._send = _raw_sender(sock) if sock is not None else self.transport.write
+        self._recvfrom = sock.recvfrom if sock is not None else None
+        self._transmit(self._clock.seconds())
 
     def datagramReceived(self, data: bytes, addr: Address) -> None:
+        self._receive(data, addr)
+        if (self._recvfrom is not None and self.result is None and self._srtt is not None
+                and self._srtt < SPIN_WAIT and self._may_spin()):
+            self._spin(self._recvfrom)
+
+    def _spin(self, recvfrom: Callable[[int], tuple[bytes, Address]]) -> None:
+        """Read the socket (non-blocking) instead of sleeping in the reactor, handling each
+        datagram at once, until none comes for :data:`SPIN_WAIT` or :data:`SPIN_TURN` is
+        used up. A read error (nothing to read, or an ICMP error) hands back at once."""
+        now = time.perf_counter()
+        turn_ends = now + SPIN_TURN
+        wait_ends = now + SPIN_WAIT
+        while self.result is None and now < turn_ends:
+            try:
+                data, addr = recvfrom(SPIN_READ_SIZE)
+            except BlockingIOError:
+                now = time.perf_counter()
+                if now >= wait_ends:
+                    return
+                continue
+            except OSError:
+                return
+            self._receive(data, addr)
+            now = time.perf_counter()
+            wait_ends = now + SPIN_WAIT
+
+    def _receive(self, data: bytes, addr: Address) -> None:
         if self.result is not None:
             return
         if addr == self.client and len(data) == 4 and data[0] == 0 and data[1] == packet.ACK:
@@ -153,9 +224,7 @@ class TftpSession(DatagramProtocol):
             return
         assert self.transport is not None
         if addr != self.client:
-            TFTP_DROPPED.labels(reason="unknown-tid").inc()
-            self.transport.write(packet.encode_error(packet.ERR_UNKNOWN_TID,
-                                                     "unknown transfer ID"), addr)
+            self.answer_stranger(self.transport, addr)
             return
         try:
             message = packet.parse(data)
@@ -169,34 +238,46 @@ class TftpSession(DatagramProtocol):
         else:
             TFTP_DROPPED.labels(reason="unexpected").inc()
 
+    def answer_stranger(self, transport: Any, addr: Address) -> None:
+        """A datagram from another address than the client's: error 5, and go on."""
+        TFTP_DROPPED.labels(reason="unknown-tid").inc()
+        transport.write(packet.encode_error(packet.ERR_UNKNOWN_TID, "unknown transfer ID"),
+                        addr)
+
     # -- the window ------------------------------------------------------------------
 
     def _ack(self, block16: int) -> None:
         self.answered = True
+        now = self._clock.seconds()
         if self.awaiting_oack_ack:
             if block16 != 0:
                 return
             self.awaiting_oack_ack = False
-            self._progress()
-            self._transmit()
+            self._progress(now)
+            self._transmit(now)
             return
         # The ACK names a block in [base-1, base+window-1]; recover its absolute number.
-        low = self.base - 1
-        acked = low + ((block16 - low) & 0xFFFF)
-        if acked > min(self.base + self.windowsize - 1, self.last_block):
+        base = self.base
+        acked = base - 1 + ((block16 - base + 1) & 0xFFFF)
+        if acked >= base + self.windowsize or acked > self.last_block:
             return  # out of the window: old duplicate from before a rollover
-        if acked < self.base:
+        if acked < base:
             return  # duplicate ACK: never resend because of it
-        self.bytes_acked = min(acked * self.blksize, self.source.size)
         self.base = acked + 1
-        self._progress()
         if acked >= self.last_block:
+            self._progress(now)
             self._finish("complete")
             return
-        self._transmit()
+        self._send_window()  # first: the client is waiting; the bookkeeping can follow
+        self._progress(now)
+        self._after_send(now, resend=False)
 
-    def _progress(self) -> None:
-        now = self._clock.seconds()
+    @property
+    def bytes_acked(self) -> int:
+        """Bytes the client has acknowledged so far."""
+        return min((self.base - 1) * self.blksize, self.source.size)
+
+    def _progress(self, now: float) -> None:
         if not self._resent:
             sample = now - self._sent_at
             if self._srtt is None:
@@ -209,35 +290,63 @@ class TftpSession(DatagramProtocol):
         self._tries = 0
         self._last_progress = now
 
-    def _transmit(self, resend: bool = False) -> None:
-        """Send the OACK, or the window starting at ``base``, and arm the timer."""
+    def _transmit(self, now: float, resend: bool = False) -> None:
+        """Send the OACK, or the window starting at ``base``."""
+        if self.awaiting_oack_ack:
+            self._send(packet.encode_oack(self._oack), self.client)
+        else:
+            self._send_window()
+        self._after_send(now, resend)
+
+    def _send_window(self) -> None:
+        base = self.base
+        packets = self._ahead if self._ahead_base == base else self._build(base)
         write = self._send
         client = self.client
-        if self.awaiting_oack_ack:
-            write(packet.encode_oack(self._oack), client)
-        else:
-            end = min(self.base + self.windowsize - 1, self.last_block)
-            size = self.blksize
-            encode = packet.encode_data
-            data = self.source.data
-            if data is not None:  # in memory: slice directly (the per-block hot loop)
-                for block in range(self.base, end + 1):
-                    offset = (block - 1) * size
-                    write(encode(block, data[offset:offset + size]), client)
-            else:
-                for block in range(self.base, end + 1):
-                    write(encode(block, self._read((block - 1) * size, size)), client)
+        for datagram in packets:
+            write(datagram, client)
+        self._window_end = base + len(packets)
+
+    def _after_send(self, now: float, resend: bool) -> None:
+        """Note the send for the RTT, move the deadline, and build the window that the
+        expected ACK will ask for, so that sending it is all that is left then."""
         self._resent = resend
-        self._sent_at = self._clock.seconds()
-        timeout = self._rto * (2 ** self._tries)
-        if self._timer is not None and self._timer.active():
-            self._timer.reset(min(timeout, self._max_rto * 4))
-        else:
-            self._timer = self._clock.callLater(min(timeout, self._max_rto * 4), self._timeout)
+        self._sent_at = now
+        self._arm(now, min(self._rto * (2 ** self._tries), self._max_rto * 4))
+        if self.awaiting_oack_ack or self._window_end > self.last_block:
+            return
+        if self._ahead_base != self._window_end:
+            self._ahead = self._build(self._window_end)
+            self._ahead_base = self._window_end
+
+    def _build(self, first: int) -> list[bytes]:
+        """The DATA packets of the window that starts at block ``first``."""
+        end = min(first + self.windowsize - 1, self.last_block)
+        size = self.blksize
+        header = packet.data_header
+        data = self.source.data
+        if data is not None:
+            return [header(block & 0xFFFF) + data[(block - 1) * size:block * size]
+                    for block in range(first, end + 1)]
+        read = self._read
+        return [header(block & 0xFFFF) + read((block - 1) * size, size)
+                for block in range(first, end + 1)]
+
+    def _arm(self, now: float, timeout: float) -> None:
+        """Set the retransmission deadline. The timer is not moved on every send (that is
+        per-packet work): one that fires before the deadline waits out the rest. A deadline
+        sooner than the timer (the first RTT sample replacing the initial 1 s) gets a new
+        timer: the reactor's ``reset`` to sooner searches its whole heap, which a boot storm
+        of timers makes slow."""
+        self._deadline = deadline = now + timeout
+        timer = self._timer
+        if timer is not None and deadline < timer.getTime():
+            timer.cancel()
+            timer = None
+        if timer is None:
+            self._timer = self._clock.callLater(timeout, self._timeout)
 
     def _read(self, offset: int, length: int) -> bytes:
-        if self.source.data is not None:
-            return self.source.data[offset:offset + length]
         start = offset - self._buffer_start
         if start < 0 or start + length > len(self._buffer):
             if offset >= self.source.size:
@@ -252,7 +361,11 @@ class TftpSession(DatagramProtocol):
         self._timer = None
         if self.result is not None:
             return
-        if self._clock.seconds() - self._last_progress >= self._stall_timeout:
+        now = self._clock.seconds()
+        if now < self._deadline - TIMER_SLACK:
+            self._timer = self._clock.callLater(self._deadline - now, self._timeout)
+            return
+        if now - self._last_progress >= self._stall_timeout:
             self._finish("stalled")
             return
         self._tries += 1
@@ -261,12 +374,11 @@ class TftpSession(DatagramProtocol):
             return
         if not self.answered and self._tries > PRE_ANSWER_RESENDS:
             # not a word from the client yet: wait, send nothing more
-            self._timer = self._clock.callLater(
-                min(self._rto * (2 ** self._tries), self._max_rto * 4), self._timeout)
+            self._arm(now, min(self._rto * (2 ** self._tries), self._max_rto * 4))
             return
         self.retransmits += 1
         TFTP_RETRANSMITS.inc()
-        self._transmit(resend=True)
+        self._transmit(now, resend=True)
 
     # -- ending ----------------------------------------------------------------------
 
@@ -279,8 +391,12 @@ class TftpSession(DatagramProtocol):
         self._timer = None
         self.source.close()
         self._buffer = b""
+        self._ahead = []
         assert self.transport is not None
         self.transport.stopListening()
+        if self.sibling is not None:
+            self.sibling.stopListening()
+            self.sibling = None
         self._on_done(self, result)
 
     def resend_first(self) -> None:
@@ -288,12 +404,13 @@ class TftpSession(DatagramProtocol):
         unless it went out less than :data:`RETRY_GAP` ago (then the request is a copy the
         network made, and a second OACK arriving after DATA 1 would confuse curl, which
         starts over on any OACK)."""
-        if self._clock.seconds() - self._sent_at < RETRY_GAP:
+        now = self._clock.seconds()
+        if now - self._sent_at < RETRY_GAP:
             return
         if self.result is None and not self.answered:
             self.retransmits += 1
             TFTP_RETRANSMITS.inc()
-            self._transmit(resend=True)
+            self._transmit(now, resend=True)
 
     def is_duplicate(self) -> bool:
         """Whether the same request again from this client is a copy of the one that
@@ -314,3 +431,17 @@ class TftpSession(DatagramProtocol):
             assert self.transport is not None
             self.transport.write(packet.encode_error(packet.ERR_UNDEFINED, reason), self.client)
             self._finish("cancelled")
+
+
+class StrangerProtocol(DatagramProtocol):
+    """Beside a session's connected socket, on the same port: whatever reaches it came from
+    another address than the client's (the kernel gives the client's to the session)."""
+
+    noisy = False
+
+    def __init__(self, session: TftpSession) -> None:
+        self.session = session
+
+    def datagramReceived(self, data: bytes, addr: Address) -> None:
+        if self.session.result is None:
+            self.session.answer_stranger(self.transport, addr)

@@ -6,8 +6,10 @@ import hashlib
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -99,3 +101,83 @@ def test_missing_file_fails_cleanly(server: tuple[int, Path], tmp_path: Path) ->
     result = subprocess.run(["curl", "-sS", f"tftp://127.0.0.1:{port}/nope", "-o",
                              str(tmp_path / "x")], capture_output=True, text=True, timeout=60)
     assert result.returncode == 68  # CURLE_TFTP_NOTFOUND: the server answered ERROR 1
+
+
+def _remote_ports_on(port: int) -> list[int]:
+    """The peer port of each UDP socket bound to ``port`` here (0: not connected)."""
+    remotes = []
+    for line in Path("/proc/net/udp").read_text().splitlines()[1:]:
+        local, remote = line.split()[1:3]
+        if int(local.split(":")[1], 16) == port:
+            remotes.append(int(remote.split(":")[1], 16))
+    return sorted(remotes)
+
+
+def _lock_step_download(sock: socket.socket, port: int, name: str,
+                        stranger: socket.socket | None = None
+                        ) -> tuple[bytes, int, list[int]]:
+    """Fetch ``name`` lock-step with blksize 1432; with ``stranger``, a third party sends an
+    ACK to the transfer's port after the first block and must get error 5 back. Returns the
+    bytes, the transfer's port and the peer ports of the server's sockets on it."""
+    sock.settimeout(5)
+    sock.sendto(b"\0\1" + name.encode() + b"\0octet\0blksize\0" + b"1432\0", ("127.0.0.1", port))
+    reply, tid = sock.recvfrom(2048)
+    assert reply[:2] == b"\0\6", reply  # OACK
+    sock.sendto(b"\0\4\0\0", tid)
+    received = b""
+    expected = 1
+    sockets: list[int] = []
+    while True:
+        data, addr = sock.recvfrom(2048)
+        assert addr == tid
+        assert data[:2] == b"\0\3" and int.from_bytes(data[2:4], "big") == expected & 0xFFFF
+        received += data[4:]
+        if expected == 1:
+            sockets = _remote_ports_on(tid[1])
+        if stranger is not None and expected == 1:
+            stranger.settimeout(5)
+            stranger.sendto(b"\0\4\0\1", tid)
+            error, from_addr = stranger.recvfrom(2048)
+            assert from_addr == tid
+            assert error[:4] == b"\0\5\0\5", error  # ERROR, unknown transfer ID
+        sock.sendto(b"\0\4" + (expected & 0xFFFF).to_bytes(2, "big"), tid)
+        if len(data) - 4 < 1432:
+            return received, tid[1], sockets
+        expected += 1
+
+
+def test_unknown_tid_on_real_sockets_gets_error_5_and_the_transfer_goes_on(
+        server: tuple[int, Path]) -> None:
+    """A lone transfer runs on a socket connected to its client (pxetwist.tftp.ports), with
+    a sibling on the same port for everyone else; a second transfer started beside it has a
+    plain socket. Both answer a stranger with error 5, finish with the exact bytes, and
+    leave their port free."""
+    port, root = server
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as first, \
+            socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as second, \
+            socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as stranger:
+        for sock in (first, second, stranger):
+            sock.bind(("127.0.0.1", 0))
+        data, first_port, sockets = _lock_step_download(first, port, "exact.bin", stranger)
+        assert data == (root / "exact.bin").read_bytes()
+        assert sockets == [0, first.getsockname()[1]]  # the sibling and the connected one
+        # a long transfer in the background (its ACKs sent by hand), then a second one
+        first.sendto(b"\0\1big.bin\0octet\0", ("127.0.0.1", port))
+        block1, big_tid = first.recvfrom(2048)
+        assert block1[:4] == b"\0\3\0\1"
+        data, second_port, sockets = _lock_step_download(second, port, "small.bin", stranger)
+        assert data == (root / "small.bin").read_bytes()
+        assert sockets == [0]  # one plain socket
+        first.sendto(b"\0\5\0\0stop\0", big_tid)  # the client gives up: the session ends
+    for used in (first_port, second_port):
+        deadline = time.monotonic() + 5
+        while True:  # the server closes the ports once the last ACK is in: a moment later
+            probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            try:
+                probe.bind(("127.0.0.1", used))
+                break
+            except OSError:
+                assert time.monotonic() < deadline, f"port {used} is still open"
+                time.sleep(0.05)
+            finally:
+                probe.close()
