@@ -42,7 +42,9 @@ from pxetwist.metrics import TFTP_DROPPED, TFTP_RETRANSMITS
 from pxetwist.tftp import packet
 from pxetwist.tftp.files import FileSource
 
-MIN_RTO = 0.01
+#: Floor of the retransmission timeout: ~2 RTTs of a 1 ms-each-way link. A spurious resend
+#: to a slower client costs one duplicate DATA (its repeated ACK is ignored).
+MIN_RTO = 0.005
 MAX_RTO = 2.0
 INITIAL_RTO = 1.0
 MAX_TRIES = 8
