@@ -1,11 +1,14 @@
 """TFTP benchmark: pxetwist against tftpd-hpa, atftpd and dnsmasq on this machine, in one run.
 
     python bench/tftp_bench.py [--rounds 3] [--quick] [--only GROUP] [--servers a,b]
+                               [--relay c|python]
 
-Needs root, tftpd-hpa (``in.tftpd``), curl, atftp, dnsmasq; atftpd is used when unpacked
+Needs root, tftpd-hpa (``in.tftpd``), curl, atftp, dnsmasq, and cc for the C delay line
+(``--relay python`` needs none); atftpd is used when unpacked
 at /tmp/atftpd (``apt-get download atftpd`` then ``dpkg -x`` there; never installed).
 Loopback runs use 127.0.0.1. Delay/loss runs use two namespaces joined by a veth: the
-server and bench/udp_relay.py in one, the client in the other. Concurrency runs use a
+server and the delay line (bench/udp_delay.c, built here; or bench/udp_relay.py) in one,
+the client in the other. Concurrency runs use a
 namespace of their own (dnsmasq's TFTP port is fixed at 69). Namespaces are made and
 removed here. Servers alternate within each round (order reversed every other round);
 progress goes to stderr, results to stdout as a markdown table for bench/RESULTS.md;
@@ -232,9 +235,9 @@ RelayArgv = Callable[[str, str, float, float, int], list[str]]
 
 def delay_line(kind: str, workdir: Path) -> RelayArgv:
     """What runs the delayed link: ``relay(listen, server, delay_ms, loss, seed)`` gives
-    the argv. The C delay line costs a few µs per datagram (a 1468-byte ping-pong through
-    it: 2.17 ms p50 at 1 ms each way, 0.08 ms at 0); the Python relay ~0.1-0.4 ms on a
-    slow machine, which every datagram of a window pays."""
+    the argv. A 1468-byte ping-pong through the C delay line: 0.08 ms p50 at 0 ms delay,
+    2.17 ms at 1 ms each way; through the Python relay 0.83 ms at 0 ms on the same slow
+    machine, a cost every datagram of a window pays."""
     if kind == "c":
         binary = workdir / "udp_delay"
         subprocess.run(["cc", "-O2", "-o", str(binary), str(HERE / "udp_delay.c")],

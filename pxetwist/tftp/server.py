@@ -172,7 +172,7 @@ class TftpServerProtocol(DatagramProtocol):
                             detail=source.name)
         try:
             open_session_port(self.reactor, self.config.address, session,
-                              connected=len(self.sessions) == 1)
+                              connected=self._only_session())
         except Exception:
             session.result = "error"
             self._forget(session)
@@ -180,6 +180,7 @@ class TftpServerProtocol(DatagramProtocol):
             raise
 
     def _only_session(self) -> bool:
+        """Whether one transfer runs alone (it may spin, and gets a connected socket)."""
         return len(self.sessions) == 1
 
     def _forget(self, session: TftpSession) -> None:
