@@ -13,7 +13,9 @@ import sys
 import time
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -150,6 +152,51 @@ def test_drops_root_after_binding(tmp_path: Path, stop_later: list[subprocess.Po
         shutil.rmtree(work, ignore_errors=True)
 
 
+@contextmanager
+def root_lab(tag: str) -> Iterator[tuple[Path, Any, list[subprocess.Popen[bytes]]]]:
+    """A world-readable work folder (``tftproot``, ``catalog``) under /tmp, which nobody can
+    read, and a lab namespace; yields them with a list of processes to stop afterwards."""
+    from lab.netns import LabNet
+
+    work = Path("/tmp") / f"pxetwist-{tag}-{os.getpid()}"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(mode=0o755)
+    processes: list[subprocess.Popen[bytes]] = []
+    try:
+        for name in ("tftproot", "catalog"):
+            (work / name).mkdir(mode=0o755)
+        net = LabNet().up()
+        try:
+            yield work, net, processes
+        finally:
+            for process in processes:
+                if process.poll() is None:
+                    process.send_signal(signal.SIGTERM)
+                    process.wait(timeout=15)
+            net.down()
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def wait_for_health_in(net: Any, process: subprocess.Popen[bytes], log: Path) -> str:
+    """/health on port 80 inside the namespace, once it answers (the log if it dies)."""
+    deadline = time.monotonic() + 30
+    while True:
+        health = subprocess.run(net.exec_argv("curl", "-sf", "--max-time", "2",
+                                              "http://127.0.0.1:80/health"),
+                                capture_output=True, text=True, timeout=10)
+        if health.returncode == 0 or time.monotonic() > deadline:
+            return health.stdout
+        assert process.poll() is None, log.read_text()
+        time.sleep(0.2)
+
+
+def proc_status(pid: int) -> dict[str, str]:
+    """/proc/PID/status as a dict (``Uid``, ``Gid``, ``CapEff``, ``NoNewPrivs``, ...)."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    return dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+
+
 @pytest.mark.skipif(os.geteuid() != 0, reason="binding 67/69/80 and namespaces need root")
 @pytest.mark.skipif(shutil.which("ip") is None or shutil.which("curl") is None,
                     reason="iproute2 and curl are needed")
@@ -157,39 +204,22 @@ def test_binds_67_69_4011_80_as_root_then_serves_as_nobody() -> None:
     """In a namespace made here, as root: `twistd -u nobody -g nogroup -n pxeboot` in full
     mode binds DHCP 67 and 4011, TFTP 69 and HTTP 80, then runs as nobody:nogroup (every
     uid and gid, no capabilities) and still answers DHCPINFORM, an RRQ and /health."""
-    from lab.netns import LabNet
-
-    work = Path("/tmp") / f"pxetwist-privports-{os.getpid()}"
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir(mode=0o755)
-    net = LabNet().up()
-    process = None
-    try:
-        for name in ("tftproot", "catalog"):
-            (work / name).mkdir(mode=0o755)
+    with root_lab("privports") as (work, net, processes):
         (work / "tftproot" / "probe.bin").write_bytes(b"p" * 1300)
         config = work / "pxe.ini"
         config.write_text(
             f"[server]\naddress = {net.address}\nstate = var/state.sqlite\n"
             "[dhcp]\nmode = full\nrange_start = 10.77.0.100\nrange_end = 10.77.0.150\n"
             "[tftp]\nroot = tftproot\n[http]\nport = 80\n[catalog]\npaths = catalog\n")
-        log = (work / "log").open("wb")
-        process = subprocess.Popen(
-            net.exec_argv(*twistd("-u", "nobody", "-g", "nogroup", "pxeboot", "--config",
-                                  str(config))),
-            cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            health = subprocess.run(net.exec_argv("curl", "-sf", "--max-time", "2",
-                                                  "http://127.0.0.1:80/health"),
-                                    capture_output=True, text=True, timeout=10)
-            if health.returncode == 0:
-                break
-            assert process.poll() is None, (work / "log").read_text()
-            time.sleep(0.2)
-        assert '"status": "ok"' in health.stdout
-        status = Path(f"/proc/{process.pid}/status").read_text()
-        fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+        log = work / "log"
+        with log.open("wb") as out:
+            process = subprocess.Popen(
+                net.exec_argv(*twistd("-u", "nobody", "-g", "nogroup", "pxeboot", "--config",
+                                      str(config))),
+                cwd=REPO, stdout=out, stderr=subprocess.STDOUT)
+        processes.append(process)
+        assert '"status": "ok"' in wait_for_health_in(net, process, log)
+        fields = proc_status(process.pid)
         assert fields["Uid"].split() == ["65534"] * 4
         nogroup = grp.getgrnam("nogroup").gr_gid
         assert fields["Gid"].split() == [str(nogroup)] * 4
@@ -208,12 +238,6 @@ def test_binds_67_69_4011_80_as_root_then_serves_as_nobody() -> None:
         assert result["dhcp_probe"]["answered"]
         assert result["tftp_probe"]["bytes"] == 1300
         assert (work / "var" / "state.sqlite").stat().st_uid == 65534
-    finally:
-        if process is not None and process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            process.wait(timeout=15)
-        net.down()
-        shutil.rmtree(work, ignore_errors=True)
 
 
 def unit_capabilities() -> list[str]:
@@ -232,19 +256,10 @@ def test_systemd_unit_capability_set_is_enough(missing: str | None) -> None:
     """Started as the unit starts it (root limited to its CapabilityBoundingSet, no new
     privileges, -u nobody -g nogroup), twistd binds 67/4011 to an interface, 69 and 80,
     and serves as nobody; without CAP_NET_BIND_SERVICE it stops with an error."""
-    from lab.netns import LabNet
-
     unit = (REPO / "etc" / "pxetwist.service").read_text()
     assert "NoNewPrivileges=yes" in unit and "ProtectSystem=strict" in unit
     caps = [cap for cap in unit_capabilities() if cap != missing]
-    work = Path("/tmp") / f"pxetwist-unitcaps-{os.getpid()}"
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir(mode=0o755)
-    net = LabNet().up()
-    process = None
-    try:
-        for name in ("tftproot", "catalog"):
-            (work / name).mkdir(mode=0o755)
+    with root_lab("unitcaps") as (work, net, processes):
         config = work / "pxe.ini"
         config.write_text(
             f"[server]\naddress = {net.address}\ninterface = {net.bridge}\n"
@@ -257,31 +272,16 @@ def test_systemd_unit_capability_set_is_enough(missing: str | None) -> None:
         with log.open("wb") as out:
             process = subprocess.Popen(net.exec_argv(*argv), cwd=REPO, stdout=out,
                                        stderr=subprocess.STDOUT)
+        processes.append(process)
         if missing:
             assert process.wait(timeout=30) != 0
             assert "Permission denied" in log.read_text()
             return
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            health = subprocess.run(net.exec_argv("curl", "-sf", "--max-time", "2",
-                                                  "http://127.0.0.1:80/health"),
-                                    capture_output=True, text=True, timeout=10)
-            if health.returncode == 0:
-                break
-            assert process.poll() is None, log.read_text()
-            time.sleep(0.2)
-        assert '"status": "ok"' in health.stdout
-        status = Path(f"/proc/{process.pid}/status").read_text()
-        fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+        assert '"status": "ok"' in wait_for_health_in(net, process, log)
+        fields = proc_status(process.pid)
         assert fields["Uid"].split() == ["65534"] * 4
         assert fields["NoNewPrivs"].strip() == "1"
         sockets = subprocess.run(net.exec_argv("ss", "-lnu"), capture_output=True,
                                  text=True, timeout=10).stdout
         assert f"%{net.bridge}:67 " in sockets and f"%{net.bridge}:4011 " in sockets
         assert ":69 " in sockets
-    finally:
-        if process is not None and process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            process.wait(timeout=15)
-        net.down()
-        shutil.rmtree(work, ignore_errors=True)
