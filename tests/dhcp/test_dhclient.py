@@ -7,8 +7,6 @@ touches the machine's interfaces. Needs root, iproute2 and dhclient.
 
 from __future__ import annotations
 
-import os
-import shutil
 import signal
 import sqlite3
 import subprocess
@@ -20,15 +18,12 @@ from pathlib import Path
 import pytest
 
 from lab.netns import veth_pair
+from tests.markers import in_namespaces
 
 REPO = Path(__file__).resolve().parents[2]
 
-pytestmark = [
-    pytest.mark.integration,
-    pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces need root"),
-    pytest.mark.skipif(shutil.which("dhclient") is None or shutil.which("ip") is None,
-                       reason="dhclient and ip (isc-dhcp-client, iproute2) are needed"),
-]
+pytestmark = in_namespaces("dhclient", "ip",
+                           why="dhclient and ip (isc-dhcp-client, iproute2) are needed")
 
 
 def run(*argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:

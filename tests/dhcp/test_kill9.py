@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import shutil
 import signal
 import sqlite3
 import subprocess
@@ -30,18 +29,14 @@ from typing import Any
 import pytest
 
 from lab.netns import veth_pair
+from tests.markers import in_namespaces
 
 REPO = Path(__file__).resolve().parents[2]
 KILLS = int(os.environ.get("PXETWIST_KILLS", "20"))
 LEASE_TIME = 3600
 ENTRY = "lab-ipxe"  # catalog/lab.ipxe
 
-pytestmark = [
-    pytest.mark.integration,
-    pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces need root"),
-    pytest.mark.skipif(shutil.which("ip") is None or shutil.which("curl") is None,
-                       reason="iproute2 and curl are needed"),
-]
+pytestmark = in_namespaces("ip", "curl", why="iproute2 and curl are needed")
 
 
 @pytest.fixture

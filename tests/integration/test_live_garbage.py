@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -21,16 +20,12 @@ import pytest
 
 from lab import pxetwist_server
 from lab.netns import LabNet
+from tests.markers import in_namespaces
 
 REPO = Path(__file__).resolve().parents[2]
 COUNT = 100_000
 
-pytestmark = [
-    pytest.mark.integration,
-    pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces need root"),
-    pytest.mark.skipif(shutil.which("ip") is None or shutil.which("curl") is None,
-                       reason="iproute2 and curl are needed"),
-]
+pytestmark = in_namespaces("ip", "curl", why="iproute2 and curl are needed")
 
 
 @pytest.fixture
