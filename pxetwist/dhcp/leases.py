@@ -85,6 +85,13 @@ class LeasePool:
             return None
         return row
 
+    def holds(self, ip: IPv4Address, key: str, mac: str) -> bool:
+        """Whether this client (same client id or MAC key, same MAC) holds a bound,
+        unexpired lease on ``ip``: only such a client may give it back or decline it."""
+        row = self.holder(str(ip))
+        return (row is not None and row.state == BOUND and row.mac == mac
+                and (row.client_id or "mac:" + row.mac) == key)
+
     def in_use(self) -> int:
         now = self._clock.seconds()
         return sum(1 for r in self._by_ip.values() if r.state == BOUND and r.expires > now)
@@ -173,17 +180,19 @@ class LeasePool:
         self._offer_of.pop(key, None)
         return self._set(row)
 
-    def release(self, ip: IPv4Address, key: str) -> Deferred[None] | None:
-        """The client gives ``ip`` back; its claim to it is kept for next time."""
+    def release(self, ip: IPv4Address, key: str, mac: str) -> Deferred[None] | None:
+        """The client gives ``ip`` back; its claim to it is kept for next time.
+        ``None`` (nothing changes) unless it :meth:`holds` the lease."""
         row = self._by_ip.get(str(ip))
-        if row is None or (row.client_id or "mac:" + row.mac) != key:
+        if row is None or not self.holds(ip, key, mac):
             return None
         return self._set(LeaseRow(row.ip, row.mac, row.client_id, row.hostname,
                                   self._clock.seconds(), RELEASED))
 
     def decline(self, ip: IPv4Address, key: str, mac: str) -> Deferred[None] | None:
-        """The client found ``ip`` in use: keep it out of the pool for a while."""
-        if not self.in_pool(ip):
+        """The client found ``ip`` in use: keep it out of the pool for a while.
+        ``None`` (nothing changes) unless it :meth:`holds` the lease."""
+        if not self.in_pool(ip) or not self.holds(ip, key, mac):
             return None
         self._by_key.pop(key, None)
         return self._set(LeaseRow(str(ip), "", "declined", "",

@@ -13,8 +13,10 @@ from collections.abc import Callable
 from ipaddress import IPv4Address
 from typing import Any
 
+from attrs import define
 from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from pxetwist.arch import BY_CODE
 from pxetwist.config import DhcpConfig
@@ -155,6 +157,27 @@ class RateLimiter:
         return True
 
 
+@define
+class ThrottledWarning:
+    """A warning logged at most once per ``interval`` seconds, saying how many more
+    occurrences went unlogged since: a flood must not become a flood of log lines."""
+
+    clock: Any
+    interval: float
+    _logged_at: float = float("-inf")
+    _unlogged: int = 0
+
+    def due(self) -> int | None:
+        """Count one occurrence: how many went unlogged before it if it is to be logged
+        now, else ``None``."""
+        now = self.clock.seconds()
+        if now - self._logged_at < self.interval:
+            self._unlogged += 1
+            return None
+        more, self._unlogged, self._logged_at = self._unlogged, 0, now
+        return more
+
+
 class DhcpServer:
     """Full mode: addresses from the pool plus boot options.
 
@@ -174,8 +197,8 @@ class DhcpServer:
         self.server = IPv4Address(server)
         self.send = send
         self.limiter = RateLimiter(clock)
-        self._exhausted_logged_at = float("-inf")
-        self._exhausted_unlogged = 0
+        self._exhausted = ThrottledWarning(clock, EXHAUSTED_LOG_INTERVAL)
+        self._not_holder = ThrottledWarning(clock, EXHAUSTED_LOG_INTERVAL)
 
     # -- dispatch --------------------------------------------------------------------
 
@@ -209,15 +232,11 @@ class DhcpServer:
 
     def _warn_exhausted(self, mac: str) -> None:
         """One warning per :data:`EXHAUSTED_LOG_INTERVAL` seconds, with how many more
-        clients went without: a flood of new MACs must not become a flood of log lines."""
-        now = self.clock.seconds()
-        if now - self._exhausted_logged_at < EXHAUSTED_LOG_INTERVAL:
-            self._exhausted_unlogged += 1
-            return
-        self._log.warn("DHCP pool exhausted: no offer for {mac} ({more} more since the "
-                       "last warning)", mac=mac, more=self._exhausted_unlogged)
-        self._exhausted_logged_at = now
-        self._exhausted_unlogged = 0
+        clients went without."""
+        more = self._exhausted.due()
+        if more is not None:
+            self._log.warn("DHCP pool exhausted: no offer for {mac} ({more} more since the "
+                           "last warning)", mac=mac, more=more)
 
     def _request(self, packet: DhcpPacket, source: Address) -> None:
         key = opt.client_key(packet)
@@ -267,17 +286,43 @@ class DhcpServer:
 
     def _decline(self, packet: DhcpPacket, source: Address) -> None:
         ip = opt.requested_ip(packet)
-        if ip is not None and opt.server_id(packet) in (None, self.server):
-            self.pool.decline(ip, opt.client_key(packet), packet.mac)
-            self._log.warn("DHCPDECLINE of {ip} from {mac}: address quarantined", ip=ip,
-                           mac=packet.mac)
-            self.events.publish(Stage.DHCP_DECLINE, mac=packet.mac, ip=str(ip))
+        if ip is None or opt.server_id(packet) not in (None, self.server):
+            return
+        d = self.pool.decline(ip, opt.client_key(packet), packet.mac)
+        if d is None:
+            self._not_lease_holder("DECLINE", ip, packet)
+            return
+        self._log.warn("DHCPDECLINE of {ip} from {mac}: address quarantined", ip=ip,
+                       mac=packet.mac)
+        self.events.publish(Stage.DHCP_DECLINE, mac=packet.mac, ip=str(ip))
+        d.addErrback(self._not_stored, "DHCPDECLINE", ip, packet.mac)
 
     def _release(self, packet: DhcpPacket, source: Address) -> None:
-        if packet.ciaddr != ZERO:
-            self.pool.release(packet.ciaddr, opt.client_key(packet))
-            self._log.info("DHCPRELEASE of {ip} from {mac}", ip=packet.ciaddr, mac=packet.mac)
-            self.events.publish(Stage.DHCP_RELEASE, mac=packet.mac, ip=str(packet.ciaddr))
+        ip = packet.ciaddr
+        if ip == ZERO:
+            return
+        d = self.pool.release(ip, opt.client_key(packet), packet.mac)
+        if d is None:
+            self._not_lease_holder("RELEASE", ip, packet)
+            return
+        self._log.info("DHCPRELEASE of {ip} from {mac}", ip=ip, mac=packet.mac)
+        self.events.publish(Stage.DHCP_RELEASE, mac=packet.mac, ip=str(ip))
+        d.addErrback(self._not_stored, "DHCPRELEASE", ip, packet.mac)
+
+    def _not_lease_holder(self, kind: str, ip: IPv4Address, packet: DhcpPacket) -> None:
+        """A DECLINE or RELEASE of a lease the sender does not hold: dropped, counted,
+        logged once per :data:`EXHAUSTED_LOG_INTERVAL` seconds."""
+        DHCP_DROPPED.labels(reason="not-lease-holder").inc()
+        more = self._not_holder.due()
+        if more is not None:
+            self._log.warn("DHCP{kind} of {ip} from {mac} ignored: not the lease holder "
+                           "({more} more such messages since the last warning)", kind=kind,
+                           ip=ip, mac=packet.mac, more=more)
+
+    def _not_stored(self, failure: Failure, what: str, ip: IPv4Address, mac: str) -> None:
+        DHCP_DROPPED.labels(reason="store-failed").inc()
+        self._log.warn("{what} of {ip} from {mac} not stored: {error}", what=what, ip=ip,
+                       mac=mac, error=failure.getErrorMessage())
 
     def _inform(self, packet: DhcpPacket, source: Address) -> None:
         self._reply(packet, source, opt.ACK, None, Stage.DHCP_ACK)

@@ -9,12 +9,14 @@ import pytest
 from attrs import define, evolve
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from twisted.logger import Logger, LogLevel
 
 from pxetwist.config import load_text
 from pxetwist.dhcp import options as opt
 from pxetwist.dhcp.packet import DhcpPacket, encode, parse
 from pxetwist.dhcp.service import DhcpService
 from pxetwist.events import EventBus, Stage
+from pxetwist.metrics import DHCP_DROPPED
 from pxetwist.store import Store
 from tests.dhcp.clients import MAC, ipxe_rom, ovmf, plain, requested, server_id
 from tests.fakes import FakeUDPPort, FakeUDPReactor
@@ -199,17 +201,74 @@ def test_renew_is_unicast_and_extends(tmp_path: Path) -> None:
 
 
 def test_release_and_decline(tmp_path: Path) -> None:
-    """RELEASE frees the address (kept for the client); DECLINE quarantines it."""
+    """DECLINE from the holder quarantines its address; RELEASE frees one (kept for the
+    client)."""
     rig = make_rig(tmp_path)
     ack = dora(rig)
-    rig.send(ipxe_rom(opt.RELEASE, ciaddr=ack.yiaddr, options=[server_id(SERVER)]))
-    assert rig.store.leases_now()[0].state == "released"
-    assert rig.service.leases_in_use() == 0
     rig.send(ipxe_rom(opt.DECLINE, options=[requested(str(ack.yiaddr)), server_id(SERVER)]))
     [(offer, _)] = rig.send(ipxe_rom(opt.DISCOVER, mac="52:54:00:00:00:03"))
     assert offer.yiaddr != ack.yiaddr
+    other = dora(rig, mac="52:54:00:00:00:04")
+    rig.send(ipxe_rom(opt.RELEASE, mac="52:54:00:00:00:04", ciaddr=other.yiaddr,
+                      options=[server_id(SERVER)]))
+    states = {row.ip: row.state for row in rig.store.leases_now()}
+    assert states[str(ack.yiaddr)] == "declined" and states[str(other.yiaddr)] == "released"
+    assert rig.service.leases_in_use() == 0
     stages = [e.stage for e in rig.events.recent()]
     assert Stage.DHCP_RELEASE in stages and Stage.DHCP_DECLINE in stages
+
+
+def dropped(reason: str) -> float:
+    return DHCP_DROPPED.labels(reason=reason)._value.get()  # type: ignore[no-any-return]
+
+
+def forged(kind: int, ip: IPv4Address, **kw: object) -> DhcpPacket:
+    """A DECLINE (requested ip) or RELEASE (ciaddr) of ``ip`` from another client."""
+    if kind == opt.DECLINE:
+        return ipxe_rom(kind, options=[requested(str(ip)), server_id(SERVER)], **kw)
+    return ipxe_rom(kind, ciaddr=ip, options=[server_id(SERVER)], **kw)
+
+
+@pytest.mark.parametrize("kind", [opt.DECLINE, opt.RELEASE])
+@pytest.mark.parametrize("who", [{"mac": "52:54:00:00:00:66"},
+                                 {"options_id": b"\x00forged-client-id"}])
+def test_decline_or_release_from_stranger_ignored(tmp_path: Path, kind: int,
+                                                  who: dict[str, object]) -> None:
+    """Issue 13 item 1: a DECLINE or RELEASE of a lease from another MAC or client id is
+    dropped, counted and logged once; the holder keeps its lease and renews it."""
+    rig = make_rig(tmp_path)
+    ack = dora(rig)
+    logged: list[dict[str, object]] = []
+    rig.service._main_controller._log = Logger(observer=logged.append)
+    before = dropped("not-lease-holder")
+    client_id = who.get("options_id")
+    for _ in range(5):
+        packet = forged(kind, ack.yiaddr, mac=str(who.get("mac", MAC)))
+        if client_id is not None:
+            packet = evolve(packet, options=[*packet.options, (opt.CLIENT_ID, client_id)])
+        assert rig.send(packet) == []
+    assert dropped("not-lease-holder") - before == 5
+    assert len([e for e in logged if e["log_level"] == LogLevel.warn]) == 1
+    assert [(r.ip, r.mac, r.state) for r in rig.store.leases_now()] == [
+        (str(ack.yiaddr), MAC, "bound")]
+    assert Stage.DHCP_DECLINE not in {e.stage for e in rig.events.recent()}
+    assert Stage.DHCP_RELEASE not in {e.stage for e in rig.events.recent()}
+    [(renewed, _)] = rig.send(ipxe_rom(opt.REQUEST, ciaddr=ack.yiaddr),
+                              source=(str(ack.yiaddr), 68))
+    assert opt.message_type(renewed) == opt.ACK
+    [(offer, _)] = rig.send(ipxe_rom(opt.DISCOVER, mac="52:54:00:00:00:77",
+                                     options=[requested(str(ack.yiaddr))]))
+    assert offer.yiaddr != ack.yiaddr
+
+
+def test_decline_of_a_free_address_ignored(tmp_path: Path) -> None:
+    """Issue 13 item 1: DECLINEs of addresses nobody holds cannot drain the pool."""
+    rig = make_rig(tmp_path)
+    for last in range(100, 104):
+        rig.send(forged(opt.DECLINE, IPv4Address(f"10.77.0.{last}"),
+                        mac=f"52:54:00:00:03:{last:02x}"))
+    assert rig.store.leases_now() == []
+    assert dora(rig).yiaddr == IPv4Address("10.77.0.100")
 
 
 def test_inform_acks_without_address(tmp_path: Path) -> None:
