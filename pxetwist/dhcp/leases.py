@@ -19,6 +19,7 @@ from typing import Any
 
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from pxetwist.config import DhcpConfig
 from pxetwist.metrics import DHCP_LEASES
@@ -58,7 +59,9 @@ class LeasePool:
         self._offer_of: dict[str, str] = {}  # key -> ip offered to it
         self._reserved_ips = {str(ip): mac for mac, ip in config.reservations.items()}
         self._next_free = self._start
-        self._batch: list[tuple[LeaseRow, Deferred[None]]] = []
+        #: Rows waiting for the next commit, each with the Deferred of whoever waits for
+        #: it (``None`` for the old address a client's new lease frees: nobody waits).
+        self._batch: list[tuple[LeaseRow, Deferred[None] | None]] = []
         self._flush_call: Any = None
         self._writing = False  # a commit is on its way to disk
 
@@ -212,7 +215,7 @@ class LeasePool:
                 freed = LeaseRow(old_row.ip, old_row.mac, old_row.client_id, old_row.hostname,
                                  self._clock.seconds(), RELEASED)
                 self._by_ip[old_row.ip] = freed
-                self._batch.append((freed, Deferred()))
+                self._batch.append((freed, None))
             self._by_key[row.client_id] = row.ip
         done: Deferred[None] = Deferred()
         self._batch.append((row, done))
@@ -233,14 +236,18 @@ class LeasePool:
 
         def written(result: object) -> object:
             for _, done in batch:
-                done.callback(None)
+                if done is not None:
+                    done.callback(None)
             return result
 
-        def failed(failure: Any) -> None:
-            self._log.failure("lease commit failed: {count} ACKs withheld", failure,
-                              count=len(batch))
+        def failed(failure: Failure) -> None:
+            ips = [row.ip for row, _ in batch]
+            self._log.failure("lease commit of {count} leases failed ({ips}): no ACK for "
+                              "them", failure, count=len(ips),
+                              ips=", ".join(ips[:10]) + (", ..." if len(ips) > 10 else ""))
             for _, done in batch:
-                done.errback(failure)
+                if done is not None:
+                    done.errback(failure)
 
         def next_batch(result: object) -> None:
             self._writing = False

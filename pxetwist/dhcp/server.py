@@ -270,8 +270,10 @@ class DhcpServer:
     def _ack(self, packet: DhcpPacket, source: Address, ip: IPv4Address, key: str) -> None:
         """Commit the lease, then (and only then) send the ACK."""
         d = self.pool.bind(ip, key, packet.mac, opt.hostname(packet))
-        d.addCallback(lambda _: self._reply(packet, source, opt.ACK, ip, Stage.DHCP_ACK))
-        d.addErrback(lambda f: DHCP_DROPPED.labels(reason="store-failed").inc())
+        d.addCallbacks(lambda _: self._reply(packet, source, opt.ACK, ip, Stage.DHCP_ACK),
+                       self._not_stored, errbackArgs=("DHCPREQUEST", ip, packet.mac))
+        d.addErrback(lambda f: self._log.failure("DHCPACK of {ip} to {mac} failed", f, ip=ip,
+                                                 mac=packet.mac))
 
     def _nak(self, packet: DhcpPacket, source: Address, why: str) -> None:
         reply = DhcpPacket(

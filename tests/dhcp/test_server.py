@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from ipaddress import IPv4Address
 from pathlib import Path
 
@@ -9,7 +10,8 @@ import pytest
 from attrs import define, evolve
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from twisted.logger import Logger, LogLevel
+from twisted.internet.defer import fail
+from twisted.logger import Logger, LogLevel, formatEvent, globalLogPublisher
 
 from pxetwist.config import load_text
 from pxetwist.dhcp import options as opt
@@ -259,6 +261,32 @@ def test_decline_or_release_from_stranger_ignored(tmp_path: Path, kind: int,
     [(offer, _)] = rig.send(ipxe_rom(opt.DISCOVER, mac="52:54:00:00:00:77",
                                      options=[requested(str(ack.yiaddr))]))
     assert offer.yiaddr != ack.yiaddr
+
+
+def test_failing_store_is_logged_with_context(tmp_path: Path) -> None:
+    """Issue 13 item 5: with a store that fails, a REQUEST, RELEASE and DECLINE each log
+    one warning naming the message, address and MAC; no Deferred is left unhandled."""
+    rig = make_rig(tmp_path)
+    first = dora(rig).yiaddr
+    second = dora(rig, mac="52:54:00:00:00:02").yiaddr
+    logged: list[dict[str, object]] = []
+    globalLogPublisher.addObserver(logged.append)
+    try:
+        rig.store.put_leases = lambda rows: fail(OSError("disk full"))  # type: ignore[method-assign,assignment,misc]
+        rig.send(forged(opt.RELEASE, first))
+        rig.send(forged(opt.DECLINE, second, mac="52:54:00:00:00:02"))
+        assert rig.send(ipxe_rom(opt.REQUEST, mac="52:54:00:00:00:03",
+                                 options=[requested("10.77.0.103")])) == []
+        gc.collect()
+    finally:
+        globalLogPublisher.removeObserver(logged.append)
+    texts = [formatEvent(e) for e in logged]
+    assert not [t for t in texts if "Unhandled error" in t]
+    for what, ip, mac in [("DHCPRELEASE", first, MAC),
+                          ("DHCPDECLINE", second, "52:54:00:00:00:02"),
+                          ("DHCPREQUEST", "10.77.0.103", "52:54:00:00:00:03")]:
+        assert len([t for t in texts if t.startswith(f"{what} of {ip} from {mac} not stored")
+                    ]) == 1
 
 
 def test_decline_of_a_free_address_ignored(tmp_path: Path) -> None:
