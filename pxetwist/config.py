@@ -338,6 +338,7 @@ def _dhcp(r: _Reader, parser: configparser.RawConfigParser) -> DhcpConfig:
                 raise r.error(
                     "dhcp.reservations", key, f"{value.strip()!r} is not an IPv4 address"
                 ) from None
+            _check_reservation(r, key, reservations[mac], start, netmask)
     return DhcpConfig(
         mode=mode,
         port=r.port("dhcp", "port"),
@@ -352,6 +353,21 @@ def _dhcp(r: _Reader, parser: configparser.RawConfigParser) -> DhcpConfig:
         reply_delay=r.integer("dhcp", "reply_delay", 0, 10_000),
         reservations=reservations,
     )
+
+
+def _check_reservation(r: _Reader, key: str, ip: IPv4Address, start: IPv4Address | None,
+                       netmask: IPv4Address) -> None:
+    """A reservation must be a host address of the pool's subnet: it is handed out with
+    the pool's netmask and router."""
+    if start is None:
+        return
+    network = IPv4Network(f"{start}/{netmask}", strict=False)
+    if ip not in network:
+        raise r.error("dhcp.reservations", key, f"{ip} is outside {network} (the pool's "
+                      "subnet: range_start/netmask)")
+    if network.prefixlen < 31 and ip in (network.network_address, network.broadcast_address):
+        which = "network" if ip == network.network_address else "broadcast"
+        raise r.error("dhcp.reservations", key, f"{ip} is the {which} address of {network}")
 
 
 def _tftp(r: _Reader) -> TftpConfig:

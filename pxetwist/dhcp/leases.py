@@ -106,17 +106,25 @@ class LeasePool:
 
     def available_for(self, ip: IPv4Address, key: str, mac: str) -> bool:
         """Whether ``ip`` may be given to this client now."""
+        return self.unavailable_because(ip, key, mac) is None
+
+    def unavailable_because(self, ip: IPv4Address, key: str, mac: str) -> str | None:
+        """Why ``ip`` may not be given to this client now (a NAK's message), or ``None``
+        when it may."""
         text = str(ip)
         reserved_for = self._reserved_ips.get(text)
         if reserved_for is not None:
-            return reserved_for == mac
+            return None if reserved_for == mac else "address reserved for another client"
         if not self.in_pool(ip):
-            return False
+            return "address not in the pool"
         holder = self.holder(text)
         if holder is not None and (holder.client_id or "mac:" + holder.mac) != key:
-            return False
+            return ("address declined as in use, held back" if holder.state == DECLINED
+                    else "address belongs to another client")
         offer = self._offers.get(text)
-        return not (offer and offer[0] != key and offer[1] > self._clock.seconds())
+        if offer and offer[0] != key and offer[1] > self._clock.seconds():
+            return "address offered to another client"
+        return None
 
     def allocate(self, key: str, mac: str, requested: IPv4Address | None) -> IPv4Address | None:
         """An address for this client (its reservation, its previous address, the one it

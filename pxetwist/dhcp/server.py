@@ -246,24 +246,27 @@ class DhcpServer:
             if chosen != self.server:
                 self.pool.forget_offer(key)
                 return
-            if requested is None or not self.pool.available_for(requested, key, packet.mac):
-                self._nak(packet, source, "requested address not available")
-                return
-            self._ack(packet, source, requested, key)
+            if requested is None:
+                self._nak(packet, source, "no requested address")
+            elif why := self.pool.unavailable_because(requested, key, packet.mac):
+                self._nak(packet, source, why)
+            else:
+                self._ack(packet, source, requested, key)
             return
         if requested is not None:  # INIT-REBOOT
             if requested not in self.pool.network:
                 self._nak(packet, source, "wrong network")
-            elif self.pool.available_for(requested, key, packet.mac):
-                self._ack(packet, source, requested, key)
+            elif why := self.pool.unavailable_because(requested, key, packet.mac):
+                self._nak(packet, source, why)
             else:
-                self._nak(packet, source, "address belongs to another client")
+                self._ack(packet, source, requested, key)
             return
         if packet.ciaddr != ZERO:  # RENEWING / REBINDING
-            if self.pool.available_for(packet.ciaddr, key, packet.mac):
+            why = self.pool.unavailable_because(packet.ciaddr, key, packet.mac)
+            if why is None:
                 self._ack(packet, source, packet.ciaddr, key)
             elif packet.ciaddr in self.pool.network:
-                self._nak(packet, source, "address belongs to another client")
+                self._nak(packet, source, why)
             return
         DHCP_DROPPED.labels(reason="bad-request").inc()
 

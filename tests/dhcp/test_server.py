@@ -170,11 +170,14 @@ def test_request_for_another_server_forgets_the_offer(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("options", "why"),
     [([requested("192.168.1.5")], b"wrong network"),
-     ([server_id(SERVER), requested("10.77.0.200")], b"requested address not available")],
+     ([server_id(SERVER), requested("10.77.0.200")], b"address not in the pool"),
+     ([requested("10.77.0.200")], b"address not in the pool"),
+     ([requested("10.77.0.50")], b"address reserved for another client")],
 )
 def test_nak_cases(tmp_path: Path, options: list[tuple[int, bytes]], why: bytes) -> None:
-    """INIT-REBOOT on a wrong network, SELECTING an address outside the pool: NAK,
-    broadcast, with a message."""
+    """INIT-REBOOT on a wrong network, SELECTING or INIT-REBOOT of an address outside the
+    pool or reserved for another MAC: NAK, broadcast, with the true reason (issue 13
+    item 24)."""
     rig = make_rig(tmp_path)
     [(nak, addr)] = rig.send(ipxe_rom(opt.REQUEST, options=options))
     assert opt.message_type(nak) == opt.NAK and nak.option(opt.MESSAGE) == why
@@ -182,12 +185,19 @@ def test_nak_cases(tmp_path: Path, options: list[tuple[int, bytes]], why: bytes)
 
 
 def test_address_held_by_another_client_is_nak(tmp_path: Path) -> None:
-    """INIT-REBOOT for an address bound to someone else: NAK."""
+    """INIT-REBOOT or RENEWING for an address bound to someone else: NAK saying so; a
+    RENEWING of an in-subnet address outside the pool: NAK saying that."""
     rig = make_rig(tmp_path)
     ack = dora(rig)
     [(nak, _)] = rig.send(ipxe_rom(opt.REQUEST, mac="52:54:00:00:00:02",
                                    options=[requested(str(ack.yiaddr))]))
     assert opt.message_type(nak) == opt.NAK
+    assert nak.option(opt.MESSAGE) == b"address belongs to another client"
+    [(nak, _)] = rig.send(ipxe_rom(opt.REQUEST, mac="52:54:00:00:00:02", ciaddr=ack.yiaddr))
+    assert nak.option(opt.MESSAGE) == b"address belongs to another client"
+    [(nak, _)] = rig.send(ipxe_rom(opt.REQUEST, mac="52:54:00:00:00:02",
+                                   ciaddr=IPv4Address("10.77.0.9")))
+    assert nak.option(opt.MESSAGE) == b"address not in the pool"
 
 
 def test_renew_is_unicast_and_extends(tmp_path: Path) -> None:
