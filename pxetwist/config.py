@@ -64,11 +64,11 @@ DEFAULTS: dict[str, dict[str, str]] = {
 #: Sections whose keys are data (MACs, architectures), not fixed names.
 OPEN_SECTIONS: tuple[str, ...] = ("dhcp.reservations", "boot.files")
 
+#: Only what Debian's ``ipxe`` package ships in /usr/lib/ipxe: its ``ipxe.efi`` is an
+#: x86-64 build, so ia32 and ARM UEFI get no loader unless configured.
 DEFAULT_BOOT_FILES: dict[str, str] = {
     "bios": "undionly.kpxe",
     "uefi-x64": "ipxe.efi",
-    "uefi-ia32": "ipxe.efi",
-    "uefi-arm64": "ipxe-arm64.efi",
     "default": "undionly.kpxe",
 }
 

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from ipaddress import IPv4Address
 from typing import Any
 
-from attrs import define
+from attrs import define, field
 from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -178,6 +178,30 @@ class ThrottledWarning:
         return more
 
 
+@define
+class OncePerKey:
+    """Says yes the first time it sees a key (a MAC), for one log line per client;
+    forgets everything after ``limit`` keys, so a flood of MACs cannot grow it."""
+
+    limit: int = 10_000
+    _seen: set[str] = field(factory=set)
+
+    def first(self, key: str) -> bool:
+        if key in self._seen:
+            return False
+        if len(self._seen) >= self.limit:
+            self._seen.clear()
+        self._seen.add(key)
+        return True
+
+
+def log_no_loader(log: Logger, once: OncePerKey, mac: str, decision: BootDecision) -> None:
+    """Once per MAC: this client gets no boot file, and why."""
+    if once.first(mac):
+        log.warn("no boot file for {mac} ({arch}): {reason}", mac=mac, arch=decision.arch,
+                 reason=decision.reason)
+
+
 class DhcpServer:
     """Full mode: addresses from the pool plus boot options.
 
@@ -199,6 +223,7 @@ class DhcpServer:
         self.limiter = RateLimiter(clock)
         self._exhausted = ThrottledWarning(clock, EXHAUSTED_LOG_INTERVAL)
         self._not_holder = ThrottledWarning(clock, EXHAUSTED_LOG_INTERVAL)
+        self._no_loader = OncePerKey()
 
     # -- dispatch --------------------------------------------------------------------
 
@@ -338,6 +363,10 @@ class DhcpServer:
                stage: str) -> None:
         facts = facts_of(packet)
         decision = self.policy.decide(facts)
+        booting = facts.is_pxe_client or facts.is_ipxe
+        if booting and decision.how == "none":  # an address, but no wrong loader
+            log_no_loader(self._log, self._no_loader, packet.mac, decision)
+            booting = False
         siaddr, filename, boot_options = boot_fields(decision, str(self.server))
         config = self.config
         options: list[tuple[int, bytes]] = [
@@ -358,7 +387,7 @@ class DhcpServer:
             options.append((opt.DNS, b"".join(a.packed for a in config.dns)))
         if config.domain:
             options.append((opt.DOMAIN, config.domain.encode()))
-        if facts.is_pxe_client or facts.is_ipxe:
+        if booting:
             options += boot_options
             # Option 60 only where it helps: iPXE waits 3 s for a proxy without it, while
             # OVMF's own PXE client rejects it in a full-mode offer without option 43.
@@ -370,12 +399,11 @@ class DhcpServer:
         reply = DhcpPacket(
             op=BOOTREPLY, xid=packet.xid, chaddr=packet.chaddr, htype=packet.htype,
             hlen=packet.hlen, flags=packet.flags, ciaddr=packet.ciaddr,
-            yiaddr=ip or ZERO, siaddr=siaddr if facts.is_pxe_client or facts.is_ipxe else ZERO,
+            yiaddr=ip or ZERO, siaddr=siaddr if booting else ZERO,
             giaddr=packet.giaddr,
-            file=filename if facts.is_pxe_client or facts.is_ipxe else b"", options=options,
+            file=filename if booting else b"", options=options,
         )
         name = opt.MESSAGE_NAMES[kind]
-        booting = facts.is_pxe_client or facts.is_ipxe
         boot_file = decision.filename if booting else ""
         if kind == opt.ACK and ip is not None:
             self._log.info("DHCPACK {ip} to {mac}{boot}", ip=ip, mac=packet.mac,

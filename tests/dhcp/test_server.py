@@ -444,6 +444,48 @@ def test_http_boot_client_gets_a_url_and_httpclient(tmp_path: Path) -> None:
     assert offer.option(opt.VENDOR_CLASS) == b"HTTPClient"
 
 
+def arm32(kind: int, mac: str = "52:54:00:00:0a:01") -> DhcpPacket:
+    """A UEFI arm32 PXE client (option 93 = 10), which no built-in loader fits."""
+    return DhcpPacket(op=1, xid=10, chaddr=bytes.fromhex(mac.replace(":", "")), options=[
+        (opt.MESSAGE_TYPE, bytes([kind])), (opt.CLIENT_ARCH, b"\x00\x0a"),
+        (opt.VENDOR_CLASS, b"PXEClient:Arch:00010:UNDI:003000")])
+
+
+@pytest.mark.parametrize("mode", ["full", "proxy"])
+def test_no_loader_no_boot_file_logged_once_per_mac(tmp_path: Path, mode: str) -> None:
+    """Issue 13 item 12: a UEFI arm32 client gets no boot file (proxy: no answer; full:
+    its address without boot options), logged once per MAC, never the BIOS loader."""
+    rig = make_rig(tmp_path, mode=mode)
+    logged: list[dict[str, object]] = []
+    rig.service._main_controller._log = Logger(observer=logged.append)
+    for mac in ("52:54:00:00:0a:01", "52:54:00:00:0a:01", "52:54:00:00:0a:02"):
+        replies = rig.send(arm32(opt.DISCOVER, mac))
+        if mode == "proxy":
+            assert replies == []
+        else:
+            [(offer, _)] = replies
+            assert opt.message_type(offer) == opt.OFFER and offer.yiaddr != IPv4Address(0)
+            assert offer.file == b"" and offer.option(opt.BOOTFILE) is None
+            assert offer.siaddr == IPv4Address(0)
+    texts = [formatEvent(e) for e in logged if "no loader" in formatEvent(e)]
+    assert len(texts) == 2 and "uefi-arm32" in texts[0] and "52:54:00:00:0a:01" in texts[0]
+
+
+def test_start_up_names_architectures_without_loader(tmp_path: Path) -> None:
+    """Issue 13 item 12: starting the DHCP service says which architectures have no
+    loader."""
+    rig = make_rig(tmp_path)
+    logged: list[dict[str, object]] = []
+    globalLogPublisher.addObserver(logged.append)
+    try:
+        rig.service.startService()
+    finally:
+        globalLogPublisher.removeObserver(logged.append)
+    [text] = [formatEvent(e) for e in logged if "no boot loader" in formatEvent(e)]
+    assert "uefi-arm32" in text and "uefi-arm64" in text and "uefi-x64," not in text
+    rig.service.stopService()
+
+
 @settings(max_examples=300, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.binary(max_size=600))
