@@ -10,6 +10,7 @@ calling its ``send`` with the reply and where it goes, chosen per RFC 2131
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from ipaddress import IPv4Address
 from typing import Any
 
@@ -64,6 +65,10 @@ class DhcpDatagramProtocol(DatagramProtocol):
 
     def send(self, data: bytes, addr: Address) -> None:
         assert self.transport is not None
+        # Decoded only if the line is written (--verbose): twisted.logger calls
+        # {summary()} when it formats the event, never when debug is filtered out.
+        self._log.debug("DHCP out to {addr[0]}:{addr[1]}: {summary()}", addr=addr,
+                        summary=partial(_describe_datagram, data))
         try:
             self.transport.write(data, addr)
         except OSError as e:
@@ -78,6 +83,8 @@ class DhcpDatagramProtocol(DatagramProtocol):
             self._log.debug("dropped malformed DHCP datagram from {addr}: {error}", addr=addr,
                             error=e)
             return
+        self._log.debug("DHCP in from {addr[0]}:{addr[1]}: {summary()}", addr=addr,
+                        summary=partial(opt.describe, packet))
         if packet.op != BOOTREQUEST:
             DHCP_DROPPED.labels(reason="not-a-request").inc()
             return
@@ -86,6 +93,14 @@ class DhcpDatagramProtocol(DatagramProtocol):
         except Exception:
             DHCP_DROPPED.labels(reason="internal-error").inc()
             self._log.failure("DHCP message from {addr} failed", addr=addr)
+
+
+def _describe_datagram(data: bytes) -> str:
+    """:func:`~pxetwist.dhcp.options.describe` of a datagram we send."""
+    try:
+        return opt.describe(parse(data))
+    except DhcpPacketError as e:
+        return f"undecodable ({len(data)} bytes: {e})"
 
 
 def facts_of(packet: DhcpPacket) -> ClientFacts:

@@ -505,6 +505,30 @@ def test_garbage_to_either_port_sends_nothing(tmp_path: Path, data: bytes) -> No
         rig.store.close()
 
 
+def test_debug_logs_every_packet_in_and_out_decoded_only_when_written(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 13 item 23: each DHCP packet in and out has a debug event whose text is a
+    decoded one-line summary; nothing is decoded for it unless the line is written."""
+    from pxetwist.dhcp import server as server_module
+
+    rig = make_rig(tmp_path, mode="proxy")
+    logged: list[dict[str, object]] = []
+    rig.service.main._log = Logger(observer=logged.append)
+    calls: list[object] = []
+    real = opt.describe
+    monkeypatch.setattr(server_module.opt, "describe", lambda p: calls.append(p) or real(p))
+    rig.send(ovmf(opt.DISCOVER))
+    debug = [e for e in logged if e["log_level"] == LogLevel.debug]
+    assert len(debug) == 2 and calls == []  # filtered out: never formatted, never decoded
+    incoming, outgoing = (formatEvent(e) for e in debug)
+    assert incoming.startswith("DHCP in from 0.0.0.0:68: DISCOVER xid=0x00000099 mac=" + MAC)
+    assert "arch=7" in incoming and "option60=PXEClient:Arch:00007" in incoming
+    assert "option77=no" in incoming and "ciaddr=0.0.0.0" in incoming
+    assert outgoing.startswith("DHCP out to 255.255.255.255:68: OFFER xid=0x00000099")
+    assert "file='ipxe.efi'" in outgoing and "giaddr=0.0.0.0" in outgoing
+    assert len(calls) == 2
+
+
 def test_repeated_discovers_get_the_same_offer(tmp_path: Path) -> None:
     """A client that DISCOVERs again (iPXE sends two) is offered the same address, so it
     cannot drain the pool by repeating itself."""
