@@ -19,6 +19,7 @@ commit into a folder, ``PYTHONPATH`` on it) for the "before" figure.
 from __future__ import annotations
 
 import argparse
+import shutil
 import tempfile
 from ipaddress import IPv4Address
 from pathlib import Path
@@ -126,6 +127,7 @@ def main() -> None:
     print(f"A's address offered to another client 601 s later: "
           f"{'yes' if second == offered else 'no'}")
     store.close()
+    shutil.rmtree(folder)
 
 
 if __name__ == "__main__":
