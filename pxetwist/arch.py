@@ -97,3 +97,31 @@ def is_boot_files_key(key: str) -> bool:
     if key == DEFAULT_KEY or key in BY_NAME:
         return True
     return key.isdigit() and 0 <= int(key) <= 0xFFFF
+
+
+#: Loader file suffixes and the firmware kind that runs them.
+_LOADER_SUFFIXES: tuple[tuple[str, str], ...] = (
+    (".efi", "uefi"), (".kpxe", "bios"), (".kkpxe", "bios"), (".pxe", "bios"),
+    (".0", "bios"), (".com", "bios"),
+)
+
+
+def firmware_of_code(code: int | None) -> str:
+    """What kind of binary a client with option-93 ``code`` runs: ``bios``, ``uefi``,
+    ``other``, or ``unknown`` for an unassigned code. No option 93 at all is a
+    legacy x86 BIOS PXE ROM (RFC 4578 2.1)."""
+    if code is None:
+        return "bios"
+    arch = BY_CODE.get(code)
+    return arch.firmware if arch is not None else "unknown"
+
+
+def firmware_of_file(name: str) -> str | None:
+    """The firmware kind a loader file is built for, from its name (``ipxe.efi``:
+    ``uefi``; ``undionly.kpxe``, ``pxelinux.0``: ``bios``), or ``None`` when the name
+    does not say (a URL, a script)."""
+    lowered = name.lower().split("?", 1)[0]
+    for suffix, firmware in _LOADER_SUFFIXES:
+        if lowered.endswith(suffix):
+            return firmware
+    return None

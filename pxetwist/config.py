@@ -64,11 +64,11 @@ DEFAULTS: dict[str, dict[str, str]] = {
 #: Sections whose keys are data (MACs, architectures), not fixed names.
 OPEN_SECTIONS: tuple[str, ...] = ("dhcp.reservations", "boot.files")
 
+#: Only what Debian's ``ipxe`` package ships in /usr/lib/ipxe: its ``ipxe.efi`` is an
+#: x86-64 build, so ia32 and ARM UEFI get no loader unless configured.
 DEFAULT_BOOT_FILES: dict[str, str] = {
     "bios": "undionly.kpxe",
     "uefi-x64": "ipxe.efi",
-    "uefi-ia32": "ipxe.efi",
-    "uefi-arm64": "ipxe-arm64.efi",
     "default": "undionly.kpxe",
 }
 
@@ -338,6 +338,7 @@ def _dhcp(r: _Reader, parser: configparser.RawConfigParser) -> DhcpConfig:
                 raise r.error(
                     "dhcp.reservations", key, f"{value.strip()!r} is not an IPv4 address"
                 ) from None
+            _check_reservation(r, key, reservations[mac], start, netmask)
     return DhcpConfig(
         mode=mode,
         port=r.port("dhcp", "port"),
@@ -352,6 +353,21 @@ def _dhcp(r: _Reader, parser: configparser.RawConfigParser) -> DhcpConfig:
         reply_delay=r.integer("dhcp", "reply_delay", 0, 10_000),
         reservations=reservations,
     )
+
+
+def _check_reservation(r: _Reader, key: str, ip: IPv4Address, start: IPv4Address | None,
+                       netmask: IPv4Address) -> None:
+    """A reservation must be a host address of the pool's subnet: it is handed out with
+    the pool's netmask and router."""
+    if start is None:
+        return
+    network = IPv4Network(f"{start}/{netmask}", strict=False)
+    if ip not in network:
+        raise r.error("dhcp.reservations", key, f"{ip} is outside {network} (the pool's "
+                      "subnet: range_start/netmask)")
+    if network.prefixlen < 31 and ip in (network.network_address, network.broadcast_address):
+        which = "network" if ip == network.network_address else "broadcast"
+        raise r.error("dhcp.reservations", key, f"{ip} is the {which} address of {network}")
 
 
 def _tftp(r: _Reader) -> TftpConfig:

@@ -11,7 +11,7 @@ from typing import Any
 
 from attrs import frozen
 
-from pxetwist.arch import BY_CODE, DEFAULT_KEY, Arch
+from pxetwist.arch import BY_CODE, BY_NAME, DEFAULT_KEY, Arch, firmware_of_code, firmware_of_file
 from pxetwist.catalog import is_url
 from pxetwist.config import BootConfig
 
@@ -47,8 +47,9 @@ class ClientFacts:
 class BootDecision:
     """What to hand a client.
 
-    :ivar how: ``tftp`` (``filename`` is a TFTP path on ``next_server``) or ``http``
-        (``filename`` is a URL).
+    :ivar how: ``tftp`` (``filename`` is a TFTP path on ``next_server``), ``http``
+        (``filename`` is a URL) or ``none`` (no loader for this architecture: the
+        client gets no boot file, rather than one built for another architecture).
     :ivar vendor_class: option 60 for the reply (``PXEClient``/``HTTPClient``), or ``None``.
     :ivar arch: the architecture's name (``unknown-N`` for unassigned codes).
     """
@@ -77,20 +78,26 @@ class BootPolicy:
         self._base_url = base_url
         self._server = server_address
 
-    def _file_for(self, code: int | None, arch: Arch | None) -> tuple[str, str]:
-        """The configured file and which ``[boot.files]`` key gave it."""
+    def _file_for(self, code: int | None, arch: Arch | None) -> tuple[str, str] | None:
+        """The configured file and which ``[boot.files]`` key gave it, or ``None`` when
+        no key fits: ``default`` only serves codes of the firmware kind its file is
+        built for (a BIOS file never reaches a UEFI client)."""
         keys: list[str] = []
         if code is not None:
             keys.append(str(code))
-        if arch is not None:
+        else:
+            keys.append("bios")  # no option 93: a legacy BIOS PXE ROM
+        while arch is not None:  # the name, then the PXE code an HTTP-boot code runs
             keys.append(arch.name)
-            if arch.base:
-                keys.append(arch.base)
-        keys.append(DEFAULT_KEY)
+            arch = BY_NAME.get(arch.base)
         for key in keys:
             if key in self._files:
                 return self._files[key], key
-        return "undionly.kpxe", "built-in default"
+        default = self._files.get(DEFAULT_KEY)
+        if default is not None and firmware_of_file(default) in (None,
+                                                                 firmware_of_code(code)):
+            return default, DEFAULT_KEY
+        return None
 
     def decide(self, facts: ClientFacts) -> BootDecision:
         """The answer for one client."""
@@ -107,7 +114,14 @@ class BootPolicy:
             return BootDecision("http", f"{self._base_url}/pxe/boot.ipxe", self._server,
                                 reply_class, name,
                                 "iPXE (option 77/175): its boot script over HTTP")
-        filename, key = self._file_for(facts.arch, arch)
+        found = self._file_for(facts.arch, arch)
+        if found is None:
+            return BootDecision("none", "", self._server, reply_class, name,
+                                f"no loader for this architecture: [boot.files] has no "
+                                f"{name} (code {facts.arch}) entry and default "
+                                f"{self._files.get(DEFAULT_KEY, '(none)')} is not built "
+                                f"for it")
+        filename, key = found
         why = f"[boot.files] {key}"
         if arch is None and facts.arch is not None:
             why = f"unknown architecture code {facts.arch}: {why}"
@@ -118,6 +132,12 @@ class BootPolicy:
         if is_url(filename):
             return BootDecision("http", filename, self._server, reply_class, name, why)
         return BootDecision("tftp", filename, self._server, reply_class, name, why)
+
+    def architectures_without_loader(self) -> list[str]:
+        """The names of the listed architectures (:data:`EXPLAINED_CODES`) that get no
+        loader, for the start-up log line."""
+        return [BY_CODE[code].name for code in EXPLAINED_CODES
+                if self._file_for(code, BY_CODE[code]) is None]
 
     def explain(self, mac: str) -> list[dict[str, Any]]:
         """The decision for ``mac`` on every listed architecture, as a plain PXE ROM,

@@ -87,6 +87,12 @@ def test_full_mode_values(folder: Path) -> None:
         ("[dhcp.reservations]\nnot-a-mac = 10.0.0.1\n", "[dhcp.reservations] not-a-mac:"),
         ("[dhcp.reservations]\n52:54:00:12:34:56 = ten\n",
          "[dhcp.reservations] 52:54:00:12:34:56: 'ten' is not an IPv4"),
+        ("[dhcp]\nrange_start = 10.0.0.10\nrange_end = 10.0.0.20\n[dhcp.reservations]\n"
+         "52:54:00:12:34:56 = 10.0.1.5\n",
+         "[dhcp.reservations] 52:54:00:12:34:56: 10.0.1.5 is outside 10.0.0.0/24"),
+        ("[dhcp]\nrange_start = 10.0.0.10\nrange_end = 10.0.0.20\n[dhcp.reservations]\n"
+         "52:54:00:12:34:56 = 10.0.0.255\n",
+         "[dhcp.reservations] 52:54:00:12:34:56: 10.0.0.255 is the broadcast address"),
         ("[boot.files]\nsparc = x\n", "[boot.files] sparc: is not an architecture"),
         ("[boot]\napi_url = ftp://x\n", "[boot] api_url: 'ftp://x' is not an http"),
         ("[http]\npublic_url = nonsense\n", "[http] public_url:"),

@@ -19,6 +19,7 @@ from typing import Any
 
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from pxetwist.config import DhcpConfig
 from pxetwist.metrics import DHCP_LEASES
@@ -58,7 +59,9 @@ class LeasePool:
         self._offer_of: dict[str, str] = {}  # key -> ip offered to it
         self._reserved_ips = {str(ip): mac for mac, ip in config.reservations.items()}
         self._next_free = self._start
-        self._batch: list[tuple[LeaseRow, Deferred[None]]] = []
+        #: Rows waiting for the next commit, each with the Deferred of whoever waits for
+        #: it (``None`` for the old address a client's new lease frees: nobody waits).
+        self._batch: list[tuple[LeaseRow, Deferred[None] | None]] = []
         self._flush_call: Any = None
         self._writing = False  # a commit is on its way to disk
 
@@ -85,6 +88,13 @@ class LeasePool:
             return None
         return row
 
+    def holds(self, ip: IPv4Address, key: str, mac: str) -> bool:
+        """Whether this client (same client id or MAC key, same MAC) holds a bound,
+        unexpired lease on ``ip``: only such a client may give it back or decline it."""
+        row = self.holder(str(ip))
+        return (row is not None and row.state == BOUND and row.mac == mac
+                and (row.client_id or "mac:" + row.mac) == key)
+
     def in_use(self) -> int:
         now = self._clock.seconds()
         return sum(1 for r in self._by_ip.values() if r.state == BOUND and r.expires > now)
@@ -96,17 +106,25 @@ class LeasePool:
 
     def available_for(self, ip: IPv4Address, key: str, mac: str) -> bool:
         """Whether ``ip`` may be given to this client now."""
+        return self.unavailable_because(ip, key, mac) is None
+
+    def unavailable_because(self, ip: IPv4Address, key: str, mac: str) -> str | None:
+        """Why ``ip`` may not be given to this client now (a NAK's message), or ``None``
+        when it may."""
         text = str(ip)
         reserved_for = self._reserved_ips.get(text)
         if reserved_for is not None:
-            return reserved_for == mac
+            return None if reserved_for == mac else "address reserved for another client"
         if not self.in_pool(ip):
-            return False
+            return "address not in the pool"
         holder = self.holder(text)
         if holder is not None and (holder.client_id or "mac:" + holder.mac) != key:
-            return False
+            return ("address declined as in use, held back" if holder.state == DECLINED
+                    else "address belongs to another client")
         offer = self._offers.get(text)
-        return not (offer and offer[0] != key and offer[1] > self._clock.seconds())
+        if offer and offer[0] != key and offer[1] > self._clock.seconds():
+            return "address offered to another client"
+        return None
 
     def allocate(self, key: str, mac: str, requested: IPv4Address | None) -> IPv4Address | None:
         """An address for this client (its reservation, its previous address, the one it
@@ -173,17 +191,19 @@ class LeasePool:
         self._offer_of.pop(key, None)
         return self._set(row)
 
-    def release(self, ip: IPv4Address, key: str) -> Deferred[None] | None:
-        """The client gives ``ip`` back; its claim to it is kept for next time."""
+    def release(self, ip: IPv4Address, key: str, mac: str) -> Deferred[None] | None:
+        """The client gives ``ip`` back; its claim to it is kept for next time.
+        ``None`` (nothing changes) unless it :meth:`holds` the lease."""
         row = self._by_ip.get(str(ip))
-        if row is None or (row.client_id or "mac:" + row.mac) != key:
+        if row is None or not self.holds(ip, key, mac):
             return None
         return self._set(LeaseRow(row.ip, row.mac, row.client_id, row.hostname,
                                   self._clock.seconds(), RELEASED))
 
     def decline(self, ip: IPv4Address, key: str, mac: str) -> Deferred[None] | None:
-        """The client found ``ip`` in use: keep it out of the pool for a while."""
-        if not self.in_pool(ip):
+        """The client found ``ip`` in use: keep it out of the pool for a while.
+        ``None`` (nothing changes) unless it :meth:`holds` the lease."""
+        if not self.in_pool(ip) or not self.holds(ip, key, mac):
             return None
         self._by_key.pop(key, None)
         return self._set(LeaseRow(str(ip), "", "declined", "",
@@ -203,7 +223,7 @@ class LeasePool:
                 freed = LeaseRow(old_row.ip, old_row.mac, old_row.client_id, old_row.hostname,
                                  self._clock.seconds(), RELEASED)
                 self._by_ip[old_row.ip] = freed
-                self._batch.append((freed, Deferred()))
+                self._batch.append((freed, None))
             self._by_key[row.client_id] = row.ip
         done: Deferred[None] = Deferred()
         self._batch.append((row, done))
@@ -224,14 +244,18 @@ class LeasePool:
 
         def written(result: object) -> object:
             for _, done in batch:
-                done.callback(None)
+                if done is not None:
+                    done.callback(None)
             return result
 
-        def failed(failure: Any) -> None:
-            self._log.failure("lease commit failed: {count} ACKs withheld", failure,
-                              count=len(batch))
+        def failed(failure: Failure) -> None:
+            ips = [row.ip for row, _ in batch]
+            self._log.failure("lease commit of {count} leases failed ({ips}): no ACK for "
+                              "them", failure, count=len(ips),
+                              ips=", ".join(ips[:10]) + (", ..." if len(ips) > 10 else ""))
             for _, done in batch:
-                done.errback(failure)
+                if done is not None:
+                    done.errback(failure)
 
         def next_batch(result: object) -> None:
             self._writing = False

@@ -180,3 +180,19 @@ def pxe_boot_item_reply(request_43: bytes | None) -> bytes:
                 item = request_43[i + 2:i + 6]
             i += 2 + length
     return bytes((PXE_BOOT_ITEM, 4)) + item + b"\xff"
+
+
+def describe(packet: DhcpPacket) -> str:
+    """A one-line summary of a packet for debug logs: message type, xid, MAC, addresses,
+    architecture, options 60 and 77, boot file (client texts in repr-safe form)."""
+    kind = message_type(packet)
+    name = MESSAGE_NAMES.get(kind or 0, "BOOTP" if kind is None else f"type-{kind}")
+    arch = client_arch(packet)
+    vendor = vendor_class(packet)
+    boot_file = packet.file or packet.option(BOOTFILE) or b""
+    return (f"{name} xid=0x{packet.xid:08x} mac={packet.mac} ciaddr={packet.ciaddr} "
+            f"yiaddr={packet.yiaddr} giaddr={packet.giaddr} "
+            f"arch={'-' if arch is None else arch} "
+            f"option60={vendor.encode('unicode_escape').decode() if vendor else 'no'} "
+            f"option77={'yes' if packet.option(USER_CLASS) is not None else 'no'} "
+            f"file={boot_file.decode('latin-1')!r}")

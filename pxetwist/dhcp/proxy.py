@@ -23,12 +23,14 @@ from pxetwist.dhcp.server import (
     CLIENT_PORT,
     SERVER_PORT,
     Address,
+    OncePerKey,
     RateLimiter,
     Send,
     arch_name,
     boot_fields,
     echoed,
     facts_of,
+    log_no_loader,
 )
 from pxetwist.events import EventBus, Stage
 from pxetwist.metrics import DHCP_DROPPED, DHCP_PACKETS, DHCP_REPLIES
@@ -53,6 +55,7 @@ class ProxyServer:
         self.send = send
         self.boot_server = boot_server
         self.limiter = RateLimiter(clock)
+        self._no_loader = OncePerKey()
 
     def __call__(self, packet: DhcpPacket, source: Address) -> None:
         kind = opt.message_type(packet)
@@ -71,6 +74,10 @@ class ProxyServer:
             DHCP_DROPPED.labels(reason="rate-limit").inc()
             return
         decision = self.policy.decide(facts)
+        if decision.how == "none":  # no answer rather than a loader for another arch
+            DHCP_DROPPED.labels(reason="no-loader").inc()
+            log_no_loader(self._log, self._no_loader, packet.mac, decision)
+            return
         siaddr, filename, boot_options = boot_fields(decision, str(self.server))
         bios = facts.arch in (None, 0)
         options: list[tuple[int, bytes]] = [

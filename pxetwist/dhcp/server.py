@@ -10,11 +10,14 @@ calling its ``send`` with the reply and where it goes, chosen per RFC 2131
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from ipaddress import IPv4Address
 from typing import Any
 
+from attrs import define, field
 from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from pxetwist.arch import BY_CODE
 from pxetwist.config import DhcpConfig
@@ -62,6 +65,10 @@ class DhcpDatagramProtocol(DatagramProtocol):
 
     def send(self, data: bytes, addr: Address) -> None:
         assert self.transport is not None
+        # Decoded only if the line is written (--verbose): twisted.logger calls
+        # {summary()} when it formats the event, never when debug is filtered out.
+        self._log.debug("DHCP out to {addr[0]}:{addr[1]}: {summary()}", addr=addr,
+                        summary=partial(_describe_datagram, data))
         try:
             self.transport.write(data, addr)
         except OSError as e:
@@ -76,6 +83,8 @@ class DhcpDatagramProtocol(DatagramProtocol):
             self._log.debug("dropped malformed DHCP datagram from {addr}: {error}", addr=addr,
                             error=e)
             return
+        self._log.debug("DHCP in from {addr[0]}:{addr[1]}: {summary()}", addr=addr,
+                        summary=partial(opt.describe, packet))
         if packet.op != BOOTREQUEST:
             DHCP_DROPPED.labels(reason="not-a-request").inc()
             return
@@ -84,6 +93,14 @@ class DhcpDatagramProtocol(DatagramProtocol):
         except Exception:
             DHCP_DROPPED.labels(reason="internal-error").inc()
             self._log.failure("DHCP message from {addr} failed", addr=addr)
+
+
+def _describe_datagram(data: bytes) -> str:
+    """:func:`~pxetwist.dhcp.options.describe` of a datagram we send."""
+    try:
+        return opt.describe(parse(data))
+    except DhcpPacketError as e:
+        return f"undecodable ({len(data)} bytes: {e})"
 
 
 def facts_of(packet: DhcpPacket) -> ClientFacts:
@@ -155,6 +172,51 @@ class RateLimiter:
         return True
 
 
+@define
+class ThrottledWarning:
+    """A warning logged at most once per ``interval`` seconds, saying how many more
+    occurrences went unlogged since: a flood must not become a flood of log lines."""
+
+    clock: Any
+    interval: float
+    _logged_at: float = float("-inf")
+    _unlogged: int = 0
+
+    def due(self) -> int | None:
+        """Count one occurrence: how many went unlogged before it if it is to be logged
+        now, else ``None``."""
+        now = self.clock.seconds()
+        if now - self._logged_at < self.interval:
+            self._unlogged += 1
+            return None
+        more, self._unlogged, self._logged_at = self._unlogged, 0, now
+        return more
+
+
+@define
+class OncePerKey:
+    """Says yes the first time it sees a key (a MAC), for one log line per client;
+    forgets everything after ``limit`` keys, so a flood of MACs cannot grow it."""
+
+    limit: int = 10_000
+    _seen: set[str] = field(factory=set)
+
+    def first(self, key: str) -> bool:
+        if key in self._seen:
+            return False
+        if len(self._seen) >= self.limit:
+            self._seen.clear()
+        self._seen.add(key)
+        return True
+
+
+def log_no_loader(log: Logger, once: OncePerKey, mac: str, decision: BootDecision) -> None:
+    """Once per MAC: this client gets no boot file, and why."""
+    if once.first(mac):
+        log.warn("no boot file for {mac} ({arch}): {reason}", mac=mac, arch=decision.arch,
+                 reason=decision.reason)
+
+
 class DhcpServer:
     """Full mode: addresses from the pool plus boot options.
 
@@ -174,8 +236,9 @@ class DhcpServer:
         self.server = IPv4Address(server)
         self.send = send
         self.limiter = RateLimiter(clock)
-        self._exhausted_logged_at = float("-inf")
-        self._exhausted_unlogged = 0
+        self._exhausted = ThrottledWarning(clock, EXHAUSTED_LOG_INTERVAL)
+        self._not_holder = ThrottledWarning(clock, EXHAUSTED_LOG_INTERVAL)
+        self._no_loader = OncePerKey()
 
     # -- dispatch --------------------------------------------------------------------
 
@@ -209,15 +272,11 @@ class DhcpServer:
 
     def _warn_exhausted(self, mac: str) -> None:
         """One warning per :data:`EXHAUSTED_LOG_INTERVAL` seconds, with how many more
-        clients went without: a flood of new MACs must not become a flood of log lines."""
-        now = self.clock.seconds()
-        if now - self._exhausted_logged_at < EXHAUSTED_LOG_INTERVAL:
-            self._exhausted_unlogged += 1
-            return
-        self._log.warn("DHCP pool exhausted: no offer for {mac} ({more} more since the "
-                       "last warning)", mac=mac, more=self._exhausted_unlogged)
-        self._exhausted_logged_at = now
-        self._exhausted_unlogged = 0
+        clients went without."""
+        more = self._exhausted.due()
+        if more is not None:
+            self._log.warn("DHCP pool exhausted: no offer for {mac} ({more} more since the "
+                           "last warning)", mac=mac, more=more)
 
     def _request(self, packet: DhcpPacket, source: Address) -> None:
         key = opt.client_key(packet)
@@ -227,32 +286,37 @@ class DhcpServer:
             if chosen != self.server:
                 self.pool.forget_offer(key)
                 return
-            if requested is None or not self.pool.available_for(requested, key, packet.mac):
-                self._nak(packet, source, "requested address not available")
-                return
-            self._ack(packet, source, requested, key)
+            if requested is None:
+                self._nak(packet, source, "no requested address")
+            elif why := self.pool.unavailable_because(requested, key, packet.mac):
+                self._nak(packet, source, why)
+            else:
+                self._ack(packet, source, requested, key)
             return
         if requested is not None:  # INIT-REBOOT
             if requested not in self.pool.network:
                 self._nak(packet, source, "wrong network")
-            elif self.pool.available_for(requested, key, packet.mac):
-                self._ack(packet, source, requested, key)
+            elif why := self.pool.unavailable_because(requested, key, packet.mac):
+                self._nak(packet, source, why)
             else:
-                self._nak(packet, source, "address belongs to another client")
+                self._ack(packet, source, requested, key)
             return
         if packet.ciaddr != ZERO:  # RENEWING / REBINDING
-            if self.pool.available_for(packet.ciaddr, key, packet.mac):
+            why = self.pool.unavailable_because(packet.ciaddr, key, packet.mac)
+            if why is None:
                 self._ack(packet, source, packet.ciaddr, key)
             elif packet.ciaddr in self.pool.network:
-                self._nak(packet, source, "address belongs to another client")
+                self._nak(packet, source, why)
             return
         DHCP_DROPPED.labels(reason="bad-request").inc()
 
     def _ack(self, packet: DhcpPacket, source: Address, ip: IPv4Address, key: str) -> None:
         """Commit the lease, then (and only then) send the ACK."""
         d = self.pool.bind(ip, key, packet.mac, opt.hostname(packet))
-        d.addCallback(lambda _: self._reply(packet, source, opt.ACK, ip, Stage.DHCP_ACK))
-        d.addErrback(lambda f: DHCP_DROPPED.labels(reason="store-failed").inc())
+        d.addCallbacks(lambda _: self._reply(packet, source, opt.ACK, ip, Stage.DHCP_ACK),
+                       self._not_stored, errbackArgs=("DHCPREQUEST", ip, packet.mac))
+        d.addErrback(lambda f: self._log.failure("DHCPACK of {ip} to {mac} failed", f, ip=ip,
+                                                 mac=packet.mac))
 
     def _nak(self, packet: DhcpPacket, source: Address, why: str) -> None:
         reply = DhcpPacket(
@@ -267,17 +331,43 @@ class DhcpServer:
 
     def _decline(self, packet: DhcpPacket, source: Address) -> None:
         ip = opt.requested_ip(packet)
-        if ip is not None and opt.server_id(packet) in (None, self.server):
-            self.pool.decline(ip, opt.client_key(packet), packet.mac)
-            self._log.warn("DHCPDECLINE of {ip} from {mac}: address quarantined", ip=ip,
-                           mac=packet.mac)
-            self.events.publish(Stage.DHCP_DECLINE, mac=packet.mac, ip=str(ip))
+        if ip is None or opt.server_id(packet) not in (None, self.server):
+            return
+        d = self.pool.decline(ip, opt.client_key(packet), packet.mac)
+        if d is None:
+            self._not_lease_holder("DECLINE", ip, packet)
+            return
+        self._log.warn("DHCPDECLINE of {ip} from {mac}: address quarantined", ip=ip,
+                       mac=packet.mac)
+        self.events.publish(Stage.DHCP_DECLINE, mac=packet.mac, ip=str(ip))
+        d.addErrback(self._not_stored, "DHCPDECLINE", ip, packet.mac)
 
     def _release(self, packet: DhcpPacket, source: Address) -> None:
-        if packet.ciaddr != ZERO:
-            self.pool.release(packet.ciaddr, opt.client_key(packet))
-            self._log.info("DHCPRELEASE of {ip} from {mac}", ip=packet.ciaddr, mac=packet.mac)
-            self.events.publish(Stage.DHCP_RELEASE, mac=packet.mac, ip=str(packet.ciaddr))
+        ip = packet.ciaddr
+        if ip == ZERO:
+            return
+        d = self.pool.release(ip, opt.client_key(packet), packet.mac)
+        if d is None:
+            self._not_lease_holder("RELEASE", ip, packet)
+            return
+        self._log.info("DHCPRELEASE of {ip} from {mac}", ip=ip, mac=packet.mac)
+        self.events.publish(Stage.DHCP_RELEASE, mac=packet.mac, ip=str(ip))
+        d.addErrback(self._not_stored, "DHCPRELEASE", ip, packet.mac)
+
+    def _not_lease_holder(self, kind: str, ip: IPv4Address, packet: DhcpPacket) -> None:
+        """A DECLINE or RELEASE of a lease the sender does not hold: dropped, counted,
+        logged once per :data:`EXHAUSTED_LOG_INTERVAL` seconds."""
+        DHCP_DROPPED.labels(reason="not-lease-holder").inc()
+        more = self._not_holder.due()
+        if more is not None:
+            self._log.warn("DHCP{kind} of {ip} from {mac} ignored: not the lease holder "
+                           "({more} more such messages since the last warning)", kind=kind,
+                           ip=ip, mac=packet.mac, more=more)
+
+    def _not_stored(self, failure: Failure, what: str, ip: IPv4Address, mac: str) -> None:
+        DHCP_DROPPED.labels(reason="store-failed").inc()
+        self._log.warn("{what} of {ip} from {mac} not stored: {error}", what=what, ip=ip,
+                       mac=mac, error=failure.getErrorMessage())
 
     def _inform(self, packet: DhcpPacket, source: Address) -> None:
         self._reply(packet, source, opt.ACK, None, Stage.DHCP_ACK)
@@ -288,6 +378,10 @@ class DhcpServer:
                stage: str) -> None:
         facts = facts_of(packet)
         decision = self.policy.decide(facts)
+        booting = facts.is_pxe_client or facts.is_ipxe
+        if booting and decision.how == "none":  # an address, but no wrong loader
+            log_no_loader(self._log, self._no_loader, packet.mac, decision)
+            booting = False
         siaddr, filename, boot_options = boot_fields(decision, str(self.server))
         config = self.config
         options: list[tuple[int, bytes]] = [
@@ -308,7 +402,7 @@ class DhcpServer:
             options.append((opt.DNS, b"".join(a.packed for a in config.dns)))
         if config.domain:
             options.append((opt.DOMAIN, config.domain.encode()))
-        if facts.is_pxe_client or facts.is_ipxe:
+        if booting:
             options += boot_options
             # Option 60 only where it helps: iPXE waits 3 s for a proxy without it, while
             # OVMF's own PXE client rejects it in a full-mode offer without option 43.
@@ -320,12 +414,11 @@ class DhcpServer:
         reply = DhcpPacket(
             op=BOOTREPLY, xid=packet.xid, chaddr=packet.chaddr, htype=packet.htype,
             hlen=packet.hlen, flags=packet.flags, ciaddr=packet.ciaddr,
-            yiaddr=ip or ZERO, siaddr=siaddr if facts.is_pxe_client or facts.is_ipxe else ZERO,
+            yiaddr=ip or ZERO, siaddr=siaddr if booting else ZERO,
             giaddr=packet.giaddr,
-            file=filename if facts.is_pxe_client or facts.is_ipxe else b"", options=options,
+            file=filename if booting else b"", options=options,
         )
         name = opt.MESSAGE_NAMES[kind]
-        booting = facts.is_pxe_client or facts.is_ipxe
         boot_file = decision.filename if booting else ""
         if kind == opt.ACK and ip is not None:
             self._log.info("DHCPACK {ip} to {mac}{boot}", ip=ip, mac=packet.mac,

@@ -14,6 +14,7 @@ from typing import Any
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, DeferredList
+from twisted.logger import Logger
 
 from pxetwist.config import Config
 from pxetwist.dhcp.leases import LeasePool
@@ -50,6 +51,7 @@ class DhcpService(Service):
     """
 
     name = "dhcp"
+    _log = Logger()
 
     def __init__(self, config: Config, store: Store, events: EventBus, reactor: Any,
                  server_address: str, base_url: str) -> None:
@@ -105,6 +107,10 @@ class DhcpService(Service):
     def startService(self) -> None:
         if not self._ports:
             self.privilegedStartService()
+        missing = self.policy.architectures_without_loader()
+        if missing:
+            self._log.info("no boot loader for: {names} (these clients get no boot file; "
+                           "set [boot.files] to serve them)", names=", ".join(missing))
         super().startService()
 
     def stopService(self) -> Deferred[Any] | None:

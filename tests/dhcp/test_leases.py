@@ -2,20 +2,22 @@
 
 from __future__ import annotations
 
+import gc
+from collections.abc import Iterator
 from ipaddress import IPv4Address
 from pathlib import Path
 
-from twisted.internet.defer import Deferred
+import pytest
+from twisted.internet.defer import Deferred, fail
 from twisted.internet.task import Clock
+from twisted.logger import LogEvent, formatEvent, globalLogPublisher
 
 from pxetwist.config import load_text
 from pxetwist.dhcp.leases import LeasePool
 from pxetwist.store import LeaseRow, Store
 
 
-def test_leases_bound_during_a_commit_go_together_in_the_next(tmp_path: Path) -> None:
-    """Binds made while a commit is in flight wait for it, then share one transaction,
-    and each bind's Deferred fires only once its own commit has."""
+def make_pool(tmp_path: Path) -> tuple[LeasePool, Store, Clock]:
     for name in ("tftproot", "catalog"):
         (tmp_path / name).mkdir()
     config = load_text(
@@ -27,6 +29,28 @@ def test_leases_bound_during_a_commit_go_together_in_the_next(tmp_path: Path) ->
     store = Store(tmp_path / "state.sqlite")
     pool = LeasePool(config.dhcp, store, clock)
     pool.load()
+    return pool, store, clock
+
+
+@pytest.fixture
+def logged() -> Iterator[list[LogEvent]]:
+    """Every log event published while the test runs (the global publisher)."""
+    events: list[LogEvent] = []
+    globalLogPublisher.addObserver(events.append)
+    yield events
+    globalLogPublisher.removeObserver(events.append)
+
+
+def unhandled(events: list[LogEvent]) -> list[str]:
+    """The "Unhandled error in Deferred" reports among ``events``, after a GC."""
+    gc.collect()
+    return [text for e in events if "Unhandled error" in (text := formatEvent(e))]
+
+
+def test_leases_bound_during_a_commit_go_together_in_the_next(tmp_path: Path) -> None:
+    """Binds made while a commit is in flight wait for it, then share one transaction,
+    and each bind's Deferred fires only once its own commit has."""
+    pool, store, clock = make_pool(tmp_path)
     commits: list[tuple[list[str], Deferred[None]]] = []
     original = store.put_leases
 
@@ -60,4 +84,24 @@ def test_leases_bound_during_a_commit_go_together_in_the_next(tmp_path: Path) ->
     assert fired == ["10.77.0.100", "10.77.0.101", "10.77.0.102"]
     assert {row.ip for row in store.leases_now()} == {"10.77.0.100", "10.77.0.101",
                                                       "10.77.0.102"}
+    store.close()
+
+
+def test_failed_commit_is_logged_with_context_and_no_deferred_unhandled(
+        tmp_path: Path, logged: list[LogEvent]) -> None:
+    """Issue 13 item 5: a failing commit (a bind that also frees the client's old
+    address) is logged once with the addresses it carried, the bind's Deferred fails,
+    and no Deferred is left to report "Unhandled error in Deferred" at GC time."""
+    pool, store, clock = make_pool(tmp_path)
+    key, mac = "mac:52:54:00:00:00:01", "52:54:00:00:00:01"
+    pool.bind(IPv4Address("10.77.0.100"), key, mac, "")
+    clock.advance(0)
+    store.put_leases = lambda rows: fail(OSError("disk full"))  # type: ignore[method-assign,assignment,misc]
+    failures: list[object] = []
+    pool.bind(IPv4Address("10.77.0.101"), key, mac, "").addErrback(failures.append)
+    clock.advance(0)
+    assert len(failures) == 1
+    texts = [formatEvent(e) for e in logged if e.get("log_failure") is not None]
+    assert len(texts) == 1 and "10.77.0.101" in texts[0] and "10.77.0.100" in texts[0]
+    assert unhandled(logged) == []
     store.close()

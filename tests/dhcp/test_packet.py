@@ -99,7 +99,8 @@ def test_garbage_only_raises_the_codec_error(data: bytes) -> None:
 @settings(max_examples=1000, deadline=None)
 @given(st.binary(min_size=240, max_size=700))
 def test_garbage_after_a_valid_header_only_raises_the_codec_error(tail: bytes) -> None:
-    """A valid header and cookie followed by random option bytes: codec error or a packet."""
+    """A valid header and cookie followed by random option bytes: codec error or a packet,
+    which every option reader (and the debug summary) takes without raising."""
     head = encode(ipxe_rom(opt.DISCOVER))[:240]
     try:
         packet = parse(head + tail)
@@ -107,5 +108,5 @@ def test_garbage_after_a_valid_header_only_raises_the_codec_error(tail: bytes) -
         return
     for helper in (opt.client_arch, opt.vendor_class, opt.user_classes, opt.is_ipxe,
                    opt.machine_uuid, opt.client_key, opt.requested_ip, opt.server_id,
-                   opt.hostname, opt.message_type):
+                   opt.hostname, opt.message_type, opt.describe):
         helper(packet)

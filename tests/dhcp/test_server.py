@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from ipaddress import IPv4Address
 from pathlib import Path
 
@@ -9,12 +10,15 @@ import pytest
 from attrs import define, evolve
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from twisted.internet.defer import fail
+from twisted.logger import Logger, LogLevel, formatEvent, globalLogPublisher
 
 from pxetwist.config import load_text
 from pxetwist.dhcp import options as opt
 from pxetwist.dhcp.packet import DhcpPacket, encode, parse
 from pxetwist.dhcp.service import DhcpService
 from pxetwist.events import EventBus, Stage
+from pxetwist.metrics import DHCP_DROPPED
 from pxetwist.store import Store
 from tests.dhcp.clients import MAC, ipxe_rom, ovmf, plain, requested, server_id
 from tests.fakes import FakeUDPPort, FakeUDPReactor
@@ -166,11 +170,14 @@ def test_request_for_another_server_forgets_the_offer(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("options", "why"),
     [([requested("192.168.1.5")], b"wrong network"),
-     ([server_id(SERVER), requested("10.77.0.200")], b"requested address not available")],
+     ([server_id(SERVER), requested("10.77.0.200")], b"address not in the pool"),
+     ([requested("10.77.0.200")], b"address not in the pool"),
+     ([requested("10.77.0.50")], b"address reserved for another client")],
 )
 def test_nak_cases(tmp_path: Path, options: list[tuple[int, bytes]], why: bytes) -> None:
-    """INIT-REBOOT on a wrong network, SELECTING an address outside the pool: NAK,
-    broadcast, with a message."""
+    """INIT-REBOOT on a wrong network, SELECTING or INIT-REBOOT of an address outside the
+    pool or reserved for another MAC: NAK, broadcast, with the true reason (issue 13
+    item 24)."""
     rig = make_rig(tmp_path)
     [(nak, addr)] = rig.send(ipxe_rom(opt.REQUEST, options=options))
     assert opt.message_type(nak) == opt.NAK and nak.option(opt.MESSAGE) == why
@@ -178,12 +185,19 @@ def test_nak_cases(tmp_path: Path, options: list[tuple[int, bytes]], why: bytes)
 
 
 def test_address_held_by_another_client_is_nak(tmp_path: Path) -> None:
-    """INIT-REBOOT for an address bound to someone else: NAK."""
+    """INIT-REBOOT or RENEWING for an address bound to someone else: NAK saying so; a
+    RENEWING of an in-subnet address outside the pool: NAK saying that."""
     rig = make_rig(tmp_path)
     ack = dora(rig)
     [(nak, _)] = rig.send(ipxe_rom(opt.REQUEST, mac="52:54:00:00:00:02",
                                    options=[requested(str(ack.yiaddr))]))
     assert opt.message_type(nak) == opt.NAK
+    assert nak.option(opt.MESSAGE) == b"address belongs to another client"
+    [(nak, _)] = rig.send(ipxe_rom(opt.REQUEST, mac="52:54:00:00:00:02", ciaddr=ack.yiaddr))
+    assert nak.option(opt.MESSAGE) == b"address belongs to another client"
+    [(nak, _)] = rig.send(ipxe_rom(opt.REQUEST, mac="52:54:00:00:00:02",
+                                   ciaddr=IPv4Address("10.77.0.9")))
+    assert nak.option(opt.MESSAGE) == b"address not in the pool"
 
 
 def test_renew_is_unicast_and_extends(tmp_path: Path) -> None:
@@ -199,17 +213,100 @@ def test_renew_is_unicast_and_extends(tmp_path: Path) -> None:
 
 
 def test_release_and_decline(tmp_path: Path) -> None:
-    """RELEASE frees the address (kept for the client); DECLINE quarantines it."""
+    """DECLINE from the holder quarantines its address; RELEASE frees one (kept for the
+    client)."""
     rig = make_rig(tmp_path)
     ack = dora(rig)
-    rig.send(ipxe_rom(opt.RELEASE, ciaddr=ack.yiaddr, options=[server_id(SERVER)]))
-    assert rig.store.leases_now()[0].state == "released"
-    assert rig.service.leases_in_use() == 0
     rig.send(ipxe_rom(opt.DECLINE, options=[requested(str(ack.yiaddr)), server_id(SERVER)]))
     [(offer, _)] = rig.send(ipxe_rom(opt.DISCOVER, mac="52:54:00:00:00:03"))
     assert offer.yiaddr != ack.yiaddr
+    other = dora(rig, mac="52:54:00:00:00:04")
+    rig.send(ipxe_rom(opt.RELEASE, mac="52:54:00:00:00:04", ciaddr=other.yiaddr,
+                      options=[server_id(SERVER)]))
+    states = {row.ip: row.state for row in rig.store.leases_now()}
+    assert states[str(ack.yiaddr)] == "declined" and states[str(other.yiaddr)] == "released"
+    assert rig.service.leases_in_use() == 0
     stages = [e.stage for e in rig.events.recent()]
     assert Stage.DHCP_RELEASE in stages and Stage.DHCP_DECLINE in stages
+
+
+def dropped(reason: str) -> float:
+    return DHCP_DROPPED.labels(reason=reason)._value.get()  # type: ignore[no-any-return]
+
+
+def forged(kind: int, ip: IPv4Address, **kw: object) -> DhcpPacket:
+    """A DECLINE (requested ip) or RELEASE (ciaddr) of ``ip`` from another client."""
+    if kind == opt.DECLINE:
+        return ipxe_rom(kind, options=[requested(str(ip)), server_id(SERVER)], **kw)
+    return ipxe_rom(kind, ciaddr=ip, options=[server_id(SERVER)], **kw)
+
+
+@pytest.mark.parametrize("kind", [opt.DECLINE, opt.RELEASE])
+@pytest.mark.parametrize("who", [{"mac": "52:54:00:00:00:66"},
+                                 {"options_id": b"\x00forged-client-id"}])
+def test_decline_or_release_from_stranger_ignored(tmp_path: Path, kind: int,
+                                                  who: dict[str, object]) -> None:
+    """Issue 13 item 1: a DECLINE or RELEASE of a lease from another MAC or client id is
+    dropped, counted and logged once; the holder keeps its lease and renews it."""
+    rig = make_rig(tmp_path)
+    ack = dora(rig)
+    logged: list[dict[str, object]] = []
+    rig.service._main_controller._log = Logger(observer=logged.append)
+    before = dropped("not-lease-holder")
+    client_id = who.get("options_id")
+    for _ in range(5):
+        packet = forged(kind, ack.yiaddr, mac=str(who.get("mac", MAC)))
+        if client_id is not None:
+            packet = evolve(packet, options=[*packet.options, (opt.CLIENT_ID, client_id)])
+        assert rig.send(packet) == []
+    assert dropped("not-lease-holder") - before == 5
+    assert len([e for e in logged if e["log_level"] == LogLevel.warn]) == 1
+    assert [(r.ip, r.mac, r.state) for r in rig.store.leases_now()] == [
+        (str(ack.yiaddr), MAC, "bound")]
+    assert Stage.DHCP_DECLINE not in {e.stage for e in rig.events.recent()}
+    assert Stage.DHCP_RELEASE not in {e.stage for e in rig.events.recent()}
+    [(renewed, _)] = rig.send(ipxe_rom(opt.REQUEST, ciaddr=ack.yiaddr),
+                              source=(str(ack.yiaddr), 68))
+    assert opt.message_type(renewed) == opt.ACK
+    [(offer, _)] = rig.send(ipxe_rom(opt.DISCOVER, mac="52:54:00:00:00:77",
+                                     options=[requested(str(ack.yiaddr))]))
+    assert offer.yiaddr != ack.yiaddr
+
+
+def test_failing_store_is_logged_with_context(tmp_path: Path) -> None:
+    """Issue 13 item 5: with a store that fails, a REQUEST, RELEASE and DECLINE each log
+    one warning naming the message, address and MAC; no Deferred is left unhandled."""
+    rig = make_rig(tmp_path)
+    first = dora(rig).yiaddr
+    second = dora(rig, mac="52:54:00:00:00:02").yiaddr
+    logged: list[dict[str, object]] = []
+    globalLogPublisher.addObserver(logged.append)
+    try:
+        rig.store.put_leases = lambda rows: fail(OSError("disk full"))  # type: ignore[method-assign,assignment,misc]
+        rig.send(forged(opt.RELEASE, first))
+        rig.send(forged(opt.DECLINE, second, mac="52:54:00:00:00:02"))
+        assert rig.send(ipxe_rom(opt.REQUEST, mac="52:54:00:00:00:03",
+                                 options=[requested("10.77.0.103")])) == []
+        gc.collect()
+    finally:
+        globalLogPublisher.removeObserver(logged.append)
+    texts = [formatEvent(e) for e in logged]
+    assert not [t for t in texts if "Unhandled error" in t]
+    for what, ip, mac in [("DHCPRELEASE", first, MAC),
+                          ("DHCPDECLINE", second, "52:54:00:00:00:02"),
+                          ("DHCPREQUEST", "10.77.0.103", "52:54:00:00:00:03")]:
+        assert len([t for t in texts if t.startswith(f"{what} of {ip} from {mac} not stored")
+                    ]) == 1
+
+
+def test_decline_of_a_free_address_ignored(tmp_path: Path) -> None:
+    """Issue 13 item 1: DECLINEs of addresses nobody holds cannot drain the pool."""
+    rig = make_rig(tmp_path)
+    for last in range(100, 104):
+        rig.send(forged(opt.DECLINE, IPv4Address(f"10.77.0.{last}"),
+                        mac=f"52:54:00:00:03:{last:02x}"))
+    assert rig.store.leases_now() == []
+    assert dora(rig).yiaddr == IPv4Address("10.77.0.100")
 
 
 def test_inform_acks_without_address(tmp_path: Path) -> None:
@@ -347,6 +444,48 @@ def test_http_boot_client_gets_a_url_and_httpclient(tmp_path: Path) -> None:
     assert offer.option(opt.VENDOR_CLASS) == b"HTTPClient"
 
 
+def arm32(kind: int, mac: str = "52:54:00:00:0a:01") -> DhcpPacket:
+    """A UEFI arm32 PXE client (option 93 = 10), which no built-in loader fits."""
+    return DhcpPacket(op=1, xid=10, chaddr=bytes.fromhex(mac.replace(":", "")), options=[
+        (opt.MESSAGE_TYPE, bytes([kind])), (opt.CLIENT_ARCH, b"\x00\x0a"),
+        (opt.VENDOR_CLASS, b"PXEClient:Arch:00010:UNDI:003000")])
+
+
+@pytest.mark.parametrize("mode", ["full", "proxy"])
+def test_no_loader_no_boot_file_logged_once_per_mac(tmp_path: Path, mode: str) -> None:
+    """Issue 13 item 12: a UEFI arm32 client gets no boot file (proxy: no answer; full:
+    its address without boot options), logged once per MAC, never the BIOS loader."""
+    rig = make_rig(tmp_path, mode=mode)
+    logged: list[dict[str, object]] = []
+    rig.service._main_controller._log = Logger(observer=logged.append)
+    for mac in ("52:54:00:00:0a:01", "52:54:00:00:0a:01", "52:54:00:00:0a:02"):
+        replies = rig.send(arm32(opt.DISCOVER, mac))
+        if mode == "proxy":
+            assert replies == []
+        else:
+            [(offer, _)] = replies
+            assert opt.message_type(offer) == opt.OFFER and offer.yiaddr != IPv4Address(0)
+            assert offer.file == b"" and offer.option(opt.BOOTFILE) is None
+            assert offer.siaddr == IPv4Address(0)
+    texts = [formatEvent(e) for e in logged if "no loader" in formatEvent(e)]
+    assert len(texts) == 2 and "uefi-arm32" in texts[0] and "52:54:00:00:0a:01" in texts[0]
+
+
+def test_start_up_names_architectures_without_loader(tmp_path: Path) -> None:
+    """Issue 13 item 12: starting the DHCP service says which architectures have no
+    loader."""
+    rig = make_rig(tmp_path)
+    logged: list[dict[str, object]] = []
+    globalLogPublisher.addObserver(logged.append)
+    try:
+        rig.service.startService()
+    finally:
+        globalLogPublisher.removeObserver(logged.append)
+    [text] = [formatEvent(e) for e in logged if "no boot loader" in formatEvent(e)]
+    assert "uefi-arm32" in text and "uefi-arm64" in text and "uefi-x64," not in text
+    rig.service.stopService()
+
+
 @settings(max_examples=300, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.binary(max_size=600))
@@ -364,6 +503,30 @@ def test_garbage_to_either_port_sends_nothing(tmp_path: Path, data: bytes) -> No
         except Exception:
             assert rig.main.take() == [] and rig.boot.take() == []
         rig.store.close()
+
+
+def test_debug_logs_every_packet_in_and_out_decoded_only_when_written(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 13 item 23: each DHCP packet in and out has a debug event whose text is a
+    decoded one-line summary; nothing is decoded for it unless the line is written."""
+    from pxetwist.dhcp import server as server_module
+
+    rig = make_rig(tmp_path, mode="proxy")
+    logged: list[dict[str, object]] = []
+    rig.service.main._log = Logger(observer=logged.append)
+    calls: list[object] = []
+    real = opt.describe
+    monkeypatch.setattr(server_module.opt, "describe", lambda p: calls.append(p) or real(p))
+    rig.send(ovmf(opt.DISCOVER))
+    debug = [e for e in logged if e["log_level"] == LogLevel.debug]
+    assert len(debug) == 2 and calls == []  # filtered out: never formatted, never decoded
+    incoming, outgoing = (formatEvent(e) for e in debug)
+    assert incoming.startswith("DHCP in from 0.0.0.0:68: DISCOVER xid=0x00000099 mac=" + MAC)
+    assert "arch=7" in incoming and "option60=PXEClient:Arch:00007" in incoming
+    assert "option77=no" in incoming and "ciaddr=0.0.0.0" in incoming
+    assert outgoing.startswith("DHCP out to 255.255.255.255:68: OFFER xid=0x00000099")
+    assert "file='ipxe.efi'" in outgoing and "giaddr=0.0.0.0" in outgoing
+    assert len(calls) == 2
 
 
 def test_repeated_discovers_get_the_same_offer(tmp_path: Path) -> None:
