@@ -7,6 +7,7 @@ client asking), so the two can never disagree.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from attrs import frozen
@@ -80,8 +81,9 @@ class BootPolicy:
 
     def _file_for(self, code: int | None, arch: Arch | None) -> tuple[str, str] | None:
         """The configured file and which ``[boot.files]`` key gave it, or ``None`` when
-        no key fits: ``default`` only serves codes of the firmware kind its file is
-        built for (a BIOS file never reaches a UEFI client)."""
+        no key fits: ``default`` serves codes of the firmware kind its file is built for
+        (a BIOS file never reaches a UEFI client) and codes the registry does not
+        assign (their kind is unknown, so SPEC DHCP-05's fallback holds)."""
         keys: list[str] = []
         if code is not None:
             keys.append(str(code))
@@ -94,9 +96,10 @@ class BootPolicy:
             if key in self._files:
                 return self._files[key], key
         default = self._files.get(DEFAULT_KEY)
-        if default is not None and firmware_of_file(default) in (None,
-                                                                 firmware_of_code(code)):
-            return default, DEFAULT_KEY
+        firmware = firmware_of_code(code)
+        if default is not None and (firmware == "unknown"
+                                    or firmware_of_file(default) in (None, firmware)):
+            return default, DEFAULT_KEY  # an unassigned code: SPEC DHCP-05's fallback
         return None
 
     def decide(self, facts: ClientFacts) -> BootDecision:
@@ -138,6 +141,14 @@ class BootPolicy:
         loader, for the start-up log line."""
         return [BY_CODE[code].name for code in EXPLAINED_CODES
                 if self._file_for(code, BY_CODE[code]) is None]
+
+    def files_not_found(self, folders: tuple[Path, ...]) -> list[str]:
+        """The ``[boot.files]`` entries (``key = file``) naming a TFTP file that is in
+        none of ``folders`` (the TFTP root, then ``ipxe_dir``), for the start-up log:
+        such a client would be sent to a file that does not exist."""
+        return [f"{key} = {name}" for key, name in sorted(self._files.items())
+                if not is_url(name)
+                and not any((folder / name.lstrip("/")).is_file() for folder in folders)]
 
     def explain(self, mac: str) -> list[dict[str, Any]]:
         """The decision for ``mac`` on every listed architecture, as a plain PXE ROM,

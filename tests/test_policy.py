@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from pxetwist.arch import BY_CODE
 from pxetwist.config import load_text
 from pxetwist.policy import EXPLAINED_CODES, BootPolicy, ClientFacts
 
@@ -27,10 +28,13 @@ def policy(tmp_path: Path, files: str = "") -> BootPolicy:
 def test_built_in_files_never_cross_architectures(tmp_path: Path, code: int | None) -> None:
     """Issue 13 item 12: with the built-in [boot.files] only BIOS (and no option 93) gets
     undionly.kpxe and only x64 UEFI gets ipxe.efi (the files Debian's ipxe ships); every
-    other code, UEFI arm32/arm64/ia32 and unknown codes included, gets no loader."""
+    other assigned code, UEFI arm32/arm64/ia32 included, gets no loader; a code the
+    registry does not assign falls back to ``default`` (SPEC DHCP-05)."""
     vendor = "HTTPClient" if code in (16, 17) else "PXEClient"
     decision = policy(tmp_path).decide(ClientFacts("52:54:00:00:00:01", code, vendor))
     expected = SERVED.get(code) if code is not None else "undionly.kpxe"
+    if code is not None and code not in BY_CODE:
+        expected = "undionly.kpxe"
     if code == 20:  # bios-http: the BIOS file, over HTTP
         expected = f"{BASE}/files/undionly.kpxe"
     if expected is None:
@@ -41,15 +45,17 @@ def test_built_in_files_never_cross_architectures(tmp_path: Path, code: int | No
 
 
 def test_default_applies_only_to_its_family(tmp_path: Path) -> None:
-    """Issue 13 item 12: a BIOS default never reaches a UEFI code; a UEFI default
-    reaches UEFI codes only; a default of no known kind (a URL) reaches any code."""
+    """Issue 13 item 12: a BIOS default never reaches a UEFI or other known code; a UEFI
+    default reaches UEFI codes only; unassigned codes and a default of no known kind
+    (a URL) reach any code."""
     efi = policy(tmp_path, "default = loader.efi\n")
     assert efi.decide(ClientFacts("m", 10, "PXEClient")).filename == "loader.efi"
     assert efi.decide(ClientFacts("m", 1, "PXEClient")).how == "none"
     assert efi.decide(ClientFacts("m", 0, "PXEClient")).filename == "undionly.kpxe"
     bios = policy(tmp_path, "default = pxelinux.0\n")
     assert bios.decide(ClientFacts("m", 11, "PXEClient")).how == "none"
-    assert bios.decide(ClientFacts("m", 99, "PXEClient")).how == "none"
+    assert bios.decide(ClientFacts("m", 1, "PXEClient")).how == "none"
+    assert bios.decide(ClientFacts("m", 99, "PXEClient")).filename == "pxelinux.0"
     url = policy(tmp_path, "default = http://boot.example/any\n")
     assert url.decide(ClientFacts("m", 99, "PXEClient")).filename == "http://boot.example/any"
     named = policy(tmp_path, "uefi-arm64 = ipxe-arm64.efi\n")
@@ -71,3 +77,18 @@ def test_architectures_without_loader(tmp_path: Path) -> None:
     missing = policy(tmp_path).architectures_without_loader()
     assert {"uefi-arm32", "uefi-arm64", "uefi-ia32"} <= set(missing)
     assert not {"bios", "uefi-x64", "uefi-bc", "uefi-x64-http"} & set(missing)
+
+
+def test_files_not_found_names_missing_loaders(tmp_path: Path) -> None:
+    """Issue 13 item 12: a [boot.files] name found in neither TFTP folder is reported at
+    start-up; names found in either folder, and URLs, are not."""
+    checked = policy(tmp_path, "uefi-arm64 = ipxe-arm64.efi\nuefi-x64 = ipxe.efi\n"
+                               "bios = sub/undionly.kpxe\n19 = http://mirror/x.efi\n")
+    root, ipxe_dir = tmp_path / "tftproot", tmp_path / "ipxe"
+    (root / "sub").mkdir()
+    (root / "sub" / "undionly.kpxe").write_bytes(b"x")
+    ipxe_dir.mkdir()
+    (ipxe_dir / "ipxe.efi").write_bytes(b"x")
+    missing = checked.files_not_found((root, ipxe_dir))
+    assert "uefi-arm64 = ipxe-arm64.efi" in missing
+    assert not [line for line in missing if line.startswith(("uefi-x64", "bios", "19"))]

@@ -111,6 +111,10 @@ class DhcpService(Service):
         if missing:
             self._log.info("no boot loader for: {names} (these clients get no boot file; "
                            "set [boot.files] to serve them)", names=", ".join(missing))
+        folders = (self.config.tftp.root, self.config.tftp.ipxe_dir)
+        for entry in self.policy.files_not_found(folders):
+            self._log.warn("[boot.files] {entry}: no such file in [tftp] root or ipxe_dir",
+                           entry=entry)
         super().startService()
 
     def stopService(self) -> Deferred[Any] | None:
