@@ -12,6 +12,7 @@ may not). The other ``${...}`` in these scripts (``${mac:hexhyp}``,
 
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
 from urllib.parse import quote
@@ -89,11 +90,14 @@ def entry_file_url(base: str, entry: CatalogEntry, name: str) -> str:
     return f"{base}/containers/{entry.id}/files/{quote(name, safe='')}?{MAC_QUERY}"
 
 
+@functools.lru_cache(maxsize=512)
 def entry_script(base: str, view: EntryView) -> str:
     """The script that boots one entry, by kind.
 
     Linux: ``kernel`` with ``initrd=<name>`` for each initrd (the UEFI stub of this
     iPXE only hands over initrds it is told about), then ``initrd --name``, ``boot``.
+    Pure, so it is cached: an entry and its settings are one frozen value, and any change
+    to them is another key (every booting machine asks for the same few scripts).
     """
     entry = view.entry
     lines = ["#!ipxe", f"echo pxetwist: booting {script_text(view.label)}"]
