@@ -27,6 +27,7 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.filepath import FilePath
 
+from pxetwist import cmdline
 from pxetwist.config import CatalogConfig
 from pxetwist.store import SettingRow, Store
 
@@ -85,7 +86,9 @@ class CatalogEntry:
 
 @frozen
 class CatalogProblem:
-    """An entry that could not be read; shown by ``GET /containers`` and the web page.
+    """An entry that could not be read, or a part of one that cannot be used (a
+    ``cmdline`` argument iPXE cannot be given); shown by ``GET /containers`` (``errors``)
+    and the web page, and logged at warn.
 
     :ivar path: the file at fault (an ``entry.ini`` or a lone file).
     :ivar key: the ``[entry]`` key at fault, or ``""``.
@@ -255,7 +258,11 @@ def scan(paths: Iterable[Path]) -> ScanResult:
             entry_id += "-" + hashlib.sha256(str(path).encode()).hexdigest()[:6]
         try:
             if is_folder:
-                entries[entry_id] = _read_folder_entry(entry_id, path)
+                entry = entries[entry_id] = _read_folder_entry(entry_id, path)
+                problems.extend(
+                    CatalogProblem(path / ENTRY_FILE, "cmdline",
+                                   f"{why}; left out of the kernel line")
+                    for why in cmdline.problems(entry.cmdline, settings_allowed=True))
             else:
                 entries[entry_id] = _lone_file_entry(entry_id, path)
         except _EntryError as e:
@@ -366,7 +373,11 @@ class CatalogService(MultiService):
         self._inotify = notifier
 
     def _changed(self, *_: object) -> None:
-        """Coalesce a burst of file events (a copy writes many) into one rescan."""
+        self.rescan_soon()
+
+    def rescan_soon(self) -> None:
+        """Rescan shortly (a file changed or was found missing); a burst of calls (a copy
+        writes many files, clients retry a vanished one) coalesces into one rescan."""
         if self._pending_change is not None and self._pending_change.active():
             self._pending_change.reset(0.5)
             return

@@ -17,6 +17,8 @@ from twisted.internet.defer import Deferred, inlineCallbacks, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
+from pxetwist import cmdline
+
 #: Seconds an answer from the operator's service is waited for.
 LOOKUP_TIMEOUT = 2.0
 #: Seconds an answer (or "not ours") is reused for the same MAC.
@@ -43,6 +45,25 @@ class ExternalBoot:
     initrd: tuple[str, ...] = ()
     cmdline: str = ""
     ipxe_script: str = ""
+
+
+#: :attr:`SourceAnswer.outcome` when the service described the machine's boot.
+ANSWERED = "answered"
+#: ... when it answered, but not with a boot description (not 200, or bad JSON).
+NOT_OURS = "not ours"
+
+
+@frozen
+class SourceAnswer:
+    """What asking the service about one MAC came to.
+
+    :ivar boot: the boot description, or ``None`` (the catalog decides).
+    :ivar outcome: :data:`ANSWERED`, :data:`NOT_OURS`, or ``"no answer: <why>"`` (a
+        timeout or an error).
+    """
+
+    boot: ExternalBoot | None
+    outcome: str
 
 
 class BadAnswerError(ValueError):
@@ -92,33 +113,39 @@ class MachineSource:
     clock: IReactorTime
     timeout: float = LOOKUP_TIMEOUT
     cache_seconds: float = CACHE_SECONDS
-    _cache: dict[str, tuple[float, ExternalBoot | None]] = field(factory=dict, init=False)
+    _cache: dict[str, tuple[float, SourceAnswer]] = field(factory=dict, init=False)
     _log = Logger()
 
     def cached(self, mac: str) -> tuple[bool, ExternalBoot | None]:
         """``(True, answer)`` if an answer for ``mac`` is fresh, else ``(False, None)``."""
         hit = self._cache.get(mac)
         if hit is not None and hit[0] > self.clock.seconds():
-            return True, hit[1]
+            return True, hit[1].boot
         return False, None
 
     def lookup(self, mac: str) -> Deferred[ExternalBoot | None]:
         """What ``mac`` boots per the service, or ``None`` for "not ours" (also on any
         error or timeout). Fires within :attr:`timeout` seconds."""
-        fresh, answer = self.cached(mac)
-        if fresh:
-            return succeed(answer)
+        return self.ask(mac).addCallback(lambda answer: answer.boot)
+
+    def ask(self, mac: str) -> Deferred[SourceAnswer]:
+        """Like :meth:`lookup`, saying also whether the service answered, disowned the
+        MAC or gave no answer (for explain). Never fails."""
+        hit = self._cache.get(mac)
+        if hit is not None and hit[0] > self.clock.seconds():
+            return succeed(hit[1])
         d = self._ask(mac)
         d.addTimeout(self.timeout, self.clock)
+        d.addCallback(lambda boot: SourceAnswer(boot, ANSWERED if boot else NOT_OURS))
 
-        def failed(reason: Any) -> None:
-            self._log.info("machine source: no answer for {mac}: {why}", mac=mac,
-                           why=reason.getErrorMessage() or reason.type.__name__)
-            return None
+        def failed(reason: Any) -> SourceAnswer:
+            why = reason.getErrorMessage() or reason.type.__name__
+            self._log.info("machine source: no answer for {mac}: {why}", mac=mac, why=why)
+            return SourceAnswer(None, f"no answer: {why}")
 
         d.addErrback(failed)
 
-        def remember(result: ExternalBoot | None) -> ExternalBoot | None:
+        def remember(result: SourceAnswer) -> SourceAnswer:
             self._cache[mac] = (self.clock.seconds() + self.cache_seconds, result)
             if len(self._cache) > 10_000:  # bounded: drop the stalest half
                 for key in sorted(self._cache, key=lambda k: self._cache[k][0])[:5_000]:
@@ -136,8 +163,12 @@ class MachineSource:
             return None
         body = yield response.json()
         try:
-            return parse_answer(body)
+            boot = parse_answer(body)
         except BadAnswerError as e:
             self._log.warn("machine source: bad answer for {mac}: {why}", mac=mac, why=e)
             return None
+        for why in cmdline.problems(boot.cmdline, settings_allowed=False):
+            self._log.warn("machine source: cmdline for {mac}: {why}; left out of the kernel"
+                           " line", mac=mac, why=why)
+        return boot
 

@@ -1,8 +1,13 @@
-"""BootPolicy: what a client gets to boot, from what it tells DHCP about itself.
+"""What a machine boots: the two decisions, each in one place.
 
-Shared by the DHCP server (what to put in ``file``/``siaddr``/option 60) and
-the HTTP explain endpoint (the same answer for every architecture, without a
-client asking), so the two can never disagree.
+:class:`BootPolicy`: what a client gets from DHCP, from what it tells about itself.
+Shared by the DHCP server (what to put in ``file``/``siaddr``/option 60) and the
+HTTP explain endpoint (the same answer for every architecture, without a client
+asking), so the two can never disagree.
+
+:func:`plan_boot`: what a MAC's boot script does next (an entry, the machine
+source's kernel, the menu, or local boot, and why). The boot script routes,
+``/api/v1/boot`` and explain all render this one plan.
 """
 
 from __future__ import annotations
@@ -13,8 +18,9 @@ from typing import Any
 from attrs import frozen
 
 from pxetwist.arch import BY_CODE, BY_NAME, DEFAULT_KEY, Arch, firmware_of_code, firmware_of_file
-from pxetwist.catalog import is_url
+from pxetwist.catalog import EntryView, is_url
 from pxetwist.config import BootConfig
+from pxetwist.machine_source import ANSWERED, ExternalBoot, SourceAnswer
 
 #: The architectures explain lists (every IANA code 0-19, and 41).
 EXPLAINED_CODES: tuple[int, ...] = (*range(20), 41)
@@ -158,3 +164,70 @@ class BootPolicy:
         rows.append(self.decide(ClientFacts(mac, 0, "PXEClient", is_ipxe=True)).as_json(None))
         rows[-1]["arch"] = "ipxe"
         return rows
+
+
+#: :attr:`BootPlan.action` values.
+ENTRY, EXTERNAL, MENU, LOCAL = "entry", "external", "menu", "local"
+
+
+@frozen
+class BootPlan:
+    """What a MAC's boot script does next, and why.
+
+    :ivar action: :data:`ENTRY` (boot ``entry``), :data:`EXTERNAL` (boot what the
+        machine source described), :data:`MENU` or :data:`LOCAL`.
+    :ivar entry: the catalog entry for :data:`ENTRY`.
+    :ivar entry_id: the assigned entry's id, even when it is missing from the catalog.
+    :ivar external: the machine source's description for :data:`EXTERNAL`.
+    :ivar source: what the machine source said (``answered``, ``not ours``,
+        ``no answer: ...``), or ``""`` when none is configured.
+    """
+
+    action: str
+    reason: str
+    entry: EntryView | None = None
+    entry_id: str | None = None
+    external: ExternalBoot | None = None
+    source: str = ""
+
+    def as_json(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"action": self.action, "reason": self.reason,
+                                "entry": self.entry_id, "machine_source": self.source or None}
+        if self.external is not None:
+            body["external"] = {"kernel": self.external.kernel,
+                                "initrd": list(self.external.initrd),
+                                "cmdline": self.external.cmdline,
+                                "ipxe_script": bool(self.external.ipxe_script)}
+        return body
+
+
+def plan_boot(entry_id: str | None, entry: EntryView | None, is_local: bool, unknown: str,
+              source: SourceAnswer | None = None, source_url: str = "") -> BootPlan:
+    """The next boot of one MAC (pure: no I/O, no lifecycle change).
+
+    :param entry_id: the entry the machine's lifecycle says it boots now, or ``None``.
+    :param entry: that entry in the catalog, or ``None`` if it is missing.
+    :param is_local: the machine was installed or set to local boot.
+    :param unknown: ``[boot] unknown`` (``local`` or ``menu``).
+    :param source: the machine source's answer for this MAC, ``None`` when no source is
+        configured; its answer comes first, anything else falls back to the catalog.
+    :param source_url: ``[boot] api_url``, for the reason.
+    """
+    said = source.outcome if source is not None else ""
+    if source is not None and source.outcome == ANSWERED and source.boot is not None:
+        return BootPlan(EXTERNAL, f"machine source {source_url}", external=source.boot,
+                        source=said)
+    prefix = f"machine source {source.outcome}; " if source is not None else ""
+    if entry_id is not None:
+        if entry is None:
+            return BootPlan(LOCAL, f"{prefix}assigned entry {entry_id} is missing; local boot",
+                            entry_id=entry_id, source=said)
+        return BootPlan(ENTRY, f"{prefix}assigned entry {entry_id}", entry=entry,
+                        entry_id=entry_id, source=said)
+    if is_local:
+        return BootPlan(LOCAL, f"{prefix}installed or set to local: local boot", source=said)
+    if unknown == "menu":
+        return BootPlan(MENU, f"{prefix}not assigned: menu ([boot] unknown = menu)",
+                        source=said)
+    return BootPlan(LOCAL, f"{prefix}not assigned: local boot ([boot] unknown = local)",
+                    source=said)

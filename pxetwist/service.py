@@ -23,6 +23,7 @@ from twisted.web.server import Site
 
 from pxetwist.catalog import CatalogService
 from pxetwist.config import Config
+from pxetwist.dhcp.leases import BOUND, LeasePool
 from pxetwist.dhcp.service import build_dhcp_service
 from pxetwist.events import BootEvent, EventBus
 from pxetwist.http import ipxe
@@ -196,6 +197,17 @@ def build_machine_source(config: Config, reactor: Any) -> MachineSource | None:
     return MachineSource(config.boot.api_url, HTTPClient(agent), reactor)
 
 
+def current_lease_mac(pool: LeasePool) -> Callable[[str], str]:
+    """IP -> the MAC of the bound, unexpired lease on it, or ``""``: whom an HTTP fetch
+    without ``?mac=`` from that IP is charged to."""
+
+    def lease_mac(ip: str) -> str:
+        row = pool.holder(ip)
+        return row.mac if row is not None and row.state == BOUND else ""
+
+    return lease_mac
+
+
 def make_service(config: Config, reactor: Any) -> PxeService:
     """Assemble the whole server from ``config``, using ``reactor`` for all I/O and time.
 
@@ -217,16 +229,19 @@ def make_service(config: Config, reactor: Any) -> PxeService:
 
     running = ["http"]
     explain = None
+    lease_mac = None
     if config.dhcp.mode != "off":
         dhcp = build_dhcp_service(config, store, bus, reactor, address, base_url)
         dhcp.setServiceParent(top)
         explain = dhcp.policy.explain
+        if dhcp.pool is not None:
+            lease_mac = current_lease_mac(dhcp.pool)
         running.append("dhcp")
     if config.tftp.enabled:
         build_tftp_service(config, bus, reactor, build_generated_files(config, catalog, base_url),
                            machines.mac_for_ip).setServiceParent(top)
         running.append("tftp")
     app = PxeApp(config, catalog, machines, store, bus, base_url, tuple(running), explain,
-                 build_machine_source(config, reactor))
+                 build_machine_source(config, reactor), lease_mac=lease_mac)
     build_http(config, app, reactor).setServiceParent(top)
     return top

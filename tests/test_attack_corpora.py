@@ -24,6 +24,7 @@ from pxetwist.tftp import packet
 from pxetwist.tftp.files import FileRefusedError, FileResolver
 from tests.http.helpers import BASE, MAC, Rig
 from tests.http.helpers import make_rig as make_http_rig
+from tests.ipxe_lines import commands, kernel_cmdline, script_lines
 from tests.tftp.helpers import make_rig as make_tftp_rig
 
 SECRET = b"TOP-SECRET-CONTENT"
@@ -213,9 +214,19 @@ def _scripts(rig: Rig) -> str:
 @pytest.mark.parametrize("body", MENU_BODIES, ids=range(len(MENU_BODIES)))
 def test_hostile_menu_body_is_400_and_reaches_no_script(http_rig: Rig, body: Any) -> None:
     """POST /pxe/lab/menu with injection, wrong types, oversized or nested bodies: 400 with
-    a reason, the entry unchanged, and the marker in no iPXE script."""
+    a reason, the entry unchanged, and the marker in no iPXE script; kernel args iPXE can be
+    given literally (``a; b``, ``$(x)``) are taken, and iPXE reads them back as the kernel's
+    arguments exactly, never as a command of their own."""
     before = http_rig.catalog.view("lab").as_json()  # type: ignore[union-attr]
     code, answer, _ = http_rig.post("/pxe/lab/menu", body)
+    if code == 200 and isinstance(body, dict) and list(body) == ["kernel_args"]:
+        scripts = _scripts(http_rig)
+        for line in script_lines(scripts):
+            for argv in commands(line):
+                assert argv[0] == "kernel" or MARKER not in " ".join(argv), argv
+        lab = http_rig.get("/containers/lab/boot.ipxe")[1].decode()
+        assert kernel_cmdline(lab).endswith(" " + body["kernel_args"])
+        return
     assert code == 400 and json.loads(answer)["error"]
     assert http_rig.catalog.view("lab").as_json() == before  # type: ignore[union-attr]
     assert MARKER not in _scripts(http_rig)

@@ -18,7 +18,8 @@ from typing import Any
 
 from klein import Klein
 from prometheus_client import generate_latest
-from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.defer import Deferred, inlineCallbacks, succeed
+from twisted.logger import Logger
 from twisted.web.iweb import IRequest
 from twisted.web.pages import notFound
 from twisted.web.resource import IResource, Resource
@@ -26,14 +27,15 @@ from twisted.web.server import NOT_DONE_YET, Request
 from twisted.web.static import File
 
 from pxetwist import __version__
-from pxetwist.catalog import CatalogService
+from pxetwist.catalog import CatalogService, EntryView, is_url
 from pxetwist.config import Config
 from pxetwist.events import EventBus, Stage
 from pxetwist.http import api, ipxe
-from pxetwist.machine_source import ExternalBoot, MachineSource
+from pxetwist.machine_source import MachineSource, SourceAnswer
 from pxetwist.machines import MachineRegistry, machine_json
 from pxetwist.metrics import HTTP_REQUESTS
 from pxetwist.paths import PathRefusedError, normalise, resolve_inside
+from pxetwist.policy import ENTRY, EXTERNAL, MENU, BootPlan, plan_boot
 from pxetwist.store import Store
 
 UI_FOLDER = Path(__file__).resolve().parent / "ui"
@@ -56,7 +58,14 @@ def script_body(request: IRequest, script: str) -> bytes:
 
 class _FileOnly(File):
     """``static.File`` for one regular file (Range, multi-range and HEAD come with it,
-    If-Range is added here); never a directory listing."""
+    If-Range is added here); never a directory listing.
+
+    Boot files are bytes: ``initrd.gz`` is sent as it is, typed ``application/gzip``,
+    never with ``Content-Encoding: gzip`` (``static.File``'s default, which makes curl
+    ``--compressed``, python-requests and others unpack it on arrival).
+    """
+
+    contentEncodings: dict[str, str] = {}
 
     def directoryListing(self) -> IResource:
         return notFound("Not found", "No directory listings.")
@@ -110,16 +119,44 @@ class _BootFastPath(Resource):
             answer = self._app.boot_script(request)
             if not isinstance(answer, Deferred):
                 return answer
-            answer.addCallback(_write_and_finish, request)  # a machine source was asked
-            answer.addErrback(request.processingFailed)
+            _answer_later(answer, request)  # a machine source was asked
             return NOT_DONE_YET
         return self._routes.render(request)
 
 
-def _write_and_finish(body: bytes, request: Any) -> None:
-    if not request.finished and not getattr(request, "_disconnected", False):
-        request.write(body)
-        request.finish()
+_log = Logger()
+
+
+def _answer_later(answer: Deferred[bytes], request: Any) -> None:
+    """Write ``answer``'s body when it fires, unless the client has gone meanwhile
+    (``notifyFinish`` fails then); a failure is logged with the URL and answered 500."""
+    gone: list[bool] = []
+    request.notifyFinish().addErrback(lambda _: gone.append(True))
+
+    def write(body: bytes) -> None:
+        if not gone and not request.finished:
+            request.write(body)
+            request.finish()
+
+    def failed(failure: Any) -> None:
+        _log.failure("boot script for {uri} failed", failure, uri=request.uri)
+        if not gone and not request.finished:
+            request.processingFailed(failure)
+
+    answer.addCallbacks(write, failed)
+
+
+def _serve_file(request: Any, path: str) -> IResource:
+    """One file as the answer: the route consumed the whole path (``/files/sub/a``), so
+    nothing is left for ``static.File`` to look a child up by."""
+    request.postpath = []
+    return _FileOnly(path, defaultType="application/octet-stream")
+
+
+def _names_file(view: EntryView, name: str) -> bool:
+    """Whether ``entry.ini`` (or the lone file) names ``name`` as one of the entry's files."""
+    entry = view.entry
+    return name in (entry.kernel, entry.file, *entry.initrd)
 
 
 def client_ip(request: IRequest) -> str:
@@ -135,9 +172,13 @@ class PxeApp:
         ``/machines/{mac}/explain`` (``None`` without DHCP).
     :param machine_source: the external machine source (``[boot] api_url``), asked
         first for each MAC's boot script; ``None`` when not configured.
+    :param lease_mac: IP -> the MAC holding a current DHCP lease on it, or ``""``: whom an
+        HTTP fetch without ``?mac=`` is charged to (``None``: nobody, the IP alone is
+        recorded; a NAT or a proxy puts many machines behind one address).
     """
 
     app = Klein()
+    _log = Logger()
 
     def __init__(
         self,
@@ -150,6 +191,7 @@ class PxeApp:
         services: tuple[str, ...] = (),
         dhcp_explain: Callable[[str], list[dict[str, Any]]] | None = None,
         machine_source: MachineSource | None = None,
+        lease_mac: Callable[[str], str] | None = None,
     ) -> None:
         self.config = config
         self.catalog = catalog
@@ -160,6 +202,7 @@ class PxeApp:
         self.services = services
         self.dhcp_explain = dhcp_explain
         self.machine_source = machine_source
+        self.lease_mac = lease_mac
         self.file_folders = (config.tftp.root, config.tftp.ipxe_dir)
 
     def resource(self) -> IResource:
@@ -179,42 +222,64 @@ class PxeApp:
         values = request.args.get(name.encode())
         return values[0].decode("utf-8", "replace") if values else None
 
-    def _boot_answer(self, request: IRequest, mac: str) -> tuple[str, str]:
-        """What ``mac`` boots now: ``(script, why)``."""
+    def _plan(self, mac: str, source: SourceAnswer | None) -> BootPlan:
+        """What ``mac`` boots next (:func:`pxetwist.policy.plan_boot` over what we know)."""
         entry_id = self.machines.boot_entry(mac)
-        if entry_id is not None:
-            view = self.catalog.view(entry_id)
-            if view is None:
-                return ipxe.LOCAL_BOOT, f"assigned entry {entry_id} is missing; local boot"
-            self.machines.script_served(mac, entry_id)
-            return ipxe.entry_script(self.base_url, view), f"assigned entry {entry_id}"
-        if self.machines.is_local(mac):
-            return ipxe.LOCAL_BOOT, "installed or set to local: local boot"
-        if self.config.boot.unknown == "menu":
-            return self._menu(), "not assigned: menu ([boot] unknown = menu)"
-        return ipxe.LOCAL_BOOT, "not assigned: local boot ([boot] unknown = local)"
+        return plan_boot(entry_id, self.catalog.view(entry_id) if entry_id else None,
+                         self.machines.is_local(mac), self.config.boot.unknown, source,
+                         self.config.boot.api_url)
+
+    def _planned(self, mac: str) -> BootPlan | Deferred[BootPlan]:
+        """:meth:`_plan`, after asking the machine source when one is configured (without
+        one the plan is synchronous, so the hot path pays for no Deferred)."""
+        if self.machine_source is None:
+            return self._plan(mac, None)
+        return self.machine_source.ask(mac).addCallback(lambda said: self._plan(mac, said))
+
+    def _script_for(self, plan: BootPlan) -> str:
+        """The iPXE script that carries out ``plan``."""
+        if plan.action == EXTERNAL and plan.external is not None:
+            return ipxe.external_script(plan.external)
+        if plan.action == ENTRY and plan.entry is not None:
+            return ipxe.entry_script(self.base_url, plan.entry)
+        if plan.action == MENU:
+            return self._menu()
+        return ipxe.LOCAL_BOOT
 
     def _answer_script(self, request: IRequest, mac: str,
                        route: str) -> bytes | Deferred[bytes]:
-        """The boot script for ``mac``: the external machine source's answer when one is
-        configured and claims the MAC, else :meth:`_boot_answer`. Without a source the
-        answer is synchronous (bytes), so the hot path pays for no Deferred."""
-        if self.machine_source is None:
-            return self._render_answer(request, mac, route, None)
-        return self.machine_source.lookup(mac).addCallback(
-            lambda external: self._render_answer(request, mac, route, external))
+        """The boot script for ``mac`` (bytes without a machine source, else a Deferred);
+        serving an entry's script moves a pending machine on to installing."""
+        planned = self._planned(mac)
+        if isinstance(planned, BootPlan):
+            return self._render_answer(request, mac, route, planned)
+        return planned.addCallback(lambda plan: self._render_answer(request, mac, route, plan))
 
-    def _render_answer(self, request: IRequest, mac: str, route: str,
-                       external: ExternalBoot | None) -> bytes:
+    def _render_answer(self, request: IRequest, mac: str, route: str, plan: BootPlan) -> bytes:
         """Render, publish and count the answer for ``mac``."""
-        if external is not None:
-            script = ipxe.external_script(external)
-            why = f"machine source {self.config.boot.api_url}"
-        else:
-            script, why = self._boot_answer(request, mac)
-        self._publish(request, Stage.HTTP_SCRIPT, mac, why)
+        if plan.action == ENTRY and plan.entry_id is not None:
+            self._note_served(mac, plan.entry_id)
+        self._publish(request, Stage.HTTP_SCRIPT, mac, plan.reason)
         self._count(route, request)
-        return script_body(request, script)
+        return script_body(request, self._script_for(plan))
+
+    def _note_served(self, mac: str, entry_id: str) -> None:
+        """Tell the lifecycle that ``mac`` fetched ``entry_id``'s script; a failure to
+        record it is logged (the script is served all the same)."""
+        d = self.machines.script_served(mac, entry_id)
+        if d is not None:
+            d.addErrback(lambda failure: self._log.failure(
+                "recording that {mac} fetched the script of {entry} failed", failure,
+                mac=mac, entry=entry_id))
+
+    def _vanished(self, request: IRequest, route: str, what: str) -> bytes:
+        """A 404 for an entry file that the catalog lists but the disk no longer holds;
+        the catalog rescans soon, so the entry goes or comes back."""
+        self._log.warn("{what} vanished from disk; rescanning the catalog", what=what)
+        self.catalog.rescan_soon()
+        self._count(route, request, 404)
+        return json_body(request, {"error": f"{what} is gone from disk; the catalog is being"
+                                            " rescanned"}, 404)
 
     def _menu(self) -> str:
         return ipxe.menu_script(self.base_url, self.catalog.menu(),
@@ -222,48 +287,68 @@ class PxeApp:
 
     def _publish(self, request: IRequest, stage: str, mac: str | None, detail: str) -> None:
         ip = client_ip(request)
-        self.events.publish(stage, mac=mac or self.machines.mac_for_ip(ip), ip=ip,
-                            detail=detail)
+        if not mac and self.lease_mac is not None:
+            mac = self.lease_mac(ip)
+        self.events.publish(stage, mac=mac or "", ip=ip, detail=detail)
 
     # -- boot routes (iPXE) ------------------------------------------------------------
 
     @app.route("/pxe/boot.ipxe", methods=["GET"])
     def boot_script(self, request: IRequest) -> bytes | Deferred[bytes]:
         """The entry point: per MAC, the assigned entry, the menu, or local boot."""
-        text = self._query(request, "mac")
-        if text is None:
-            self._count("boot", request)
-            return script_body(request, ipxe.entry_point_script(self.base_url))
-        mac = self._mac(request, text)
-        if mac is None:
-            self._count("boot", request, 400)
-            request.setResponseCode(400)
-            return script_body(request, "#!ipxe\necho pxetwist: bad MAC\nexit\n")
-        return self._answer_script(request, mac, "boot")
+        return self._script_route(request, "/pxe/boot.ipxe", "boot")
 
     @app.route("/api/v1/ipxe/boot.ipxe", methods=["GET"])
     def lifecycle_script(self, request: IRequest) -> bytes | Deferred[bytes]:
-        """The lifecycle route: like ``/pxe/boot.ipxe`` but the MAC is required."""
-        mac = self._mac(request, self._query(request, "mac"))
-        if mac is None:
-            self._count("lifecycle", request, 400)
-            return json_body(request, {"error": "query mac= must be a MAC address"}, 400)
-        return self._answer_script(request, mac, "lifecycle")
+        """The lifecycle route (PureBoot's embedded script chains here): as
+        ``/pxe/boot.ipxe``; without ``?mac=`` a script that chains back with iPXE's MAC."""
+        return self._script_route(request, "/api/v1/ipxe/boot.ipxe", "lifecycle")
 
     @app.route("/api/v1/boot", methods=["GET"])
-    def lifecycle_json(self, request: IRequest) -> bytes:
-        """What a MAC would boot now, as JSON (no side effects)."""
-        mac = self._mac(request, self._query(request, "mac"))
+    def lifecycle_boot(self, request: IRequest) -> bytes | Deferred[bytes]:
+        """PureBoot's boot route: the machine's iPXE script, as ``/pxe/boot.ipxe?mac=``;
+        with ``Accept: application/json`` or ``?format=json``, what it would boot as JSON
+        (no side effects; a missing MAC is 422, a bad one 400)."""
+        accept = request.getHeader(b"accept") or b""
+        if self._query(request, "format") != "json" and b"application/json" not in accept:
+            return self._script_route(request, "/api/v1/boot", "lifecycle")
+        text = self._query(request, "mac")
+        mac = self._mac(request, text)
         if mac is None:
-            return json_body(request, {"error": "query mac= must be a MAC address"}, 400)
+            self._count("lifecycle", request, 400 if text else 422)
+            return json_body(request, {"error": "query mac= must be a MAC address"},
+                             400 if text else 422)
+        planned = self._planned(mac)
+        if isinstance(planned, BootPlan):
+            return self._plan_json(request, mac, planned)
+        return planned.addCallback(lambda plan: self._plan_json(request, mac, plan))
+
+    def _plan_json(self, request: IRequest, mac: str, plan: BootPlan) -> bytes:
         machine = self.machines.get(mac)
+        self._count("lifecycle", request)
         return json_body(request, {
             "mac": mac,
-            "entry": self.machines.boot_entry(mac),
-            "local": self.machines.is_local(mac) or (
-                self.machines.boot_entry(mac) is None and self.config.boot.unknown == "local"),
+            "entry": plan.entry_id if plan.action == ENTRY else None,
+            "local": plan.action == "local",
             "state": machine.state if machine else "unknown",
+            "plan": plan.as_json(),
         })
+
+    def _script_route(self, request: IRequest, path: str,
+                      route: str) -> bytes | Deferred[bytes]:
+        """A boot script route's answer: without ``?mac=`` a script chaining back to
+        ``path`` with iPXE's MAC, arch and platform; a bad MAC is 400; else the MAC's
+        script."""
+        text = self._query(request, "mac")
+        if text is None:
+            self._count(route, request)
+            return script_body(request, ipxe.entry_point_script(self.base_url, path=path))
+        mac = self._mac(request, text)
+        if mac is None:
+            self._count(route, request, 400)
+            request.setResponseCode(400)
+            return script_body(request, "#!ipxe\necho pxetwist: bad MAC\nexit\n")
+        return self._answer_script(request, mac, route)
 
     @app.route("/pxe/menu.ipxe", methods=["GET"])
     def menu(self, request: IRequest) -> bytes:
@@ -280,27 +365,38 @@ class PxeApp:
         if view is None:
             self._count("entry-script", request, 404)
             return json_body(request, {"error": f"no entry {entry_id!r}"}, 404)
+        script = ipxe.entry_script(self.base_url, view)
+        path = view.entry.main_path
+        if view.entry.kind == "ipxe" and path is not None:
+            try:
+                script = path.read_text("utf-8", "replace")
+            except OSError:
+                return self._vanished(request, "entry-script", f"{path.name} of {entry_id}")
         mac = self._mac(request, self._query(request, "mac"))
         if mac is not None:
-            self.machines.script_served(mac, entry_id)
+            self._note_served(mac, entry_id)
         self._publish(request, Stage.HTTP_SCRIPT, mac, f"entry {entry_id}")
         self._count("entry-script", request)
-        if view.entry.kind == "ipxe" and view.entry.main_path is not None:
-            return script_body(request, view.entry.main_path.read_text("utf-8", "replace"))
-        return script_body(request, ipxe.entry_script(self.base_url, view))
+        return script_body(request, script)
 
     @app.route("/containers/<entry_id>", methods=["GET", "HEAD"])
     def entry_file(self, request: IRequest, entry_id: str) -> Any:
         """The entry's own file (HTTP-01/02: Range, multi-range, If-Range, HEAD)."""
         view = self.catalog.view(entry_id)
+        if view is not None and view.entry.kind != "linux" and is_url(view.entry.file):
+            self._count("entry-file", request, 302)  # on a mirror: iPXE follows
+            request.redirect(ipxe.script_url(view.entry.file).encode())
+            return b""
         path = view.entry.main_path if view is not None else None
-        if view is None or path is None or not path.is_file():
+        if view is None or path is None:
             self._count("entry-file", request, 404)
             return json_body(request, {"error": f"no file for entry {entry_id!r}"}, 404)
+        if not path.is_file():
+            return self._vanished(request, "entry-file", f"{path.name} of {entry_id}")
         self._publish(request, Stage.HTTP_FILE, self._mac(request, self._query(request, "mac")),
                       f"{entry_id} {path.name}")
         self._count("entry-file", request)
-        return _FileOnly(str(path), defaultType="application/octet-stream")
+        return _serve_file(request, str(path))
 
     @app.route("/containers/<entry_id>/files/<name>", methods=["GET", "HEAD"])
     def entry_named_file(self, request: IRequest, entry_id: str, name: str) -> Any:
@@ -312,6 +408,9 @@ class PxeApp:
                 real = resolve_inside(view.entry.folder, normalise(name))
             except PathRefusedError:
                 real = None
+        if (view is not None and (real is None or not os.path.isfile(real))
+                and _names_file(view, name) and not is_url(name)):
+            return self._vanished(request, "entry-file", f"{name} of {entry_id}")
         if view is None or real is None or "/" in name or not os.path.isfile(real):
             self._count("entry-file", request, 404)
             return json_body(request, {"error": f"no file {name!r} in entry {entry_id!r}"},
@@ -322,7 +421,7 @@ class PxeApp:
         self._publish(request, stage, self._mac(request, self._query(request, "mac")),
                       f"{entry_id} {name}")
         self._count("entry-file", request)
-        return _FileOnly(real, defaultType="application/octet-stream")
+        return _serve_file(request, real)
 
     @app.route("/files/<path:name>", methods=["GET", "HEAD"])
     def fallback_file(self, request: IRequest, name: str) -> Any:
@@ -335,7 +434,7 @@ class PxeApp:
                 if real is not None and os.path.isfile(real):
                     self._publish(request, Stage.HTTP_FILE, None, relative)
                     self._count("files", request)
-                    return _FileOnly(real, defaultType="application/octet-stream")
+                    return _serve_file(request, real)
         except PathRefusedError:
             pass
         self._count("files", request, 404)
@@ -477,35 +576,25 @@ class PxeApp:
         return json_body(request, machine_json(record))
 
     @app.route("/machines/<mac_text>/explain", methods=["GET"])
-    def explain(self, request: IRequest, mac_text: str) -> bytes:
-        """What this MAC gets at every step, and why, without booting it."""
+    def explain(self, request: IRequest, mac_text: str) -> Deferred[bytes]:
+        """What this MAC gets at every step, and why, without booting it: the same plan
+        its boot script follows, the machine source asked (or not answering) included."""
         mac = api.path_mac(mac_text)
+        planned = self._planned(mac)
+        d = succeed(planned) if isinstance(planned, BootPlan) else planned
+        return d.addCallback(lambda plan: self._explain_json(request, mac, plan))
+
+    def _explain_json(self, request: IRequest, mac: str, plan: BootPlan) -> bytes:
         record = self.machines.get(mac)
-        entry_id = self.machines.boot_entry(mac)
-        view = self.catalog.view(entry_id) if entry_id else None
-        script, why = self._explain_script(mac)
         return json_body(request, {
             "mac": mac,
             "machine": machine_json(record) if record else None,
-            "decision": why,
-            "entry": view.as_json() if view else None,
+            "decision": plan.reason,
+            "plan": plan.as_json(),
+            "entry": plan.entry.as_json() if plan.entry else None,
             "dhcp": self.dhcp_explain(mac) if self.dhcp_explain else [],
-            "script": script,
+            "script": self._script_for(plan),
         })
-
-    def _explain_script(self, mac: str) -> tuple[str, str]:
-        """Like :meth:`_boot_answer` but without moving the lifecycle on."""
-        entry_id = self.machines.boot_entry(mac)
-        if entry_id is not None:
-            view = self.catalog.view(entry_id)
-            if view is None:
-                return ipxe.LOCAL_BOOT, f"assigned entry {entry_id} is missing; local boot"
-            return ipxe.entry_script(self.base_url, view), f"assigned entry {entry_id}"
-        if self.machines.is_local(mac):
-            return ipxe.LOCAL_BOOT, "installed or set to local: local boot"
-        if self.config.boot.unknown == "menu":
-            return self._menu(), "not assigned: menu ([boot] unknown = menu)"
-        return ipxe.LOCAL_BOOT, "not assigned: local boot ([boot] unknown = local)"
 
     @app.route("/leases", methods=["GET"])
     @inlineCallbacks

@@ -1,24 +1,28 @@
 """iPXE scripts: the boot entry point, the menu, one script per catalog entry, local boot.
 
-Everything that reaches a script from a label, an argument, a name or a URL
-passes through :func:`script_text` or :func:`script_url`: iPXE expands
-``${...}`` anywhere on a line and treats newlines, ``&&``, ``||`` and ``#``
-specially, so only a conservative set of characters is let through. The
-``${...}`` that *are* in these scripts (``${mac:hexhyp}``, ``${buildarch}``) are
-written here, never taken from input.
+Everything that reaches a script from a label, a name or a URL passes through
+:func:`script_text` or :func:`script_url`: iPXE expands ``${...}`` anywhere on a
+line and treats newlines, ``&&``, ``||`` and ``#`` specially, so only a
+conservative set of characters is let through. Kernel arguments are written
+exactly, as :mod:`pxetwist.cmdline` says iPXE reads them (an operator's
+``entry.ini`` may use iPXE settings such as ``${mac:hexhyp}``, an API caller
+may not). The other ``${...}`` in these scripts (``${mac:hexhyp}``,
+``${buildarch}``) are written here, never taken from input.
 """
 
 from __future__ import annotations
 
+import functools
 import re
+import unicodedata
 from urllib.parse import quote
 
+from pxetwist import cmdline
 from pxetwist.catalog import CatalogEntry, EntryView, is_url
 from pxetwist.machine_source import ExternalBoot
 
-#: Characters allowed in labels and kernel arguments.
+#: Characters allowed in labels.
 _UNSAFE_TEXT = re.compile(r"[^A-Za-z0-9 _.,:/=+@%()\[\]-]")
-_UNSAFE_ARGS = re.compile(r"[^A-Za-z0-9 _.,:/=+@%-]")
 
 #: What iPXE appends to every URL it fetches, so the server knows who asks.
 MAC_QUERY = "mac=${mac:hexhyp}"
@@ -42,12 +46,18 @@ def check_label(text: str) -> str:
 
 
 def check_args(text: str) -> str:
-    """Kernel arguments as given, or raise :class:`UnsafeTextError`."""
-    bad = _UNSAFE_ARGS.search(text)
-    if bad or len(text) > 1024:
-        raise UnsafeTextError(
-            f"character {bad.group()!r} is not allowed" if bad else "longer than 1024 characters"
-        )
+    """Kernel arguments of an API caller as given, or raise :class:`UnsafeTextError`:
+    every argument must arrive literally (no ``${...}``, no ``#`` first, no ``||``,
+    ``&&`` or ``;`` alone), and only spaces separate them."""
+    if len(text) > 1024:
+        raise UnsafeTextError("longer than 1024 characters")
+    odd = next((c for c in text if c != " " and unicodedata.category(c)[0] in "CZ"), None)
+    if odd is not None:
+        raise UnsafeTextError(f"character {odd!r} is not allowed (only spaces separate"
+                              " arguments; no control or separator characters)")
+    problems = cmdline.problems(text, settings_allowed=False)
+    if problems:
+        raise UnsafeTextError(problems[0])
     return text
 
 
@@ -56,9 +66,15 @@ def script_text(text: str) -> str:
     return _UNSAFE_TEXT.sub("_", text)[:80]
 
 
-def script_args(text: str) -> str:
-    """Kernel arguments made safe: unsafe characters are dropped."""
-    return " ".join(_UNSAFE_ARGS.sub("", text).split())
+def script_args(text: str, settings_allowed: bool = False) -> str:
+    """Kernel arguments for a ``kernel`` line: each argument as it is, one space apart;
+    an argument iPXE could not read back (see :mod:`pxetwist.cmdline`) is left out, never
+    altered (the catalog and the API report or refuse those).
+
+    :param settings_allowed: the operator's own text (``entry.ini``), whose ``${...}``
+        are iPXE settings meant to be expanded.
+    """
+    return " ".join(cmdline.kernel_args(text, settings_allowed)[0])
 
 
 def script_url(url: str) -> str:
@@ -74,11 +90,14 @@ def entry_file_url(base: str, entry: CatalogEntry, name: str) -> str:
     return f"{base}/containers/{entry.id}/files/{quote(name, safe='')}?{MAC_QUERY}"
 
 
+@functools.lru_cache(maxsize=512)
 def entry_script(base: str, view: EntryView) -> str:
     """The script that boots one entry, by kind.
 
     Linux: ``kernel`` with ``initrd=<name>`` for each initrd (the UEFI stub of this
     iPXE only hands over initrds it is told about), then ``initrd --name``, ``boot``.
+    Pure, so it is cached: an entry and its settings are one frozen value, and any change
+    to them is another key (every booting machine asks for the same few scripts).
     """
     entry = view.entry
     lines = ["#!ipxe", f"echo pxetwist: booting {script_text(view.label)}"]
@@ -86,13 +105,15 @@ def entry_script(base: str, view: EntryView) -> str:
         initrds = [(_initrd_name(i, source), entry_file_url(base, entry, source))
                    for i, source in enumerate(entry.initrd)]
         lines += _linux_lines(entry_file_url(base, entry, entry.kernel), initrds,
-                              (entry.cmdline, view.kernel_args))
+                              ((entry.cmdline, True), (view.kernel_args, False)))
     elif entry.kind == "efi":
         lines.append(f"chain {entry_file_url(base, entry, entry.file)} || goto failed")
     elif entry.kind == "iso":
         lines.append(f"sanboot --no-describe {entry_file_url(base, entry, entry.file)}"
                      " || goto failed")
-    else:  # file (and ipxe, when its script is a URL)
+    elif is_url(entry.file):  # file or ipxe on a mirror: straight there
+        lines.append(f"chain {script_url(entry.file)} || goto failed")
+    else:  # file (an ipxe entry's own script is served as it is)
         lines.append(f"chain {base}/containers/{entry.id}?{MAC_QUERY} || goto failed")
     return "\n".join(lines + _FAILED_TO_LOCAL)
 
@@ -106,7 +127,7 @@ def external_script(boot: ExternalBoot) -> str:
         return boot.ipxe_script
     initrds = [(_initrd_name(i, url), script_url(url)) for i, url in enumerate(boot.initrd)]
     lines = ["#!ipxe", "echo pxetwist: booting from the machine source",
-             *_linux_lines(script_url(boot.kernel), initrds, (boot.cmdline,))]
+             *_linux_lines(script_url(boot.kernel), initrds, ((boot.cmdline, False),))]
     return "\n".join(lines + _FAILED_TO_LOCAL)
 
 
@@ -116,16 +137,20 @@ _FAILED_TO_LOCAL = [":failed", "echo pxetwist: boot failed, booting from local d
 
 
 def _linux_lines(kernel_url: str, initrds: list[tuple[str, str]],
-                 cmdlines: tuple[str, ...]) -> list[str]:
+                 cmdlines: tuple[tuple[str, bool], ...]) -> list[str]:
     """``kernel`` (with ``initrd=<name>`` for each initrd: the UEFI stub of this iPXE only
     hands over initrds it is told about, LAB-NOTES), the ``initrd`` lines, ``boot``.
 
     :param initrds: ``(name, url)`` pairs, the URLs already safe for a script.
-    :param cmdlines: kernel arguments, made safe here.
+    :param cmdlines: ``(kernel arguments, settings_allowed)``, written by
+        :func:`script_args`.
     """
     args = " ".join(part for part in (" ".join(f"initrd={name}" for name, _ in initrds),
-                                      *(script_args(c) for c in cmdlines)) if part)
-    return [f"kernel {kernel_url} {args}".rstrip(),
+                                      *(script_args(c, ok) for c, ok in cmdlines)) if part)
+    kernel = f"kernel {kernel_url} {args}".rstrip(" ")
+    if kernel.endswith("\\"):
+        kernel += " "  # a line ending in a backslash would continue on the next one
+    return [kernel,
             *(f"initrd --name {name} {url}" for name, url in initrds),
             "boot || goto failed"]
 
@@ -141,14 +166,14 @@ def chain_script(url: str) -> str:
     return f"#!ipxe\nchain --autofree {url} || goto failed\n:failed\nexit\n"
 
 
-def entry_point_script(base: str, tries: int = 3) -> str:
-    """What a client asking without its MAC gets: the same URL again with the MAC, arch
-    and platform iPXE knows, retried ``tries`` times before booting locally."""
+def entry_point_script(base: str, tries: int = 3, path: str = "/pxe/boot.ipxe") -> str:
+    """What a client asking without its MAC gets: the same URL (``path``) again with the
+    MAC, arch and platform iPXE knows, retried ``tries`` times before booting locally."""
     return (
         "#!ipxe\n"
         "set pxetwist_tries:int32 0\n"
         ":retry\n"
-        f"chain --autofree {base}/pxe/boot.ipxe?{BOOT_QUERY} && exit ||\n"
+        f"chain --autofree {base}{path}?{BOOT_QUERY} && exit ||\n"
         "inc pxetwist_tries\n"
         f"iseq ${{pxetwist_tries}} {tries} && goto local ||\n"
         "echo pxetwist: server did not answer, retrying\n"

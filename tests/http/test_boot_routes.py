@@ -43,8 +43,8 @@ def test_bad_mac_is_400(tmp_path: Path) -> None:
     rig = make_rig(tmp_path)
     assert rig.get("/pxe/boot.ipxe?mac=zz:zz")[0] == 400
     assert rig.get("/api/v1/ipxe/boot.ipxe?mac=1234")[0] == 400
-    assert rig.get("/api/v1/ipxe/boot.ipxe")[0] == 400
     assert rig.get("/api/v1/boot?mac=nope")[0] == 400
+    assert rig.get("/api/v1/boot?mac=nope&format=json")[0] == 400
     assert rig.get("/machines/nope/explain")[0] == 400
 
 
@@ -122,7 +122,7 @@ def test_one_shot_install_lifecycle(tmp_path: Path) -> None:
     assert code == 200 and b'"state": "installed"' in body
     _, final, _ = rig.get(f"/pxe/boot.ipxe?mac={MAC}")
     assert "kernel" not in final.decode() and final.decode().rstrip().endswith("exit")
-    _, status, _ = rig.get(f"/api/v1/boot?mac={MAC}")
+    _, status, _ = rig.get(f"/api/v1/boot?mac={MAC}&format=json")
     assert b'"local": true' in status
 
 
