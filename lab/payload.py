@@ -1,6 +1,7 @@
 """The boot payload: Debian's kernel and a ~1 MB busybox initrd whose /init prints
-``PXELAB-MARKER <token>`` (the token comes from the kernel command line) on ttyS0 and
-powers off. A boot passed when the marker shows in the serial log."""
+``PXELAB-CMDLINE <the kernel command line>`` and ``PXELAB-MARKER <token>`` (the token
+comes from the kernel command line) on ttyS0 and powers off. A boot passed when the marker
+shows in the serial log."""
 
 from __future__ import annotations
 
@@ -20,10 +21,11 @@ INIT = """#!/bin/busybox sh
 /bin/busybox mount -t proc proc /proc
 /bin/busybox mount -t devtmpfs devtmpfs /dev 2>/dev/null
 TOKEN=$(/bin/busybox sed -n 's/.*pxelab_token=\\([^ ]*\\).*/\\1/p' /proc/cmdline)
+echo "CMDLINE_TEXT $(/bin/busybox cat /proc/cmdline)" > /dev/ttyS0
 echo "MARKER_TEXT $TOKEN" > /dev/ttyS0
 /bin/busybox sleep 1
 /bin/busybox poweroff -f
-""".replace("MARKER_TEXT", MARKER)
+""".replace("MARKER_TEXT", MARKER).replace("CMDLINE_TEXT", "PXELAB-CMDLINE")
 
 
 def kernel_path() -> Path:
@@ -74,11 +76,13 @@ def build(folder: Path) -> tuple[Path, Path]:
     return folder / "vmlinuz", folder / "initrd.img"
 
 
-def write_entry(catalog: Path, name: str, token: str, label: str = "Lab payload") -> Path:
-    """A linux catalog entry booting the payload with ``pxelab_token=token``."""
+def write_entry(catalog: Path, name: str, token: str, label: str = "Lab payload",
+                extra_args: str = "") -> Path:
+    """A linux catalog entry booting the payload with ``pxelab_token=token`` (and
+    ``extra_args`` after it, as an operator would write them in entry.ini)."""
     folder = catalog / name
     build(folder)
     (folder / "entry.ini").write_text(
         f"[entry]\nname = {label}\nkind = linux\nkernel = vmlinuz\ninitrd = initrd.img\n"
-        f"cmdline = console=ttyS0 panic=-1 pxelab_token={token}\n")
+        f"cmdline = console=ttyS0 panic=-1 pxelab_token={token} {extra_args}\n")
     return folder

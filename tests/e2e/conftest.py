@@ -14,6 +14,10 @@ from lab.netns import LabNet, ip
 from lab.qemu import qemu_missing
 from lab.ra import RA_PREFIX, start_ra, stop
 
+#: Kernel arguments an operator writes in entry.ini (issue 13 item 6): a query with `?` and
+#: `&`, a literal `$`, and an iPXE setting iPXE must expand per machine.
+OPERATOR_ARGS = "url=http://h/preseed.cfg?host=a&x=1 dollar=$5 BOOTIF=01-${mac:hexhyp}"
+
 
 def _skip_reason() -> str | None:
     if os.geteuid() != 0:
@@ -51,6 +55,8 @@ def full_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[pxetwist_serv
         responder = start_ra(net, folder)
         config = pxetwist_server.write_config(folder, net, "full")
         payload.write_entry(folder / "catalog", "lab", "full")
+        payload.write_entry(folder / "catalog", "args", "args", "Operator's arguments",
+                            OPERATOR_ARGS)
         tftp_chain = folder / "catalog" / "via-tftp.ipxe"
         tftp_chain.write_text(
             "#!ipxe\n"

@@ -92,3 +92,22 @@ def test_proxy_mode_beside_dnsmasq(proxy_lab: pxetwist_server.Server, firmware: 
     seen = stages(proxy_lab, mac)
     assert "proxy.offer" in seen and "dhcp.ack" not in seen
     assert proxy_lab.api("GET", "/leases")["leases"] == []
+
+
+def test_operator_kernel_arguments_arrive_exactly(full_lab: pxetwist_server.Server) -> None:
+    """8. entry.ini's cmdline reaches the kernel as written (issue 13 item 6): `?`, `&` and
+    a literal `$` unchanged, and the operator's `${mac:hexhyp}` expanded by iPXE."""
+    mac = "52:54:00:e2:00:08"
+    full_lab.api("PUT", f"/machines/{mac}", {"entry": "args", "once": False})
+    vm = start_vm(full_lab.net, full_lab.folder, mac, "bios")
+    try:
+        assert vm.wait_marker("args", BOOT_TIMEOUT) is not None
+        log = vm.serial.read_bytes().decode("utf-8", "replace")
+    finally:
+        vm.stop()
+    lines = [line for line in log.splitlines() if line.startswith("PXELAB-CMDLINE ")]
+    assert lines, log[-2000:]
+    arguments = lines[-1].split()[1:]
+    assert "url=http://h/preseed.cfg?host=a&x=1" in arguments, arguments
+    assert "dollar=$5" in arguments, arguments
+    assert "BOOTIF=01-52-54-00-e2-00-08" in arguments, arguments
