@@ -209,7 +209,7 @@ def make_service(config: Config, reactor: Any) -> PxeService:
     StoreService(store).setServiceParent(top)
 
     bus = EventBus(reactor)
-    machines = MachineRegistry(store, bus, reactor)
+    machines = MachineRegistry(store, bus, reactor, config.boot.max_machines)
     EventsService(bus, machines).setServiceParent(top)
 
     catalog = build_catalog(config, store, reactor)

@@ -24,6 +24,7 @@ from twisted.web.pages import notFound
 from twisted.web.resource import IResource, Resource
 from twisted.web.server import NOT_DONE_YET, Request
 from twisted.web.static import File
+from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 
 from pxetwist import __version__
 from pxetwist.catalog import CatalogService
@@ -396,6 +397,24 @@ class PxeApp:
         error: api.ApiError = failure.value
         return json_body(request, {"error": str(error)}, error.code)
 
+    @app.handle_errors(NotFound, MethodNotAllowed)
+    def routing_error(self, request: IRequest, failure: Any) -> bytes:
+        """No such route (404) or not with this method (405, with ``Allow``): JSON like
+        every API error, but iPXE-readable text for a script path (``*.ipxe``)."""
+        error: HTTPException = failure.value
+        code = error.code or 500
+        if isinstance(error, MethodNotAllowed):
+            allowed = sorted(error.valid_methods or ())
+            request.setHeader(b"Allow", ", ".join(allowed).encode())
+            reason = f"{request.method.decode('latin-1')} is not allowed here " \
+                     f"(allowed: {', '.join(allowed)})"
+        else:
+            reason = f"no route {request.path.decode('latin-1')!r}"
+        if request.path.endswith(b".ipxe"):
+            request.setResponseCode(code)
+            return script_body(request, f"#!ipxe\necho pxetwist: {code}\nexit 1\n")
+        return json_body(request, {"error": reason}, code)
+
     def _require_mutation(self, request: IRequest) -> None:
         api.require_mutation(request, self.config.http.api_token)
 
@@ -413,7 +432,11 @@ class PxeApp:
     def toggle(self, request: IRequest, entry_id: str) -> Any:
         self._require_mutation(request)
         self._known_entry(entry_id)
-        yield self.catalog.toggle(entry_id)
+        wanted = api.toggle_state(api.read_json(request))
+        if wanted is None:
+            yield self.catalog.toggle(entry_id)
+        else:
+            yield self.catalog.set_pxe(entry_id, wanted)
         return json_body(request, self._entry_json(entry_id))
 
     @app.route("/pxe/<entry_id>/menu", methods=["POST"])
@@ -422,6 +445,10 @@ class PxeApp:
         self._require_mutation(request)
         self._known_entry(entry_id)
         changes = api.menu_changes(api.read_json(request))
+        kind = self.catalog.view(entry_id).entry.kind  # type: ignore[union-attr]
+        if changes.get("kernel_args") and kind != "linux":
+            raise api.BadRequestError(f"kernel_args: a {kind} entry takes no kernel "
+                                      "arguments (only linux entries do)")
         pxe = changes.pop("pxe", None)
         if pxe is not None:
             yield self.catalog.set_pxe(entry_id, pxe)
@@ -440,7 +467,12 @@ class PxeApp:
 
     @app.route("/machines", methods=["GET"])
     def machines_list(self, request: IRequest) -> bytes:
-        return json_body(request, {"machines": [machine_json(m) for m in self.machines.all()]})
+        """A page of machine records by MAC: ``?limit=N&after=MAC``; ``next`` is the
+        ``after`` of the next page (``null`` on the last)."""
+        limit, after = api.machines_query(request)
+        page, following = self.machines.page(limit, after)
+        return json_body(request, {"machines": [machine_json(m) for m in page],
+                                   "next": following, "total": self.machines.count()})
 
     @app.route("/machines/<mac_text>", methods=["GET"])
     @inlineCallbacks
@@ -452,6 +484,7 @@ class PxeApp:
         yield self.machines.flush()
         history = yield self.store.history(mac)
         body = machine_json(record)
+        body["installed_url"] = self.machines.installed_url(self.base_url, mac)
         body["history"] = [
             {"time": e.time, "mac": e.mac, "ip": e.ip, "stage": e.stage, "detail": e.detail,
              "arch": e.arch, "uuid": e.uuid} for e in history
@@ -469,11 +502,19 @@ class PxeApp:
         record = yield self.machines.assign(mac, entry, once)
         return json_body(request, machine_json(record))
 
-    @app.route("/api/v1/machines/<mac_text>/installed", methods=["POST"])
+    @app.route("/api/v1/machines/<mac_text>/installed", methods=["GET", "POST"])
     @inlineCallbacks
     def installed(self, request: IRequest, mac_text: str) -> Any:
-        self._require_mutation(request)
-        record = yield self.machines.installed(api.path_mac(mac_text))
+        """The install-done callback: with ``?token=`` (the machine's callback token, for
+        its current assignment) or with the admin token."""
+        mac = api.path_mac(mac_text)
+        token = self._query(request, "token")
+        if token is None:
+            self._require_mutation(request)
+        elif not self.machines.token_matches(mac, token):
+            raise api.ApiError(f"wrong callback token for {mac} (or not for its current "
+                               "assignment)", 403)
+        record = yield self.machines.installed(mac)
         return json_body(request, machine_json(record))
 
     @app.route("/machines/<mac_text>/explain", methods=["GET"])
