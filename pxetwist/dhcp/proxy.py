@@ -31,7 +31,7 @@ from pxetwist.dhcp.server import (
     facts_of,
 )
 from pxetwist.events import EventBus, Stage
-from pxetwist.metrics import DHCP_DROPPED, DHCP_PACKETS, DHCP_REPLIES
+from pxetwist.metrics import DHCP_DROPPED, DHCP_PACKETS, DHCP_REPLIES, DHCP_REPLY_SECONDS
 from pxetwist.policy import BootPolicy
 
 
@@ -55,6 +55,7 @@ class ProxyServer:
         self.limiter = RateLimiter(clock)
 
     def __call__(self, packet: DhcpPacket, source: Address) -> None:
+        arrived = self.clock.seconds()
         kind = opt.message_type(packet)
         DHCP_PACKETS.labels(type=opt.MESSAGE_NAMES.get(kind or 0, "BOOTP")).inc()
         facts = facts_of(packet)
@@ -105,6 +106,7 @@ class ProxyServer:
                             != ZERO else "", detail=f"proxy {name} {decision.filename}",
                             arch=arch_name(facts), uuid=facts.uuid)
         DHCP_REPLIES.labels(type="PROXY" + name).inc()
+        DHCP_REPLY_SECONDS.observe(self.clock.seconds() - arrived)
         data = encode(reply)
         delay = self.config.reply_delay / 1000
         if delay > 0:

@@ -33,7 +33,7 @@ from pxetwist.events import EventBus, Stage
 from pxetwist.http import api, ipxe
 from pxetwist.machine_source import ExternalBoot, MachineSource
 from pxetwist.machines import MachineRegistry, machine_json
-from pxetwist.metrics import HTTP_REQUESTS
+from pxetwist.metrics import HTTP_BYTES, HTTP_REQUESTS, HTTP_SECONDS
 from pxetwist.paths import PathRefusedError, normalise, resolve_inside
 from pxetwist.store import Store
 
@@ -107,6 +107,7 @@ class _BootFastPath(Resource):
         self._routes = routes
 
     def render(self, request: Any) -> Any:
+        self._app.measure(request)
         if request.method == b"GET" and request.path == b"/pxe/boot.ipxe":
             answer = self._app.boot_script(request)
             if not isinstance(answer, Deferred):
@@ -170,7 +171,34 @@ class PxeApp:
     # -- helpers ---------------------------------------------------------------------
 
     def _count(self, route: str, request: IRequest, code: int = 200) -> None:
-        HTTP_REQUESTS.labels(route=route, status=str(code)).inc()
+        """Nothing any more: every request is counted once, when it finishes, by
+        :meth:`measure` (with the status really sent)."""
+
+    def measure(self, request: Request) -> None:
+        """Count ``request`` when it finishes: the status sent, the body bytes written and
+        the time taken, labelled by the route pattern it matched (``unmatched`` for 404s
+        and 405s), so the label set stays small whatever paths clients ask for."""
+        clock = self.events.clock
+        started = clock.seconds()
+
+        def finished(_: object) -> None:
+            route = self.route_of(request)
+            HTTP_REQUESTS.labels(route=route, status=str(request.code)).inc()
+            HTTP_BYTES.labels(route=route).inc(request.sentLength)
+            HTTP_SECONDS.labels(route=route).observe(clock.seconds() - started)
+
+        request.notifyFinish().addBoth(finished)
+
+    def route_of(self, request: Request) -> str:
+        """The pattern of the Klein route ``request`` matches, e.g.
+        ``/containers/<entry_id>``; ``unmatched`` if none does."""
+        try:
+            rule, _ = self.app.url_map.bind("pxetwist").match(
+                request.path.decode("latin-1"), method=request.method.decode("latin-1"),
+                return_rule=True)
+        except HTTPException:
+            return "unmatched"
+        return str(rule.rule)
 
     def _mac(self, request: IRequest, text: str | None) -> str | None:
         """The request's MAC (``?mac=`` or path part), normalised; ``None`` if absent."""
