@@ -11,6 +11,7 @@ import configparser
 import ipaddress
 import os.path
 import re
+import socket
 from collections.abc import Callable, Iterable, Mapping
 from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
@@ -310,6 +311,12 @@ def _server(r: _Reader) -> ServerConfig:
     interface = r.raw("server", "interface")
     if interface and not re.fullmatch(r"[A-Za-z0-9_.:@-]{1,15}", interface):
         raise r.error("server", "interface", f"{interface!r} is not an interface name")
+    if interface:
+        try:
+            socket.if_nametoindex(interface)
+        except OSError:
+            raise r.error("server", "interface",
+                          f"no network interface {interface!r} on this machine") from None
     return ServerConfig(
         address=r.address("server", "address"),
         interface=interface,
