@@ -107,14 +107,15 @@ class _BootFastPath(Resource):
         self._routes = routes
 
     def render(self, request: Any) -> Any:
-        self._app.measure(request)
         if request.method == b"GET" and request.path == b"/pxe/boot.ipxe":
+            self._app.measure(request, "/pxe/boot.ipxe")
             answer = self._app.boot_script(request)
             if not isinstance(answer, Deferred):
                 return answer
             answer.addCallback(_write_and_finish, request)  # a machine source was asked
             answer.addErrback(request.processingFailed)
             return NOT_DONE_YET
+        self._app.measure(request)
         return self._routes.render(request)
 
 
@@ -174,18 +175,19 @@ class PxeApp:
         """Nothing any more: every request is counted once, when it finishes, by
         :meth:`measure` (with the status really sent)."""
 
-    def measure(self, request: Request) -> None:
+    def measure(self, request: Request, route: str | None = None) -> None:
         """Count ``request`` when it finishes: the status sent, the body bytes written and
         the time taken, labelled by the route pattern it matched (``unmatched`` for 404s
-        and 405s), so the label set stays small whatever paths clients ask for."""
+        and 405s; ``route`` when the caller knows it), so the label set stays small
+        whatever paths clients ask for."""
         clock = self.events.clock
         started = clock.seconds()
 
         def finished(_: object) -> None:
-            route = self.route_of(request)
-            HTTP_REQUESTS.labels(route=route, status=str(request.code)).inc()
-            HTTP_BYTES.labels(route=route).inc(request.sentLength)
-            HTTP_SECONDS.labels(route=route).observe(clock.seconds() - started)
+            pattern = route or self.route_of(request)
+            HTTP_REQUESTS.labels(route=pattern, status=str(request.code)).inc()
+            HTTP_BYTES.labels(route=pattern).inc(request.sentLength)
+            HTTP_SECONDS.labels(route=pattern).observe(clock.seconds() - started)
 
         request.notifyFinish().addBoth(finished)
 
