@@ -29,6 +29,8 @@ DEFAULT_URL = "http://127.0.0.1:8080"
 TIMEOUT = 30.0
 #: Seconds each long poll of ``events --follow`` waits on the server.
 POLL_WAIT = 25
+#: Machines asked for per request of ``machines`` (the server pages ``GET /machines``).
+MACHINES_PAGE = 1000
 
 
 class Writer(Protocol):
@@ -269,8 +271,19 @@ class Commands:
                            f"{answer.get('errors')} broken\n")
 
     async def machines(self, args: argparse.Namespace) -> None:
-        answer = await self.api.call("GET", "/machines")
-        self._show(answer, table(MACHINE_HEADINGS, machine_rows(answer["machines"])))
+        """Every machine, page by page (``GET /machines?limit=&after=``)."""
+        machines: list[dict[str, Any]] = []
+        after = ""
+        while True:
+            answer = await self.api.call(
+                "GET", f"/machines?limit={MACHINES_PAGE}" + (f"&after={quote(after)}"
+                                                             if after else ""))
+            machines += answer["machines"]
+            after = answer.get("next") or ""
+            if not after:
+                break
+        whole = {"machines": machines, "next": None, "total": len(machines)}
+        self._show(whole, table(MACHINE_HEADINGS, machine_rows(machines)))
 
     async def assign(self, args: argparse.Namespace) -> None:
         answer = await self.api.call("PUT", f"/machines/{_path_part(args.mac)}",

@@ -11,6 +11,7 @@ import configparser
 import ipaddress
 import os.path
 import re
+import socket
 from collections.abc import Callable, Iterable, Mapping
 from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
@@ -58,7 +59,7 @@ DEFAULTS: dict[str, dict[str, str]] = {
     },
     "http": {"port": "8080", "interface": "", "public_url": "", "api_token": ""},
     "catalog": {"paths": "../catalog", "rescan_interval": "60", "pxe_default": "yes"},
-    "boot": {"unknown": "local", "menu_timeout": "10", "api_url": ""},
+    "boot": {"unknown": "local", "menu_timeout": "10", "api_url": "", "max_machines": "10000"},
 }
 
 #: Sections whose keys are data (MACs, architectures), not fixed names.
@@ -71,6 +72,10 @@ DEFAULT_BOOT_FILES: dict[str, str] = {
     "uefi-x64": "ipxe.efi",
     "default": "undionly.kpxe",
 }
+
+#: A base URL that can be written into an iPXE script as it is: no ``$``, braces,
+#: spaces, ``&``, ``|``, ``;``, ``#``, quotes or ``?`` (paths are appended to it).
+_SCRIPT_SAFE_URL = re.compile(r"https?://[A-Za-z0-9\-._~:/%@\[\]+,=]+")
 
 _MAC_RE = re.compile(r"^[0-9a-f]{2}([:-][0-9a-f]{2}){5}$")
 
@@ -164,6 +169,8 @@ class BootConfig:
     """``[boot]`` and ``[boot.files]``.
 
     :ivar unknown: ``local`` or ``menu``: what an unassigned machine gets.
+    :ivar max_machines: machine records nobody configured kept at most (anyone can make
+        one by asking for a boot script); beyond, the one seen longest ago is forgotten.
     :ivar files: architecture name or option-93 code (as text), or ``default`` ->
         boot file name or URL.
     """
@@ -171,6 +178,7 @@ class BootConfig:
     unknown: str
     menu_timeout: int
     api_url: str
+    max_machines: int = 10_000
     files: Mapping[str, str] = field(factory=dict, hash=False)
 
 
@@ -197,13 +205,19 @@ class Config:
 class _Reader:
     """Reads typed values from a parsed ini, naming file/section/key in every error."""
 
-    def __init__(self, parser: configparser.RawConfigParser, source: str, folder: Path) -> None:
+    def __init__(self, parser: configparser.RawConfigParser, source: str, folder: Path,
+                 overridden: Mapping[tuple[str, str], str] | None = None) -> None:
         self._parser = parser
         self._source = source
         self._folder = folder
+        self._overridden = overridden or {}
 
     def error(self, section: str, key: str, problem: str) -> ConfigError:
-        return ConfigError(f"{self._source}: [{section}] {key}: {problem}")
+        """The error for one key, blaming the ``--set`` argument that gave its value, if
+        one did, else the file."""
+        given = self._overridden.get((section, key))
+        source = f"--set {given}" if given is not None else self._source
+        return ConfigError(f"{source}: [{section}] {key}: {problem}")
 
     def raw(self, section: str, key: str) -> str:
         if self._parser.has_option(section, key):
@@ -297,6 +311,12 @@ def _server(r: _Reader) -> ServerConfig:
     interface = r.raw("server", "interface")
     if interface and not re.fullmatch(r"[A-Za-z0-9_.:@-]{1,15}", interface):
         raise r.error("server", "interface", f"{interface!r} is not an interface name")
+    if interface:
+        try:
+            socket.if_nametoindex(interface)
+        except OSError:
+            raise r.error("server", "interface",
+                          f"no network interface {interface!r} on this machine") from None
     return ServerConfig(
         address=r.address("server", "address"),
         interface=interface,
@@ -393,10 +413,15 @@ def _http(r: _Reader) -> HttpConfig:
     interface = r.raw("http", "interface")
     if interface:
         r.convert("http", "interface", ipaddress.ip_address, "an IP address")
+    public_url = r.url("http", "public_url")
+    if public_url and not _SCRIPT_SAFE_URL.fullmatch(public_url):
+        raise r.error("http", "public_url", f"{public_url!r} has characters that iPXE "
+                      "scripts treat specially (only letters, digits and -._~:/%@[]+,= "
+                      "may appear; no query or fragment)")
     return HttpConfig(
         port=r.port("http", "port"),
         interface=interface,
-        public_url=r.url("http", "public_url"),
+        public_url=public_url,
         api_token=r.raw("http", "api_token"),
     )
 
@@ -425,6 +450,7 @@ def _boot(r: _Reader, parser: configparser.RawConfigParser) -> BootConfig:
         unknown=r.choice("boot", "unknown", ("local", "menu")),
         menu_timeout=r.integer("boot", "menu_timeout", 0, 3600),
         api_url=r.url("boot", "api_url"),
+        max_machines=r.integer("boot", "max_machines", 1, 10_000_000),
         files=files,
     )
 
@@ -487,6 +513,7 @@ def load_text(
         first = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise ConfigError(f"{source}: {first}") from None
     _check_names(parser, source)
+    overridden: dict[tuple[str, str], str] = {}
     for section, key, value in overrides:
         if section not in DEFAULTS and section not in OPEN_SECTIONS:
             raise ConfigError(f"--set: [{section}]: unknown section")
@@ -495,7 +522,8 @@ def load_text(
         if not parser.has_section(section):
             parser.add_section(section)
         parser.set(section, key, value)
-    reader = _Reader(parser, source, folder)
+        overridden[(section, key)] = f"{section}.{key}={value}"
+    reader = _Reader(parser, source, folder, overridden)
     return Config(
         path=None,
         server=_server(reader),

@@ -13,11 +13,24 @@ explicit "local" assignment is ``local``.
 Events and record changes are written to the store in batches (one
 transaction every :data:`FLUSH_DELAY` seconds), so a burst of boot events
 costs one fsync, not one each.
+
+Anyone on the network can make a record (a boot script request with a made-up
+MAC), so records that nobody configured are bounded: beyond ``max_unassigned``
+of them the one seen longest ago is forgotten. A machine an operator ever
+assigned (or set to local) is never forgotten.
+
+A machine reports its install done with a per-machine callback token
+(:func:`callback_token`), so the installer needs no admin token.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+from bisect import bisect_right
+from collections import OrderedDict
 from typing import Any
+from urllib.parse import quote
 
 from attrs import evolve
 from twisted.internet.defer import Deferred, succeed
@@ -35,6 +48,21 @@ INSTALLED = "installed"
 ASSIGNED = "assigned"
 LOCAL = "local"
 STATES: tuple[str, ...] = (DISCOVERED, PENDING, INSTALLING, INSTALLED, ASSIGNED, LOCAL)
+
+#: Unassigned, never-configured records kept at most (``[boot] max_machines``).
+MAX_UNASSIGNED = 10_000
+
+
+def callback_token(secret: str, mac: str, assignment: int) -> str:
+    """The token that lets the machine ``mac`` report its ``assignment``-th assignment
+    installed: an HMAC-SHA256 of both, keyed by the server's secret (hex, 32 digits)."""
+    message = f"pxetwist-installed {mac} {assignment}".encode()
+    return hmac.new(secret.encode(), message, hashlib.sha256).hexdigest()[:32]
+
+
+def _unconfigured(machine: MachineRow) -> bool:
+    """Whether no operator ever touched this record (it may be forgotten)."""
+    return machine.state == DISCOVERED and machine.entry is None and machine.assignment == 0
 
 
 def machine_json(machine: MachineRow) -> dict[str, Any]:
@@ -59,15 +87,23 @@ class MachineRegistry:
     :param store: where records and boot history persist.
     :param events: the bus whose events create and update records.
     :param reactor: the clock (``seconds``, ``callLater``).
+    :param max_unassigned: unconfigured records kept at most; beyond, the one seen
+        longest ago is forgotten (record and history).
     """
 
     _log = Logger()
 
-    def __init__(self, store: Store, events: EventBus, reactor: Any) -> None:
+    def __init__(self, store: Store, events: EventBus, reactor: Any,
+                 max_unassigned: int = MAX_UNASSIGNED) -> None:
         self._store = store
         self._events = events
         self._reactor = reactor
+        self._max_unassigned = max_unassigned
+        self._secret = ""
         self._machines: dict[str, MachineRow] = {}
+        #: unconfigured MACs, the one seen longest ago first
+        self._unassigned: OrderedDict[str, None] = OrderedDict()
+        self._forgotten: set[str] = set()
         self._mac_by_ip: dict[str, str] = {}
         self._pending_events: list[EventRow] = []
         self._dirty: set[str] = set()
@@ -78,9 +114,12 @@ class MachineRegistry:
 
     def start(self) -> None:
         """Load the records and start following boot events."""
+        self._secret = self._store.secret_now("installed-callback")
         self._machines = {m.mac: m for m in self._store.machines_now()}
-        self._mac_by_ip = {m.ip: m.mac for m in sorted(self._machines.values(),
-                                                       key=lambda m: m.last_seen) if m.ip}
+        by_age = sorted(self._machines.values(), key=lambda m: m.last_seen)
+        self._mac_by_ip = {m.ip: m.mac for m in by_age if m.ip}
+        self._unassigned = OrderedDict((m.mac, None) for m in by_age if _unconfigured(m))
+        self._make_room(0)
         self._unsubscribe = self._events.subscribe(self._on_event)
 
     def stop(self) -> Deferred[None]:
@@ -99,6 +138,41 @@ class MachineRegistry:
     def all(self) -> list[MachineRow]:
         """Every record, by MAC."""
         return [self._machines[mac] for mac in sorted(self._machines)]
+
+    def count(self) -> int:
+        """How many records there are."""
+        return len(self._machines)
+
+    def page(self, limit: int, after: str | None = None) -> tuple[list[MachineRow], str | None]:
+        """Up to ``limit`` records by MAC, those after ``after``; and the MAC to ask the
+        next page after, or ``None`` when this is the last page."""
+        macs = sorted(self._machines)
+        start = bisect_right(macs, after) if after is not None else 0
+        chosen = macs[start:start + limit]
+        more = start + limit < len(macs)
+        return [self._machines[mac] for mac in chosen], (chosen[-1] if more else None)
+
+    def callback_token(self, mac: str) -> str | None:
+        """The token ``mac`` may report its current assignment installed with (``?token=``
+        of ``/api/v1/machines/{mac}/installed``); ``None`` if it was never assigned."""
+        machine = self._machines.get(mac)
+        if machine is None or machine.assignment == 0:
+            return None
+        return callback_token(self._secret, mac, machine.assignment)
+
+    def installed_url(self, base_url: str, mac: str) -> str | None:
+        """The URL the installer of ``mac`` calls when done (for templates), or ``None``."""
+        token = self.callback_token(mac)
+        if token is None:
+            return None
+        return f"{base_url}/api/v1/machines/{quote(mac)}/installed?token={token}"
+
+    def token_matches(self, mac: str, token: str) -> bool:
+        """Whether ``token`` is the callback token of ``mac``'s current assignment
+        (compared in constant time)."""
+        expected = self.callback_token(mac)
+        return expected is not None and hmac.compare_digest(expected.encode(),
+                                                            token.encode())
 
     def mac_for_ip(self, ip: str) -> str:
         """The MAC last seen at ``ip``, or ``""`` (TFTP and HTTP file fetches carry no MAC)."""
@@ -120,13 +194,15 @@ class MachineRegistry:
 
     # -- lifecycle -------------------------------------------------------------------
 
-    def assign(self, mac: str, entry: str | None, once: bool = True) -> Deferred[MachineRow]:
-        """Assign an entry (``once``: until installed; else for good) or ``None`` for local."""
+    def assign(self, mac: str, entry: str | None, once: bool = False) -> Deferred[MachineRow]:
+        """Assign an entry (``once``: until installed; else for good) or ``None`` for local.
+        Each assignment gets a new number, which voids the previous callback token."""
         machine = self._record(mac)
+        number = machine.assignment + 1
         if entry is None:
-            updated = evolve(machine, entry=None, state=LOCAL, once=True)
+            updated = evolve(machine, entry=None, state=LOCAL, once=True, assignment=number)
         else:
-            updated = evolve(machine, entry=entry, once=once,
+            updated = evolve(machine, entry=entry, once=once, assignment=number,
                              state=PENDING if once else ASSIGNED)
         return self._save(updated, f"assigned {entry or 'local'}{' once' if once else ''}")
 
@@ -155,6 +231,8 @@ class MachineRegistry:
 
     def _save(self, machine: MachineRow, detail: str) -> Deferred[MachineRow]:
         self._machines[machine.mac] = machine
+        self._unassigned.pop(machine.mac, None)
+        self._forgotten.discard(machine.mac)
         self._dirty.discard(machine.mac)
         self._events.publish(Stage.LIFECYCLE, mac=machine.mac, ip=machine.ip, detail=detail)
         d = self._store.put_machine(self._machines[machine.mac])
@@ -163,6 +241,8 @@ class MachineRegistry:
     def _on_event(self, event: BootEvent) -> None:
         if not event.mac:
             return
+        if event.mac not in self._machines:
+            self._make_room(1)
         machine = self._record(event.mac)
         updated = evolve(
             machine,
@@ -173,6 +253,10 @@ class MachineRegistry:
             last_stage=event.stage,
         )
         self._machines[event.mac] = updated
+        if _unconfigured(updated):
+            self._unassigned[event.mac] = None
+            self._unassigned.move_to_end(event.mac)
+            self._forgotten.discard(event.mac)
         if event.ip:
             self._mac_by_ip[event.ip] = event.mac
         self._dirty.add(event.mac)
@@ -183,16 +267,31 @@ class MachineRegistry:
         if self._flush_call is None:
             self._flush_call = self._reactor.callLater(FLUSH_DELAY, self.flush)
 
+    def _make_room(self, new: int) -> None:
+        """Forget the unconfigured records seen longest ago until ``new`` more fit."""
+        while self._unassigned and len(self._unassigned) + new > self._max_unassigned:
+            mac, _ = self._unassigned.popitem(last=False)
+            machine = self._machines.pop(mac)
+            if self._mac_by_ip.get(machine.ip) == mac:
+                del self._mac_by_ip[machine.ip]
+            self._dirty.discard(mac)
+            self._forgotten.add(mac)
+        if self._forgotten and self._flush_call is None:
+            self._flush_call = self._reactor.callLater(FLUSH_DELAY, self.flush)
+
     def flush(self) -> Deferred[None]:
-        """Write queued events and changed records in one transaction."""
+        """Write queued events and changed records in one transaction, and delete the
+        forgotten records."""
         if self._flush_call is not None and self._flush_call.active():
             self._flush_call.cancel()
         self._flush_call = None
-        events, self._pending_events = self._pending_events, []
+        forgotten, self._forgotten = sorted(self._forgotten), set()
+        events = [e for e in self._pending_events if e.mac in self._machines]
+        self._pending_events = []
         machines = [self._machines[mac] for mac in sorted(self._dirty)]
         self._dirty.clear()
-        if not events and not machines:
+        if not events and not machines and not forgotten:
             return succeed(None)
-        d = self._store.append_events(events, machines)
+        d = self._store.append_events(events, machines, forgotten)
         d.addErrback(lambda f: self._log.failure("could not store boot history", f))
         return d

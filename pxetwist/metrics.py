@@ -34,9 +34,23 @@ TFTP_DROPPED = Counter(
 )
 TFTP_ACTIVE = Gauge("pxetwist_tftp_sessions_active", "TFTP transfers running")
 
-HTTP_REQUESTS = Counter(
-    "pxetwist_http_requests_total", "HTTP requests, by route and status", ["route", "status"]
+DHCP_REPLY_SECONDS = Histogram(
+    "pxetwist_dhcp_reply_seconds",
+    "DHCP request arrival to reply sent (lease write included, [dhcp] reply_delay not)",
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
 )
-HTTP_BYTES = Counter("pxetwist_http_bytes_total", "HTTP file bytes sent")
+
+HTTP_REQUESTS = Counter(
+    "pxetwist_http_requests_total",
+    "HTTP requests answered, by route pattern and the status sent", ["route", "status"]
+)
+HTTP_BYTES = Counter("pxetwist_http_bytes_total", "HTTP body bytes sent, by route pattern",
+                     ["route"])
+HTTP_SECONDS = Histogram(
+    "pxetwist_http_response_seconds",
+    "HTTP request arrival to response finished, by route pattern",
+    ["route"],
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10, 60),
+)
 
 BOOT_EVENTS = Counter("pxetwist_boot_events_total", "Boot events, by stage", ["stage"])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fcntl
+import os
 import socket
 import struct
 
@@ -44,3 +45,32 @@ def server_address(config: Config) -> str:
         if address:
             return address
     return primary_address() or "127.0.0.1"
+
+
+def port_holder(port: int, udp: bool = False) -> str | None:
+    """Who has local ``port`` open (``"pid 123 (dnsmasq)"``), from ``/proc``; ``None``
+    when it cannot be read (another OS, no permission, already gone)."""
+    inodes: set[str] = set()
+    for table in ("udp", "udp6") if udp else ("tcp", "tcp6"):
+        try:
+            with open(f"/proc/net/{table}") as lines:
+                next(lines, None)
+                for line in lines:
+                    fields = line.split()
+                    if len(fields) > 9 and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                        inodes.add(fields[9])
+        except (OSError, ValueError, IndexError):
+            continue
+    inodes.discard("0")
+    if not inodes:
+        return None
+    wanted = {f"socket:[{inode}]" for inode in inodes}
+    for pid in sorted((p for p in os.listdir("/proc") if p.isdigit()), key=int):
+        try:
+            for fd in os.listdir(f"/proc/{pid}/fd"):
+                if os.readlink(f"/proc/{pid}/fd/{fd}") in wanted:
+                    with open(f"/proc/{pid}/comm") as comm:
+                        return f"pid {pid} ({comm.read().strip()})"
+        except OSError:
+            continue
+    return None

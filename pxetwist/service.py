@@ -9,6 +9,7 @@ small builders that a test can call alone. Named children: ``store``,
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -17,6 +18,7 @@ from twisted.application import strports
 from twisted.application.internet import TimerService
 from twisted.application.service import IService, MultiService, Service
 from twisted.internet.defer import Deferred
+from twisted.internet.error import CannotListenError
 from twisted.logger import ILogObserver, Logger
 from twisted.web.client import Agent, HTTPConnectionPool
 from twisted.web.server import Site
@@ -31,7 +33,7 @@ from pxetwist.http.app import PxeApp
 from pxetwist.machine_source import MachineSource
 from pxetwist.machines import MachineRegistry
 from pxetwist.metrics import BOOT_EVENTS
-from pxetwist.netinfo import server_address
+from pxetwist.netinfo import port_holder, server_address
 from pxetwist.store import Store
 from pxetwist.tftp.service import build_tftp_service
 
@@ -136,6 +138,21 @@ class PxeService(MultiService):
             events=counts.get("events", 0),
         )
 
+    def privilegedStartService(self) -> None:
+        """Bind every child's ports; a port that cannot be bound ends the process with one
+        line naming the section and key, the port and who holds it (when ``/proc`` says)."""
+        Service.privilegedStartService(self)
+        for service in self:
+            try:
+                service.privilegedStartService()
+            except (CannotListenError, OSError) as e:
+                line = f"pxetwist: {bind_failure(self.config, service.name, e)}"
+                # twistd has sent stderr to the log by now: say it in the log (a daemon's
+                # only output) and on the real stderr (the operator's terminal)
+                self._log.critical("{line}", line=line)
+                print(line, file=sys.__stderr__)
+                raise SystemExit(1) from None
+
     def startService(self) -> None:
         self._log.info("pxetwist serving at {address}; boot scripts from {url}",
                        address=self.address, url=self.base_url)
@@ -150,6 +167,30 @@ class PxeService(MultiService):
         )
         result: Deferred[None] = super().stopService()
         return result
+
+
+#: The config keys of the ports each named service binds.
+_PORT_KEYS: dict[str, tuple[tuple[str, str], ...]] = {
+    "http": (("http", "port"),), "tftp": (("tftp", "port"),),
+    "dhcp": (("dhcp", "port"), ("dhcp", "proxy_port")),
+}
+
+
+def bind_failure(config: Config, name: str | None, error: Exception) -> str:
+    """One line for a port that could not be bound by the service called ``name``."""
+    socket_error = getattr(error, "socketError", error)
+    reason = getattr(socket_error, "strerror", None) or str(socket_error)
+    port = getattr(error, "port", None)
+    keys = [(section, key) for section, key in _PORT_KEYS.get(name or "", ())
+            if port is None or getattr(getattr(config, section), key) == port]
+    if not keys:
+        return f"{name or 'a service'}: cannot listen: {reason}"
+    parts = []
+    for section, key in keys:
+        number = getattr(getattr(config, section), key)
+        holder = port_holder(number, udp=name != "http") if number else None
+        parts.append(f"[{section}] {key} {number}" + (f" (held by {holder})" if holder else ""))
+    return f"{' / '.join(parts)}: cannot listen: {reason}"
 
 
 def build_store(config: Config, reactor: Any) -> Store:
@@ -221,7 +262,7 @@ def make_service(config: Config, reactor: Any) -> PxeService:
     StoreService(store).setServiceParent(top)
 
     bus = EventBus(reactor)
-    machines = MachineRegistry(store, bus, reactor)
+    machines = MachineRegistry(store, bus, reactor, config.boot.max_machines)
     EventsService(bus, machines).setServiceParent(top)
 
     catalog = build_catalog(config, store, reactor)

@@ -13,6 +13,7 @@ error instead of a failure on the first boot.
 
 from __future__ import annotations
 
+import secrets
 import sqlite3
 from collections.abc import Callable, Iterable, Sequence
 from itertools import groupby
@@ -75,6 +76,13 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX events_mac ON events(mac, id);
     """,
+    """
+    ALTER TABLE machines ADD COLUMN assignment INTEGER NOT NULL DEFAULT 0;
+    CREATE TABLE secrets (
+        name TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    );
+    """,
 )
 
 
@@ -101,7 +109,11 @@ class LeaseRow:
 
 @frozen
 class MachineRow:
-    """A machine record as stored (see :mod:`pxetwist.machines` for its meaning)."""
+    """A machine record as stored (see :mod:`pxetwist.machines` for its meaning).
+
+    :ivar assignment: how many times an operator assigned this machine (0: never); a
+        callback token is bound to it, so a new assignment voids the old token.
+    """
 
     mac: str
     first_seen: float
@@ -113,6 +125,7 @@ class MachineRow:
     entry: str | None
     once: bool
     last_stage: str
+    assignment: int = 0
 
 
 @frozen
@@ -271,10 +284,22 @@ class Store:
     def machines_now(self) -> list[MachineRow]:
         """Every machine record, read at once in this thread; for startup only."""
         rows = self._read(
-            "SELECT mac, first_seen, last_seen, ip, arch, uuid, state, entry, once, last_stage"
-            " FROM machines ORDER BY mac"
+            "SELECT mac, first_seen, last_seen, ip, arch, uuid, state, entry, once, last_stage,"
+            " assignment FROM machines ORDER BY mac"
         )
         return [_machine_row(row) for row in rows]
+
+    # -- secrets ---------------------------------------------------------------------
+
+    def secret_now(self, name: str) -> str:
+        """The server secret called ``name``: made (random, 256 bits) and stored the first
+        time, the same one after every restart; read at once in this thread, for startup."""
+        rows = self._read("SELECT value FROM secrets WHERE name = ?", (name,))
+        if rows:
+            return str(rows[0][0])
+        self._write([("INSERT OR IGNORE INTO secrets (name, value) VALUES (?, ?)",
+                      (name, secrets.token_hex(32)))])
+        return str(self._read("SELECT value FROM secrets WHERE name = ?", (name,))[0][0])
 
     # -- catalog settings ------------------------------------------------------------
 
@@ -327,12 +352,16 @@ class Store:
     # -- boot history ----------------------------------------------------------------
 
     def append_events(
-        self, events: Sequence[EventRow], machines: Sequence[MachineRow] = ()
+        self, events: Sequence[EventRow], machines: Sequence[MachineRow] = (),
+        forget: Sequence[str] = (),
     ) -> Deferred[None]:
         """Append boot events (and the machine records they changed) in one transaction,
         pruning each machine's history to :data:`EVENTS_PER_MACHINE`. Events of this batch
         that the pruning would delete at once (a MAC with more than that many in one batch,
-        e.g. a client in a boot loop) are not written at all."""
+        e.g. a client in a boot loop) are not written at all.
+
+        :param forget: MACs whose record and history are deleted in the same transaction
+            (evicted records, :class:`pxetwist.machines.MachineRegistry`)."""
         statements: list[tuple[str, Sequence[object]]] = [
             (
                 "INSERT INTO events (time, mac, ip, stage, detail, arch, uuid)"
@@ -350,6 +379,8 @@ class Store:
                     (mac, mac, EVENTS_PER_MACHINE),
                 )
             )
+        statements.extend(("DELETE FROM machines WHERE mac = ?", (mac,)) for mac in forget)
+        statements.extend(("DELETE FROM events WHERE mac = ?", (mac,)) for mac in forget)
         return self._run(self._write, statements)
 
     def history(self, mac: str, limit: int = EVENTS_PER_MACHINE) -> Deferred[list[EventRow]]:
@@ -390,10 +421,10 @@ def _lease_upsert(lease: LeaseRow) -> tuple[str, Sequence[object]]:
 def _machine_upsert(m: MachineRow) -> tuple[str, Sequence[object]]:
     return (
         "INSERT OR REPLACE INTO machines"
-        " (mac, first_seen, last_seen, ip, arch, uuid, state, entry, once, last_stage)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        " (mac, first_seen, last_seen, ip, arch, uuid, state, entry, once, last_stage,"
+        " assignment) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (m.mac, m.first_seen, m.last_seen, m.ip, m.arch, m.uuid, m.state, m.entry,
-         int(m.once), m.last_stage),
+         int(m.once), m.last_stage, m.assignment),
     )
 
 

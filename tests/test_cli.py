@@ -300,3 +300,22 @@ def test_events_follow_streams_until_ctrl_c(server: str) -> None:
             process.kill()
             process.wait()
     assert process.returncode == 0 and err == ""
+
+
+def test_machines_reads_every_page(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`pxetwist machines` follows GET /machines' next cursor to the last page
+    (issue 13 item 4)."""
+    from pxetwist import cli as cli_module
+    from pxetwist.events import Stage
+    from pxetwist.http import api
+
+    monkeypatch.setattr(cli_module, "MACHINES_PAGE", 2)
+    monkeypatch.setattr(api, "MACHINES_PAGE", 2)  # the server's page without ?limit=
+    rig = make_rig(tmp_path)
+    macs = [f"02:00:00:00:00:{n:02x}" for n in range(5)]
+    for mac in macs:
+        rig.events.publish(Stage.DHCP_OFFER, mac=mac)
+    code, out, _ = cli(rig, "machines")
+    assert code == 0 and [line.split()[0] for line in out.splitlines()[1:]] == macs
+    code, out, _ = cli(rig, "--json", "machines")
+    assert [m["mac"] for m in json.loads(out)["machines"]] == macs

@@ -96,6 +96,12 @@ def test_full_mode_values(folder: Path) -> None:
         ("[boot.files]\nsparc = x\n", "[boot.files] sparc: is not an architecture"),
         ("[boot]\napi_url = ftp://x\n", "[boot] api_url: 'ftp://x' is not an http"),
         ("[http]\npublic_url = nonsense\n", "[http] public_url:"),
+        ("[http]\npublic_url = http://x/${root} && shell\n", "[http] public_url:"),
+        ("[http]\npublic_url = http://x/a;b\n", "[http] public_url:"),
+        ("[http]\npublic_url = http://x:8080/?q=1\n", "[http] public_url:"),
+        ("[http]\npublic_url = http://x/a b\n", "[http] public_url:"),
+        ("[http]\npublic_url = http://x/a#frag\n", "[http] public_url:"),
+        ("[boot]\nmax_machines = 0\n", "[boot] max_machines: 0 is out of range"),
         ("[server]\naddress = 1.2.3\n", "[server] address: '1.2.3' is not an IPv4"),
         ("[server]\ninterface = eth0; rm -rf\n", "[server] interface:"),
         ("[dhcp]\nport = 67\nport = 68\n", "test.ini: While reading from 'test.ini'"),
@@ -136,6 +142,26 @@ def test_overrides_apply_and_are_validated(folder: Path) -> None:
         load_text("", folder, overrides=[("http", "prot", "1")])
     with pytest.raises(ConfigError, match=r"\[tftp\] port: 'x' is not a whole number"):
         load_text("", folder, overrides=[("tftp", "port", "x")])
+
+
+def test_set_errors_name_the_set_argument(folder: Path) -> None:
+    """A bad --set value is blamed on the --set argument, not on the file (issue 13
+    item 22); a bad file value still names the file."""
+    (folder / "pxe.ini").write_text("[dhcp]\nmode = proxy\n")
+    with pytest.raises(ConfigError) as info:
+        load(folder / "pxe.ini", [parse_override("dhcp.mode=offf")])
+    assert str(info.value).startswith("--set dhcp.mode=offf: [dhcp] mode: 'offf' is not")
+    (folder / "pxe.ini").write_text("[dhcp]\nmode = offf\n")
+    with pytest.raises(ConfigError) as info:
+        load(folder / "pxe.ini", [parse_override("http.port=9090")])
+    assert str(info.value).startswith(f"{folder / 'pxe.ini'}: [dhcp] mode:")
+
+
+def test_script_safe_public_urls_are_kept(folder: Path) -> None:
+    """An ordinary public_url (port, path, IPv6 literal) is accepted as written (item 24)."""
+    for url in ("http://10.77.0.1:8080", "https://boot.example.org/pxe",
+                "http://[fd00::1]:8080/a-b_c~d"):
+        assert load_text(f"[http]\npublic_url = {url}/\n", folder).http.public_url == url
 
 
 def test_parse_override() -> None:

@@ -33,7 +33,7 @@ from pxetwist.dhcp.server import (
     log_no_loader,
 )
 from pxetwist.events import EventBus, Stage
-from pxetwist.metrics import DHCP_DROPPED, DHCP_PACKETS, DHCP_REPLIES
+from pxetwist.metrics import DHCP_DROPPED, DHCP_PACKETS, DHCP_REPLIES, DHCP_REPLY_SECONDS
 from pxetwist.policy import BootPolicy
 
 
@@ -58,6 +58,7 @@ class ProxyServer:
         self._no_loader = OncePerKey()
 
     def __call__(self, packet: DhcpPacket, source: Address) -> None:
+        arrived = self.clock.seconds()
         kind = opt.message_type(packet)
         DHCP_PACKETS.labels(type=opt.MESSAGE_NAMES.get(kind or 0, "BOOTP")).inc()
         facts = facts_of(packet)
@@ -112,6 +113,7 @@ class ProxyServer:
                             != ZERO else "", detail=f"proxy {name} {decision.filename}",
                             arch=arch_name(facts), uuid=facts.uuid)
         DHCP_REPLIES.labels(type="PROXY" + name).inc()
+        DHCP_REPLY_SECONDS.observe(self.clock.seconds() - arrived)
         data = encode(reply)
         delay = self.config.reply_delay / 1000
         if delay > 0:

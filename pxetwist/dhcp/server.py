@@ -13,6 +13,7 @@ from collections.abc import Callable
 from functools import partial
 from ipaddress import IPv4Address
 from typing import Any
+from weakref import WeakKeyDictionary
 
 from attrs import define, field
 from twisted.internet.protocol import DatagramProtocol
@@ -33,7 +34,7 @@ from pxetwist.dhcp.packet import (
     parse,
 )
 from pxetwist.events import EventBus, Stage
-from pxetwist.metrics import DHCP_DROPPED, DHCP_PACKETS, DHCP_REPLIES
+from pxetwist.metrics import DHCP_DROPPED, DHCP_PACKETS, DHCP_REPLIES, DHCP_REPLY_SECONDS
 from pxetwist.policy import BootDecision, BootPolicy, ClientFacts
 
 Address = tuple[str, int]
@@ -239,10 +240,12 @@ class DhcpServer:
         self._exhausted = ThrottledWarning(clock, EXHAUSTED_LOG_INTERVAL)
         self._not_holder = ThrottledWarning(clock, EXHAUSTED_LOG_INTERVAL)
         self._no_loader = OncePerKey()
+        self._arrived: WeakKeyDictionary[DhcpPacket, float] = WeakKeyDictionary()
 
     # -- dispatch --------------------------------------------------------------------
 
     def __call__(self, packet: DhcpPacket, source: Address) -> None:
+        self._arrived[packet] = self.clock.seconds()
         kind = opt.message_type(packet)
         DHCP_PACKETS.labels(type=opt.MESSAGE_NAMES.get(kind or 0, "BOOTP")).inc()
         if kind is None:
@@ -433,6 +436,8 @@ class DhcpServer:
         data = encode(reply)
         where = destination(request, kind, source)
         DHCP_REPLIES.labels(type=opt.MESSAGE_NAMES[kind]).inc()
+        if request in self._arrived:
+            DHCP_REPLY_SECONDS.observe(self.clock.seconds() - self._arrived[request])
         delay = self.config.reply_delay / 1000
         if delay > 0:
             self.clock.callLater(delay, self.send, data, where)

@@ -145,8 +145,23 @@ def menu_changes(body: dict[str, Any]) -> dict[str, Any]:
     return changes
 
 
+def toggle_state(body: dict[str, Any]) -> bool | None:
+    """The state a ``POST /pxe/{id}/toggle`` body asks for: ``{"enabled": bool}`` (or
+    ``{"pxe": bool}``) sets it, an empty body (``None``) flips it.
+
+    :raises BadRequestError: for any other body.
+    """
+    if not body:
+        return None
+    if len(body) != 1 or next(iter(body)) not in ("enabled", "pxe"):
+        raise BadRequestError('body must be {"enabled": true|false} (or empty to flip)')
+    key = next(iter(body))
+    return bool(_typed(body, key, bool, "true or false"))
+
+
 def assignment(body: dict[str, Any]) -> tuple[str | None, bool]:
-    """``(entry id or None for local, once)`` from a ``PUT /machines/{mac}`` body."""
+    """``(entry id or None for local, once)`` from a ``PUT /machines/{mac}`` body;
+    ``once`` defaults to false (permanent), as the CLI's ``assign``."""
     unknown = sorted(set(body) - {"entry", "once"})
     if unknown:
         raise BadRequestError(f"unknown field {unknown[0]!r}")
@@ -155,10 +170,36 @@ def assignment(body: dict[str, Any]) -> tuple[str | None, bool]:
     entry = body["entry"]
     if entry is not None and (not isinstance(entry, str) or not entry or len(entry) > 200):
         raise BadRequestError("entry must be an entry id or null")
-    once = body.get("once", True)
+    once = body.get("once", False)
     if not isinstance(once, bool):
         raise BadRequestError("once must be true or false")
     return entry, once
+
+
+#: ``GET /machines`` page size when ``?limit=`` is not given, and the largest allowed.
+MACHINES_PAGE = 500
+MAX_MACHINES_PAGE = 10_000
+
+
+def machines_query(request: IRequest) -> tuple[int, str | None]:
+    """``(limit, after)`` of ``GET /machines?limit=N&after=MAC``, checked."""
+    limit_text = _arg(request, "limit")
+    after_text = _arg(request, "after")
+    try:
+        limit = int(limit_text) if limit_text else MACHINES_PAGE
+    except ValueError:
+        raise BadRequestError("limit must be a whole number") from None
+    if not 0 < limit <= MAX_MACHINES_PAGE:
+        raise BadRequestError(f"limit must be 1..{MAX_MACHINES_PAGE}")
+    after = mac_or_none(after_text)
+    if after_text and after is None:
+        raise BadRequestError("after must be a MAC address (the previous page's next)")
+    return limit, after
+
+
+def _arg(request: IRequest, name: str) -> str | None:
+    values = request.args.get(name.encode())
+    return values[0].decode("utf-8", "replace") if values else None
 
 
 @frozen

@@ -25,6 +25,7 @@ from twisted.web.pages import notFound
 from twisted.web.resource import IResource, Resource
 from twisted.web.server import NOT_DONE_YET, Request
 from twisted.web.static import File
+from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 
 from pxetwist import __version__
 from pxetwist.catalog import CatalogService, EntryView, is_url
@@ -33,7 +34,7 @@ from pxetwist.events import EventBus, Stage
 from pxetwist.http import api, ipxe
 from pxetwist.machine_source import MachineSource, SourceAnswer
 from pxetwist.machines import MachineRegistry, machine_json
-from pxetwist.metrics import HTTP_REQUESTS
+from pxetwist.metrics import HTTP_BYTES, HTTP_REQUESTS, HTTP_SECONDS
 from pxetwist.paths import PathRefusedError, normalise, resolve_inside
 from pxetwist.policy import ENTRY, EXTERNAL, MENU, BootPlan, plan_boot
 from pxetwist.store import Store
@@ -116,11 +117,13 @@ class _BootFastPath(Resource):
 
     def render(self, request: Any) -> Any:
         if request.method == b"GET" and request.path == b"/pxe/boot.ipxe":
+            self._app.measure(request, "/pxe/boot.ipxe")
             answer = self._app.boot_script(request)
             if not isinstance(answer, Deferred):
                 return answer
             _answer_later(answer, request)  # a machine source was asked
             return NOT_DONE_YET
+        self._app.measure(request)
         return self._routes.render(request)
 
 
@@ -212,7 +215,35 @@ class PxeApp:
     # -- helpers ---------------------------------------------------------------------
 
     def _count(self, route: str, request: IRequest, code: int = 200) -> None:
-        HTTP_REQUESTS.labels(route=route, status=str(code)).inc()
+        """Nothing any more: every request is counted once, when it finishes, by
+        :meth:`measure` (with the status really sent)."""
+
+    def measure(self, request: Request, route: str | None = None) -> None:
+        """Count ``request`` when it finishes: the status sent, the body bytes written and
+        the time taken, labelled by the route pattern it matched (``unmatched`` for 404s
+        and 405s; ``route`` when the caller knows it), so the label set stays small
+        whatever paths clients ask for."""
+        clock = self.events.clock
+        started = clock.seconds()
+
+        def finished(_: object) -> None:
+            pattern = route or self.route_of(request)
+            HTTP_REQUESTS.labels(route=pattern, status=str(request.code)).inc()
+            HTTP_BYTES.labels(route=pattern).inc(request.sentLength)
+            HTTP_SECONDS.labels(route=pattern).observe(clock.seconds() - started)
+
+        request.notifyFinish().addBoth(finished)
+
+    def route_of(self, request: Request) -> str:
+        """The pattern of the Klein route ``request`` matches, e.g.
+        ``/containers/<entry_id>``; ``unmatched`` if none does."""
+        try:
+            rule, _ = self.app.url_map.bind("pxetwist").match(
+                request.path.decode("latin-1"), method=request.method.decode("latin-1"),
+                return_rule=True)
+        except HTTPException:
+            return "unmatched"
+        return str(rule.rule)
 
     def _mac(self, request: IRequest, text: str | None) -> str | None:
         """The request's MAC (``?mac=`` or path part), normalised; ``None`` if absent."""
@@ -495,6 +526,24 @@ class PxeApp:
         error: api.ApiError = failure.value
         return json_body(request, {"error": str(error)}, error.code)
 
+    @app.handle_errors(NotFound, MethodNotAllowed)
+    def routing_error(self, request: IRequest, failure: Any) -> bytes:
+        """No such route (404) or not with this method (405, with ``Allow``): JSON like
+        every API error, but iPXE-readable text for a script path (``*.ipxe``)."""
+        error: HTTPException = failure.value
+        code = error.code or 500
+        if isinstance(error, MethodNotAllowed):
+            allowed = sorted(error.valid_methods or ())
+            request.setHeader(b"Allow", ", ".join(allowed).encode())
+            reason = f"{request.method.decode('latin-1')} is not allowed here " \
+                     f"(allowed: {', '.join(allowed)})"
+        else:
+            reason = f"no route {request.path.decode('latin-1')!r}"
+        if request.path.endswith(b".ipxe"):
+            request.setResponseCode(code)
+            return script_body(request, f"#!ipxe\necho pxetwist: {code}\nexit 1\n")
+        return json_body(request, {"error": reason}, code)
+
     def _require_mutation(self, request: IRequest) -> None:
         api.require_mutation(request, self.config.http.api_token)
 
@@ -512,7 +561,11 @@ class PxeApp:
     def toggle(self, request: IRequest, entry_id: str) -> Any:
         self._require_mutation(request)
         self._known_entry(entry_id)
-        yield self.catalog.toggle(entry_id)
+        wanted = api.toggle_state(api.read_json(request))
+        if wanted is None:
+            yield self.catalog.toggle(entry_id)
+        else:
+            yield self.catalog.set_pxe(entry_id, wanted)
         return json_body(request, self._entry_json(entry_id))
 
     @app.route("/pxe/<entry_id>/menu", methods=["POST"])
@@ -521,6 +574,10 @@ class PxeApp:
         self._require_mutation(request)
         self._known_entry(entry_id)
         changes = api.menu_changes(api.read_json(request))
+        kind = self.catalog.view(entry_id).entry.kind  # type: ignore[union-attr]
+        if changes.get("kernel_args") and kind != "linux":
+            raise api.BadRequestError(f"kernel_args: a {kind} entry takes no kernel "
+                                      "arguments (only linux entries do)")
         pxe = changes.pop("pxe", None)
         if pxe is not None:
             yield self.catalog.set_pxe(entry_id, pxe)
@@ -539,7 +596,12 @@ class PxeApp:
 
     @app.route("/machines", methods=["GET"])
     def machines_list(self, request: IRequest) -> bytes:
-        return json_body(request, {"machines": [machine_json(m) for m in self.machines.all()]})
+        """A page of machine records by MAC: ``?limit=N&after=MAC``; ``next`` is the
+        ``after`` of the next page (``null`` on the last)."""
+        limit, after = api.machines_query(request)
+        page, following = self.machines.page(limit, after)
+        return json_body(request, {"machines": [machine_json(m) for m in page],
+                                   "next": following, "total": self.machines.count()})
 
     @app.route("/machines/<mac_text>", methods=["GET"])
     @inlineCallbacks
@@ -551,6 +613,7 @@ class PxeApp:
         yield self.machines.flush()
         history = yield self.store.history(mac)
         body = machine_json(record)
+        body["installed_url"] = self.machines.installed_url(self.base_url, mac)
         body["history"] = [
             {"time": e.time, "mac": e.mac, "ip": e.ip, "stage": e.stage, "detail": e.detail,
              "arch": e.arch, "uuid": e.uuid} for e in history
@@ -568,11 +631,19 @@ class PxeApp:
         record = yield self.machines.assign(mac, entry, once)
         return json_body(request, machine_json(record))
 
-    @app.route("/api/v1/machines/<mac_text>/installed", methods=["POST"])
+    @app.route("/api/v1/machines/<mac_text>/installed", methods=["GET", "POST"])
     @inlineCallbacks
     def installed(self, request: IRequest, mac_text: str) -> Any:
-        self._require_mutation(request)
-        record = yield self.machines.installed(api.path_mac(mac_text))
+        """The install-done callback: with ``?token=`` (the machine's callback token, for
+        its current assignment) or with the admin token."""
+        mac = api.path_mac(mac_text)
+        token = self._query(request, "token")
+        if token is None:
+            self._require_mutation(request)
+        elif not self.machines.token_matches(mac, token):
+            raise api.ApiError(f"wrong callback token for {mac} (or not for its current "
+                               "assignment)", 403)
+        record = yield self.machines.installed(mac)
         return json_body(request, machine_json(record))
 
     @app.route("/machines/<mac_text>/explain", methods=["GET"])

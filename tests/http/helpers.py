@@ -80,7 +80,7 @@ def make_rig(tmp_path: Path, extra: str = "") -> Rig:
     clock = Clock()
     store = Store(tmp_path / "state.sqlite")
     events = EventBus(clock)
-    machines = MachineRegistry(store, events, clock)
+    machines = MachineRegistry(store, events, clock, config.boot.max_machines)
     machines.start()
     catalog = CatalogService(config.catalog, store, clock)
     catalog.load()

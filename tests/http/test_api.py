@@ -237,3 +237,148 @@ def test_menu_order_null_drops_the_explicit_order(tmp_path: Path) -> None:
     code, answer, _ = rig.post("/pxe/lab/menu", {"order": None, "label": "Lab"})
     assert code == 200 and json.loads(answer)["order"] is None
     assert json.loads(rig.get("/containers/lab/info")[1])["label"] == "Lab"
+
+
+def test_toggle_body_sets_the_state_and_no_body_flips(tmp_path: Path) -> None:
+    """POST /pxe/{id}/toggle with {"enabled": b} (or {"pxe": b}) sets it, twice the same;
+    no body flips; any other body is 400 JSON (issue 13 item 14)."""
+    rig = make_rig(tmp_path)
+    for _ in range(2):
+        code, answer, _ = rig.post("/pxe/lab/toggle", {"enabled": False})
+        assert code == 200 and json.loads(answer)["pxe"] is False
+    assert json.loads(rig.post("/pxe/lab/toggle", {"pxe": True})[1])["pxe"] is True
+    assert json.loads(rig.post("/pxe/lab/toggle", {"pxe": True})[1])["pxe"] is True
+    assert json.loads(rig.post("/pxe/lab/toggle")[1])["pxe"] is False
+    for bad in ({"enabled": "yes"}, {"state": True}, {"enabled": True, "pxe": True}, [True]):
+        code, answer, _ = rig.post("/pxe/lab/toggle", bad)
+        assert code == 400 and json.loads(answer)["error"]
+    assert rig.catalog.view("lab").pxe is False  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("entry", ["tool-efi", "rescue-iso", "hello-ipxe"])
+def test_kernel_args_refused_for_entries_that_cannot_use_them(tmp_path: Path,
+                                                              entry: str) -> None:
+    """kernel_args on an efi/iso/ipxe entry is 400, not silently stored; "" (reset) is
+    fine, and linux entries take them (issue 13 item 19)."""
+    rig = make_rig(tmp_path)
+    code, answer, _ = rig.post(f"/pxe/{entry}/menu", {"kernel_args": "quiet"})
+    assert code == 400 and "kernel_args" in json.loads(answer)["error"]
+    assert json.loads(rig.get(f"/containers/{entry}/info")[1])["kernel_args"] == ""
+    assert rig.post(f"/pxe/{entry}/menu", {"kernel_args": ""})[0] == 200
+    assert json.loads(rig.post("/pxe/lab/menu", {"kernel_args": "quiet"})[1])[
+        "kernel_args"] == "quiet"
+
+
+@pytest.mark.parametrize("method,path", [
+    ("GET", "/nope"), ("GET", "/api/v1/nope"), ("GET", "/machines/x/y/z"),
+    ("DELETE", "/machines/52:54:00:12:34:56"), ("PUT", "/containers"), ("POST", "/health"),
+    ("DELETE", "/pxe/lab/toggle")])
+def test_unknown_routes_and_wrong_methods_answer_json(tmp_path: Path, method: str,
+                                                      path: str) -> None:
+    """404 and 405 are JSON {"error": ...} like every API error; 405 keeps Allow
+    (issue 13 item 16)."""
+    rig = make_rig(tmp_path)
+    code, body, response = rig._do(method, path)
+    assert code in (404, 405)
+    assert response.headers.getRawHeaders(b"content-type") == [b"application/json"]
+    assert json.loads(body)["error"]
+    if code == 405:
+        assert response.headers.getRawHeaders(b"allow")
+
+
+def test_wrong_method_on_a_script_route_is_ipxe_text(tmp_path: Path) -> None:
+    """A script path keeps answering something iPXE can parse (issue 13 item 16)."""
+    rig = make_rig(tmp_path)
+    code, body, response = rig.post("/pxe/menu.ipxe")
+    assert code == 405 and body.startswith(b"#!ipxe\n")
+    assert rig.get("/pxe/nothing.ipxe")[1].startswith(b"#!ipxe\n")
+
+
+def test_put_machine_defaults_to_permanent_like_the_cli(tmp_path: Path) -> None:
+    """PUT /machines/{mac} without "once" is a permanent assignment, as `pxetwist assign`
+    without --once (issue 13 item 25)."""
+    rig = make_rig(tmp_path)
+    answer = json.loads(rig.put(f"/machines/{MAC}", {"entry": "lab"})[1])
+    assert (answer["state"], answer["once"]) == ("assigned", False)
+
+
+def test_installer_reports_installed_with_its_callback_token(tmp_path: Path) -> None:
+    """A one-shot machine reports installed with the token in its installed_url, no admin
+    token; a wrong token is 403 JSON; the token of a previous assignment no longer works;
+    the token survives a restart (issue 13 item 15)."""
+    from urllib.parse import urlsplit
+
+    from pxetwist.machines import MachineRegistry
+    from pxetwist.store import Store
+
+    rig = make_rig(tmp_path, "[http]\napi_token = s3cret\n")
+    admin = {"Authorization": "Bearer s3cret"}
+    rig.put(f"/machines/{MAC}", {"entry": "lab", "once": True}, headers=admin)
+    url = json.loads(rig.get(f"/machines/{MAC}")[1])["installed_url"]
+    assert url.startswith("http://10.77.0.1:8080/api/v1/machines/")
+    parts = urlsplit(url)
+    path = parts.path + "?" + parts.query
+    code, answer, _ = rig.get(path.replace("token=", "token=0"))
+    assert code == 403 and "token" in json.loads(answer)["error"]
+    assert rig.get(f"/api/v1/machines/{MAC}/installed?token=")[0] == 403
+    assert rig.machines.get(MAC).state == "pending"  # type: ignore[union-attr]
+    # a restart: same secret, same token
+    again = MachineRegistry(Store(tmp_path / "state.sqlite"), rig.events, rig.clock)
+    again.start()
+    assert again.callback_token(MAC) == parts.query.split("=", 1)[1]
+    code, answer, _ = rig.get(path)
+    assert code == 200 and json.loads(answer)["state"] == "installed"
+    assert rig.post(path)[0] == 200
+    # a new assignment: the old token is void, the new one works
+    rig.put(f"/machines/{MAC}", {"entry": "lab", "once": True}, headers=admin)
+    assert rig.post(path)[0] == 403
+    fresh = json.loads(rig.get(f"/machines/{MAC}")[1])["installed_url"]
+    assert fresh != url
+    assert rig.post(urlsplit(fresh).path + "?" + urlsplit(fresh).query)[0] == 200
+    # another machine's token is not this one's
+    other = "52:54:00:00:00:77"
+    rig.put(f"/machines/{other}", {"entry": "lab", "once": True}, headers=admin)
+    assert rig.post(f"/api/v1/machines/{other}/installed?{urlsplit(fresh).query}")[0] == 403
+    assert rig.post(f"/api/v1/machines/{other}/installed", headers=admin)[0] == 200
+
+
+def test_anonymous_boot_requests_cannot_grow_machines_without_bound(tmp_path: Path) -> None:
+    """With [boot] max_machines = 50, 300 made-up MACs asking for boot.ipxe leave 50 records
+    (the newest), on disk too; assigned machines are never forgotten (issue 13 item 4)."""
+    from pxetwist.store import Store
+
+    rig = make_rig(tmp_path, "[boot]\nmax_machines = 50\n")
+    keep = "52:54:00:ff:ff:01"
+    rig.put(f"/machines/{keep}", {"entry": "lab"})
+    for n in range(300):
+        rig.clock.advance(1)
+        rig.get(f"/pxe/boot.ipxe?mac=02:00:00:00:{n // 256:02x}:{n % 256:02x}")
+    rig.clock.advance(1)
+    assert rig.machines.count() == 51 and rig.machines.get(keep) is not None
+    assert rig.machines.get("02:00:00:00:00:00") is None  # the oldest went first
+    assert rig.machines.get("02:00:00:00:01:2b") is not None  # the newest stays
+    stored = Store(tmp_path / "state.sqlite").machines_now()
+    assert len(stored) == 51 and keep in {m.mac for m in stored}
+
+
+def test_machines_list_is_paged(tmp_path: Path) -> None:
+    """/machines?limit=N&after=MAC pages by MAC with a next cursor; bad values are 400
+    (issue 13 item 4)."""
+    rig = make_rig(tmp_path)
+    macs = [f"02:00:00:00:00:{n:02x}" for n in range(7)]
+    for mac in reversed(macs):
+        rig.events.publish(Stage.DHCP_OFFER, mac=mac)
+    seen: list[str] = []
+    after = ""
+    while True:
+        body = json.loads(rig.get(f"/machines?limit=3{'&after=' + after if after else ''}")[1])
+        assert len(body["machines"]) <= 3 and body["total"] == 7
+        seen += [m["mac"] for m in body["machines"]]
+        if body["next"] is None:
+            break
+        after = body["next"]
+    assert seen == macs
+    assert json.loads(rig.get("/machines")[1])["next"] is None
+    for bad in ("limit=0", "limit=x", "limit=100000", "after=nope"):
+        code, answer, _ = rig.get(f"/machines?{bad}")
+        assert code == 400 and json.loads(answer)["error"]

@@ -72,7 +72,7 @@ def test_failed_lifecycle_write_is_logged_with_the_mac(tmp_path: Path) -> None:
     """A failing script_served Deferred is not dropped: it is logged with MAC and entry,
     and the script is served all the same."""
     rig = make_rig(tmp_path)
-    rig.put(f"/machines/{MAC}", {"entry": "lab"})
+    rig.put(f"/machines/{MAC}", {"entry": "lab", "once": True})
     rig.machines.script_served = lambda mac, entry: fail(RuntimeError("disk full"))  # type: ignore[method-assign]
     events: list[dict[str, Any]] = []
     stop = logged(events)
@@ -239,7 +239,7 @@ def test_pureboot_boot_route_answers_the_same_script(tmp_path: Path) -> None:
     """/api/v1/boot?mac= (PureBoot's boot script chains there) answers an iPXE script that
     boots the machine as /pxe/boot.ipxe?mac= does, lifecycle included."""
     rig = make_rig(tmp_path)
-    rig.put(f"/machines/{MAC}", {"entry": "lab"})
+    rig.put(f"/machines/{MAC}", {"entry": "lab", "once": True})
     code, body, response = rig.get(f"/api/v1/boot?mac={MAC.replace(':', '-')}")
     assert code == 200 and body.startswith(b"#!ipxe\n") and b"kernel " in body
     assert response.headers.getRawHeaders("content-type") == ["text/plain; charset=utf-8"]

@@ -138,7 +138,7 @@ def test_assignment_to_missing_entry_boots_local(tmp_path: Path) -> None:
 def test_explain_says_what_and_why_without_side_effects(tmp_path: Path) -> None:
     """explain shows the decision and script for a pending MAC and leaves it pending."""
     rig = make_rig(tmp_path)
-    rig.put(f"/machines/{MAC}", {"entry": "lab"})
+    rig.put(f"/machines/{MAC}", {"entry": "lab", "once": True})
     code, body, _ = rig.get(f"/machines/{MAC}/explain")
     assert code == 200
     import json

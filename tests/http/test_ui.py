@@ -229,3 +229,57 @@ def test_page_lists_toggles_edits_and_shows_live_events(
     assert screenshot(browser, tmp_path, "ui-phone-390.png", 390, 844).stat().st_size > 5_000
     screenshot(browser, tmp_path, "ui-1280-whole.png", 1280, 800, whole_page=True)
     screenshot(browser, tmp_path, "ui-phone-390-whole.png", 390, 844, whole_page=True)
+
+
+def test_page_assigns_a_machine_once_permanently_or_to_local_disk(
+        server: tuple[str, int], browser: Any, tmp_path: Path) -> None:
+    """In Chromium: a machine's row assigns it an entry once, for good, or its local disk,
+    and the server's record follows each time (issue 13 item 20)."""
+    from selenium.common.exceptions import StaleElementReferenceException
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select, WebDriverWait
+
+    base, _ = server
+    mac = "52:54:00:aa:bb:20"
+    fetch(f"{base}/pxe/boot.ipxe?mac={mac}")
+    wait = WebDriverWait(browser, 20, ignored_exceptions=(StaleElementReferenceException,))
+    browser.get(base + "/ui/")
+    browser.find_element(By.ID, "token").send_keys(TOKEN)
+    browser.find_element(By.CSS_SELECTOR, "#token-form button[type=submit]").click()
+    row = f'#machines tr[data-mac="{mac}"]'
+    wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, row + ' option[value="lab"]'))
+
+    def assign(entry: str, mode: str | None) -> None:
+        # the rows are drawn again when fresh data comes (not while one has the focus):
+        # a row found a moment ago may be gone, so try again with the new one
+        for attempt in range(5):
+            try:
+                Select(browser.find_element(By.CSS_SELECTOR, row + " select[name=entry]")
+                       ).select_by_value(entry)
+                if mode is not None:
+                    Select(browser.find_element(By.CSS_SELECTOR, row + " select[name=mode]")
+                           ).select_by_value(mode)
+                browser.find_element(By.CSS_SELECTOR, row + " button.apply").click()
+                return
+            except StaleElementReferenceException:
+                if attempt == 4:
+                    raise
+
+    def record() -> Any:
+        return get_json(f"{base}/machines/{mac}")
+
+    assign("lab", "once")
+    wait.until(lambda d: record()["state"] == "pending")
+    assert (record()["entry"], record()["once"]) == ("lab", True)
+    wait.until(lambda d: "(once)" in d.find_element(By.CSS_SELECTOR, row).text)
+    screenshot(browser, tmp_path, "ui-assign-once.png", 1280, 800, whole_page=True)
+    assign("lab", "permanent")
+    wait.until(lambda d: record()["state"] == "assigned")
+    assert record()["once"] is False
+    wait.until(lambda d: "(permanent)" in d.find_element(By.CSS_SELECTOR, row).text)
+    assign("", None)
+    wait.until(lambda d: record()["state"] == "local")
+    assert record()["entry"] is None
+    wait.until(lambda d: "local" in d.find_element(By.CSS_SELECTOR, row + " .state").text)
+    screenshot(browser, tmp_path, "ui-assign-local.png", 1280, 800, whole_page=True)
+    screenshot(browser, tmp_path, "ui-assign-phone-390.png", 390, 844, whole_page=True)

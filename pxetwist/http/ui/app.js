@@ -17,6 +17,8 @@ const state = {
   events: new Map(),   // seq -> event
   lastSeq: 0,
   machines: [],
+  machinesNext: null,
+  machinesTotal: 0,
   entries: [],
   liveSource: null,
 };
@@ -159,8 +161,10 @@ async function loadCatalog() {
     failed("Loading the catalog", error);
     return;
   }
+  const first = state.entries.length === 0;
   state.entries = data.entries;
   renderCatalog(data.entries);
+  if (first && state.machines.length) renderMachines();  // the entry choices arrived
   renderProblems(data.errors || []);
 }
 
@@ -289,31 +293,107 @@ function cells(row, values, labels) {
   return row;
 }
 
-const MACHINE_LABELS = ["MAC", "State", "Entry", "IP", "Arch", "Last seen", "Last stage"];
+const MACHINE_LABELS = ["MAC", "State", "Entry", "IP", "Arch", "Last seen", "Last stage",
+                        "Boot"];
 const LEASE_LABELS = ["IP", "MAC", "State", "Hostname", "Expires"];
+//: Machines asked for per page of GET /machines (docs/API.md: ?limit=&after=).
+const MACHINES_PAGE = 200;
 
+// The first pages of /machines, as many records as are shown now (at least one page):
+// the page never loads thousands of records every 10 s.
 async function loadMachines() {
+  if ($("#machines").contains(document.activeElement)) return;  // an assignment in progress
+  const wanted = Math.max(MACHINES_PAGE, state.machines.length);
+  let machines = [];
+  let after = null;
+  let data;
   try {
-    const data = await api("GET", "machines");
-    state.machines = data.machines;
+    do {
+      const query = "machines?limit=" + Math.min(MACHINES_PAGE, wanted - machines.length) +
+        (after ? "&after=" + encodeURIComponent(after) : "");
+      data = await api("GET", query);
+      machines = machines.concat(data.machines);
+      after = data.next;
+    } while (after && machines.length < wanted);
   } catch (error) {
     return;
   }
+  state.machines = machines;
+  state.machinesNext = after;
+  state.machinesTotal = data.total;
+  renderMachines();
+}
+
+async function moreMachines() {
+  if (!state.machinesNext) return;
+  let data;
+  try {
+    data = await api("GET", "machines?limit=" + MACHINES_PAGE + "&after=" +
+                     encodeURIComponent(state.machinesNext));
+  } catch (error) {
+    failed("Loading more machines", error);
+    return;
+  }
+  state.machines = state.machines.concat(data.machines);
+  state.machinesNext = data.next;
+  state.machinesTotal = data.total;
+  renderMachines();
+}
+
+function renderMachines() {
   const body = $("#machines tbody");
-  $("#machines-count").textContent = state.machines.length + " seen";
+  const total = state.machinesTotal || state.machines.length;
+  $("#machines-count").textContent = total + " seen" +
+    (state.machines.length < total ? ", " + state.machines.length + " shown" : "");
+  $("#machines-more").hidden = !state.machinesNext;
   if (state.machines.length === 0) {
-    body.replaceChildren(el("tr", {}, el("td", { colspan: 7, class: "muted",
+    body.replaceChildren(el("tr", {}, el("td", { colspan: 8, class: "muted",
       text: "No machine has asked for anything yet." })));
   } else {
     body.replaceChildren(...state.machines.map((m) => cells(
       el("tr", { dataset: { mac: m.mac }, class: "clickable", title: "show its timeline",
                  onclick: () => { pickMachine(m.mac); } }),
       [el("code", { text: m.mac }), el("span", { class: "state " + m.state, text: m.state }),
-       m.entry ? m.entry + (m.once ? "" : " (permanent)") : null, m.ip, m.arch,
-       dateTime(m.last_seen), m.last_stage],
+       m.entry ? m.entry + (m.once ? " (once)" : " (permanent)") : null, m.ip, m.arch,
+       dateTime(m.last_seen), m.last_stage, assignForm(m)],
       MACHINE_LABELS)));
   }
   updateMachinePicker();
+}
+
+// What a machine boots: an entry once (until it reports installed) or for good, or its disk.
+function assignForm(machine) {
+  const entry = el("select", { name: "entry", "aria-label": "boot entry for " + machine.mac },
+    el("option", { value: "", text: "local disk" }),
+    ...state.entries.map((e) => el("option", { value: e.id, text: e.label || e.name || e.id })));
+  entry.value = machine.entry || "";
+  const mode = el("select", { name: "mode", "aria-label": "one-shot or permanent" },
+    el("option", { value: "once", text: "once" }),
+    el("option", { value: "permanent", text: "permanent" }));
+  mode.value = machine.entry && machine.once ? "once" : "permanent";
+  const sync = () => { mode.disabled = entry.value === ""; };
+  entry.addEventListener("change", sync);
+  sync();
+  const form = el("form", { class: "assign", onsubmit: (event) => {
+    event.preventDefault();
+    assignMachine(machine.mac, entry.value, mode.value === "once", form);
+  } }, entry, mode, el("button", { type: "submit", class: "apply" }, "Apply"));
+  form.addEventListener("click", (event) => event.stopPropagation());
+  return form;
+}
+
+async function assignMachine(mac, entryId, once, form) {
+  form.querySelector("button.apply").disabled = true;
+  const body = entryId ? { entry: entryId, once } : { entry: null };
+  try {
+    const answer = await api("PUT", "machines/" + encodeURIComponent(mac), body);
+    say(mac + ": " + (answer.entry ? "boots " + answer.entry +
+        (answer.once ? " once" : " permanently") : "boots from its disk") + ".", "info");
+  } catch (error) {
+    failed("Assigning " + mac, error);
+  }
+  document.activeElement.blur();
+  await loadMachines();
 }
 
 async function loadLeases() {
@@ -515,6 +595,7 @@ function followEvents() {
 function start() {
   setUpToken();
   $("#refresh").addEventListener("click", rescan);
+  $("#machines-more").addEventListener("click", moreMachines);
   $("#timeline-mac").addEventListener("change", renderTimeline);
   loadHealth();
   loadCatalog();
