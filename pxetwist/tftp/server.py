@@ -37,10 +37,12 @@ TIMEOUT_RANGE = (1, 255)
 WINDOWSIZE_RANGE = (1, 65535)
 
 
-def negotiate(options: dict[str, str], size: int, config: TftpConfig
+def negotiate(options: dict[str, str], size: int | None, config: TftpConfig
               ) -> tuple[int, int, float, dict[str, str]]:
     """Accept the options we support, clamped to the config.
 
+    :param size: the bytes to send, or ``None`` when not known up front (netascii):
+        then ``tsize`` is left out.
     :returns: ``(blksize, windowsize, max_rto, oack)``; an option with a bad value
         is ignored (not acknowledged), as RFC 2347 allows.
     """
@@ -55,7 +57,7 @@ def negotiate(options: dict[str, str], size: int, config: TftpConfig
         if name == "blksize" and number >= BLKSIZE_RANGE[0]:
             blksize = min(number, BLKSIZE_RANGE[1], config.max_blksize)
             oack["blksize"] = str(blksize)
-        elif name == "tsize":
+        elif name == "tsize" and size is not None:
             oack["tsize"] = str(size)
         elif name == "timeout" and TIMEOUT_RANGE[0] <= number <= TIMEOUT_RANGE[1]:
             max_rto = float(number)

@@ -40,7 +40,7 @@ from twisted.logger import Logger
 
 from pxetwist.metrics import TFTP_DROPPED, TFTP_RETRANSMITS
 from pxetwist.tftp import packet
-from pxetwist.tftp.files import FileSource
+from pxetwist.tftp.files import Source
 
 #: Floor of the retransmission timeout: ~2 RTTs of a 1 ms-each-way link. A spurious resend
 #: to a slower client costs one duplicate DATA (its repeated ACK is ignored).
@@ -63,6 +63,8 @@ SPIN_TURN = 0.002
 SPIN_READ_SIZE = 8192
 #: A timer this close to its deadline counts as on time (float rounding of re-arming).
 TIMER_SLACK = 1e-6
+#: ``last_block`` while the size is not known yet (netascii): the first short block is.
+_END_UNKNOWN = 1 << 62
 
 Address = tuple[str, int]
 
@@ -123,7 +125,7 @@ class TftpSession(DatagramProtocol):
 
     def __init__(
         self,
-        source: FileSource,
+        source: Source,
         client: Address,
         blksize: int,
         windowsize: int,
@@ -144,8 +146,10 @@ class TftpSession(DatagramProtocol):
         self._max_rto = max(max_rto, MIN_RTO)
         self._stall_timeout = stall_timeout
         self._may_spin = may_spin
+        #: bytes to send, once known (a netascii source knows at its end)
+        self.size = source.size
         #: number of DATA blocks: the last one is shorter than blksize (maybe empty)
-        self.last_block = source.size // blksize + 1
+        self.last_block = _END_UNKNOWN if self.size is None else self.size // blksize + 1
         #: first block not yet acknowledged (absolute numbering, from 1)
         self.base = 1
         #: waiting for ACK 0 of the OACK
@@ -277,7 +281,8 @@ class TftpSession(DatagramProtocol):
     @property
     def bytes_acked(self) -> int:
         """Bytes the client has acknowledged so far."""
-        return min((self.base - 1) * self.blksize, self.source.size)
+        acked = (self.base - 1) * self.blksize
+        return acked if self.size is None else min(acked, self.size)
 
     def _progress(self, now: float) -> None:
         if not self._resent:
@@ -331,8 +336,21 @@ class TftpSession(DatagramProtocol):
             return [header(block & 0xFFFF) + data[(block - 1) * size:block * size]
                     for block in range(first, end + 1)]
         read = self._read
-        return [header(block & 0xFFFF) + read((block - 1) * size, size)
-                for block in range(first, end + 1)]
+        packets = [header(block & 0xFFFF) + read((block - 1) * size, size)
+                   for block in range(first, end + 1)]
+        if self.last_block == _END_UNKNOWN:
+            return self._find_end(first, packets)
+        return packets
+
+    def _find_end(self, first: int, packets: list[bytes]) -> list[bytes]:
+        """For a source whose size was not known: the first short block is the last one;
+        the window ends there, and the size is now known."""
+        for index, datagram in enumerate(packets):
+            if len(datagram) - 4 < self.blksize:
+                self.last_block = first + index
+                self.size = (self.last_block - 1) * self.blksize + len(datagram) - 4
+                return packets[:index + 1]
+        return packets
 
     def _arm(self, now: float, timeout: float) -> None:
         """Set the retransmission deadline. The timer is not moved on every send (that is
@@ -351,7 +369,7 @@ class TftpSession(DatagramProtocol):
     def _read(self, offset: int, length: int) -> bytes:
         start = offset - self._buffer_start
         if start < 0 or start + length > len(self._buffer):
-            if offset >= self.source.size:
+            if self.size is not None and offset >= self.size:
                 return b""
             want = max(READ_AHEAD, length * self.windowsize)
             self._buffer = self.source.read(offset, want)

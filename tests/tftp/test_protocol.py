@@ -5,11 +5,13 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pxetwist.events import Stage
 from pxetwist.tftp import packet
+from pxetwist.tftp.files import to_netascii
 from pxetwist.tftp.session import MAX_TRIES, PRE_ANSWER_RESENDS
 from tests.tftp.helpers import CLIENT, make_rig
 
@@ -283,13 +285,52 @@ def test_missing_file_is_error_1(tmp_path: Path) -> None:
 
 
 def test_netascii_converts_line_ends(tmp_path: Path) -> None:
-    """netascii mode sends LF as CR LF and a bare CR as CR NUL; tsize counts the result."""
+    """netascii mode sends LF as CR LF and a bare CR as CR NUL; tsize is not acknowledged
+    (the converted size is known only at the end of the stream)."""
     rig = make_rig(tmp_path, {"t.txt": b"a\nb\rc"})
-    rig.rrq("t.txt", mode="netascii", tsize=0)
+    rig.rrq("t.txt", mode="netascii", tsize=0, blksize=512)
     port = rig.session_port()
-    assert rig.sent(port) == [packet.OAck({"tsize": "7"})]
+    assert rig.sent(port) == [packet.OAck({"blksize": "512"})]
     port.deliver(packet.encode_ack(0), CLIENT)
     assert rig.sent(port) == [packet.Data(1, b"a\r\nb\r\0c")]
+    port.deliver(packet.encode_ack(1), CLIENT)
+    assert not port.connected and rig.server.sessions == set()
+
+
+@settings(max_examples=150, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(content=st.binary(max_size=400).map(
+           lambda b: bytes(b"\r\n\n\rx"[c % 5] if c % 3 else c for c in b)),
+       blksize=st.integers(8, 40), window=st.integers(1, 4), lose=st.integers(0, 6))
+def test_netascii_transfer_sends_the_converted_stream(
+        tmp_path_factory: pytest.TempPathFactory, content: bytes, blksize: int, window: int,
+        lose: int) -> None:
+    """A netascii transfer (any bytes, block and window size, one window lost and resent)
+    delivers exactly the whole-file conversion, in blocks cut from the converted stream
+    (CR LF and CR NUL pairs split across block edges), and ends on its first short block."""
+    rig = make_rig(tmp_path_factory.mktemp("n"), {"t": content})
+    rig.rrq("t", mode="netascii", blksize=blksize, windowsize=window)
+    port = rig.session_port()
+    rig.sent(port)
+    port.deliver(packet.encode_ack(0), CLIENT)
+    blocks: list[bytes] = []
+    for _ in range(2000):
+        window_sent = rig.sent(port)
+        if not port.connected:
+            break
+        if lose == 0:  # this window is lost: the server resends it on its timer
+            lose = -1
+            rig.reactor.advance(2.0)
+            continue
+        lose -= 1
+        for data in window_sent:
+            assert isinstance(data, packet.Data)
+            if data.block == (len(blocks) + 1) & 0xFFFF:
+                blocks.append(data.payload)
+        port.deliver(packet.encode_ack(len(blocks)), CLIENT)
+    assert b"".join(blocks) == to_netascii(content)
+    assert all(len(b) == blksize for b in blocks[:-1]) and len(blocks[-1]) < blksize
+    assert not port.connected and rig.server.sessions == set()
 
 
 def test_session_caps(tmp_path: Path) -> None:
