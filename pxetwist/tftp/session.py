@@ -18,7 +18,10 @@ DATA is resent on the timer at most :data:`PRE_ANSWER_RESENDS` times, and again
 whenever the client repeats its request (:meth:`TftpSession.resend_first`,
 called by the listener; RFC 1350 leaves retransmitting the request to the
 requester). So a spoofed RRQ yields one packet sent at most three times, never
-a stream.
+a stream. A session still unanswered after those resends gives up its slot
+("unanswered"): ~7 s after the request, or a little longer when the client asked
+for a longer ``timeout`` (its own retransmission must still find the session),
+at most :data:`UNANSWERED_PATIENCE` after the last send.
 
 A client that answers within :data:`SPIN_WAIT` (loopback, a quiet LAN) would
 spend most of each round trip waiting for this process to wake from
@@ -33,6 +36,7 @@ from __future__ import annotations
 import socket
 import time
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from twisted.internet.protocol import DatagramProtocol
@@ -50,6 +54,9 @@ INITIAL_RTO = 1.0
 MAX_TRIES = 8
 #: Timer resends of the first packet (OACK or DATA 1) before the client has answered.
 PRE_ANSWER_RESENDS = 2
+#: Longest wait after the last send for a client that has never answered (a client that
+#: asked a longer ``timeout`` gets that plus a second, up to this; curl asks ~6 s).
+UNANSWERED_PATIENCE = 8.0
 #: A repeated request sooner than this after our last send is a network copy, not a retry
 #: (iPXE's shortest retry is 250 ms).
 RETRY_GAP = 0.25
@@ -67,6 +74,14 @@ TIMER_SLACK = 1e-6
 _END_UNKNOWN = 1 << 62
 
 Address = tuple[str, int]
+
+
+def log_packet(log: Logger, arrow: str, peer: Address, data: bytes) -> None:
+    """A debug line for one request, OACK or ERROR in (``<-``) or out (``->``), decoded only
+    if the line is written (``--verbose``). DATA and ACK blocks are never logged one by one:
+    a transfer has a debug line when it starts and an info line when it ends."""
+    log.debug("TFTP {arrow} {peer[0]}:{peer[1]} {summary()}", arrow=arrow, peer=peer,
+              summary=partial(packet.describe_datagram, data))
 
 
 def _raw_sender(sock: socket.socket) -> Callable[[bytes, Address], None]:
@@ -113,7 +128,8 @@ class TftpSession(DatagramProtocol):
     :param clock: ``seconds`` and ``callLater``.
     :param on_done: called once with ``(session, result)``; result is ``complete``,
         ``aborted`` (client error after OACK, e.g. OVMF's size probe), ``client-error``,
-        ``timeout`` or ``stalled``.
+        ``timeout``, ``unanswered`` (never a word from the client), ``stalled``,
+        ``superseded`` or ``evicted`` (by the listener), or ``cancelled`` (shutdown).
     :param max_rto: upper bound of the retransmission timeout (client's ``timeout``).
     :param stall_timeout: seconds without progress before giving up.
     :param may_spin: whether the session may spin on its socket now (the listener says
@@ -236,10 +252,13 @@ class TftpSession(DatagramProtocol):
             message = packet.parse(data)
         except packet.TftpPacketError:
             TFTP_DROPPED.labels(reason="malformed").inc()
+            log_packet(self._log, "<-", addr, data)
             return
         if isinstance(message, packet.Ack):
             self._ack(message.block)
-        elif isinstance(message, packet.Error):
+            return
+        log_packet(self._log, "<-", addr, data)
+        if isinstance(message, packet.Error):
             self._finish("aborted" if self.awaiting_oack_ack else "client-error")
         else:
             TFTP_DROPPED.labels(reason="unexpected").inc()
@@ -247,8 +266,9 @@ class TftpSession(DatagramProtocol):
     def answer_stranger(self, transport: Any, addr: Address) -> None:
         """A datagram from another address than the client's: error 5, and go on."""
         TFTP_DROPPED.labels(reason="unknown-tid").inc()
-        transport.write(packet.encode_error(packet.ERR_UNKNOWN_TID, "unknown transfer ID"),
-                        addr)
+        error = packet.encode_error(packet.ERR_UNKNOWN_TID, "unknown transfer ID")
+        transport.write(error, addr)
+        log_packet(self._log, "->", addr, error)
 
     # -- the window ------------------------------------------------------------------
 
@@ -300,7 +320,9 @@ class TftpSession(DatagramProtocol):
     def _transmit(self, now: float, resend: bool = False) -> None:
         """Send the OACK, or the window starting at ``base``."""
         if self.awaiting_oack_ack:
-            self._send(packet.encode_oack(self._oack), self.client)
+            oack = packet.encode_oack(self._oack)
+            self._send(oack, self.client)
+            log_packet(self._log, "->", self.client, oack)
         else:
             self._send_window()
         self._after_send(now, resend)
@@ -393,8 +415,14 @@ class TftpSession(DatagramProtocol):
             self._finish("timeout")
             return
         if not self.answered and self._tries > PRE_ANSWER_RESENDS:
-            # not a word from the client yet: wait, send nothing more
-            self._arm(now, min(self._rto * (2 ** self._tries), self._max_rto * 4))
+            # not a word from the client after the resends: give the slot back, once the
+            # client's own timeout since our last send (if it asked a longer one) is over
+            patience = min(self._max_rto + 1.0, UNANSWERED_PATIENCE)
+            left = self._sent_at + patience - now
+            if self._tries == PRE_ANSWER_RESENDS + 1 and left > TIMER_SLACK:
+                self._arm(now, left)
+                return
+            self._finish("unanswered")
             return
         self.retransmits += 1
         TFTP_RETRANSMITS.inc()
@@ -442,14 +470,21 @@ class TftpSession(DatagramProtocol):
 
     def supersede(self) -> None:
         """The client started over from the same TID: end quietly (it ignores us now)."""
+        self.end_quietly("superseded")
+
+    def end_quietly(self, result: str) -> None:
+        """End now without a word to the client (superseded, or evicted by the listener
+        for a client that has proved its address)."""
         if self.result is None:
-            self._finish("superseded")
+            self._finish(result)
 
     def abort(self, reason: str = "server shutting down") -> None:
         """End the transfer now, telling the client (used on shutdown)."""
         if self.result is None:
             assert self.transport is not None
-            self.transport.write(packet.encode_error(packet.ERR_UNDEFINED, reason), self.client)
+            error = packet.encode_error(packet.ERR_UNDEFINED, reason)
+            self.transport.write(error, self.client)
+            log_packet(self._log, "->", self.client, error)
             self._finish("cancelled")
 
 
