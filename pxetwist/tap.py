@@ -66,7 +66,7 @@ class _PortChatterFilter:
     def __call__(self, event: LogEvent) -> PredicateResult:
         text = event.get("log_text") or (event.get("message") or ("",))[0]
         if isinstance(text, str) and (
-            text.startswith("TftpSession starting on ")
+            text.startswith(("TftpSession starting on ", "StrangerProtocol starting on "))
             or (text.startswith("(UDP Port ") and text.endswith(" Closed)"))
         ):
             return PredicateResult.no

@@ -114,6 +114,7 @@ def test_port_chatter_filter_drops_only_session_port_lines() -> None:
 
     chatter = _PortChatterFilter()
     assert chatter({"log_text": "TftpSession starting on 50123"}) is PredicateResult.no
+    assert chatter({"log_text": "StrangerProtocol starting on 50123"}) is PredicateResult.no
     assert chatter({"message": ("(UDP Port 50123 Closed)",)}) is PredicateResult.no
     assert chatter({"log_text": "TftpServerProtocol starting on 69"}) is PredicateResult.maybe
     assert chatter({"log_format": "TFTP {file} to {client}"}) is PredicateResult.maybe

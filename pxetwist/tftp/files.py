@@ -8,12 +8,19 @@ resolved) leaves its folder, and anything but a regular file are refused.
 Small hot files (``undionly.kpxe`` is ~70 KB, ``ipxe.efi`` ~1 MB) are kept in
 memory, keyed by path, mtime and size, so a boot storm reads each once; larger
 files are read with ``os.pread`` in read-ahead chunks by the session.
+
+netascii is converted as a stream (:class:`NetasciiSource`), a chunk at a time as the
+session reads, never the whole file at once. Its converted size is not known until the
+last chunk has been converted, so a netascii transfer acknowledges no ``tsize`` (RFC 2347
+lets a server leave out an option it does not support): counting it first would read the
+whole file before the first packet.
 """
 
 from __future__ import annotations
 
 import os
 import stat
+from bisect import bisect_right
 from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
@@ -26,6 +33,8 @@ from pxetwist.paths import PathRefusedError, normalise, resolve_inside
 CACHE_FILE_LIMIT = 8 * 1024 * 1024
 #: Total bytes the memory cache may hold.
 CACHE_TOTAL_LIMIT = 64 * 1024 * 1024
+#: Bytes of the file converted to netascii at a time.
+NETASCII_CHUNK = 64 * 1024
 
 
 class FileRefusedError(Exception):
@@ -72,6 +81,71 @@ def to_netascii(data: bytes) -> bytes:
     return data.replace(b"\r", b"\r\0").replace(b"\n", b"\r\n")
 
 
+@define
+class NetasciiSource:
+    """A file's netascii form, converted as it is read: what :meth:`read` takes and returns
+    are offsets and bytes of the converted stream.
+
+    Each byte of the file converts on its own (to one or two bytes), so the stream is the
+    concatenation of the converted chunks; a CR LF or CR NUL pair may fall across a DATA
+    block edge, which is why blocks are cut from the converted stream, not per chunk.
+    Reads go forward from the last one, converting :data:`NETASCII_CHUNK` bytes at a time
+    and keeping only what is still ahead of them; going back (a window resent) restarts at
+    the nearest earlier chunk, whose converted offset was noted on the way.
+
+    :ivar size: the converted size once the end of the file was reached, else ``None``.
+    :ivar data: always ``None`` (the session then reads through :meth:`read`).
+    """
+
+    source: FileSource
+    size: int | None = None
+    data: None = None
+    _buffer: bytes = b""
+    #: the converted offset of ``_buffer[0]``, and the file offset after its last byte
+    _buffer_start: int = 0
+    _next_chunk: int = 0
+    #: converted offsets of the chunks converted so far, one per chunk
+    _chunk_starts: list[int] = field(factory=lambda: [0])
+
+    @property
+    def name(self) -> str:
+        return self.source.name
+
+    def read(self, offset: int, length: int) -> bytes:
+        """Converted bytes ``[offset, offset+length)`` (fewer at the end)."""
+        if self.size is not None and offset >= self.size:
+            return b""
+        end = self._buffer_start + len(self._buffer)
+        if offset < self._buffer_start or offset > end:
+            index = bisect_right(self._chunk_starts, offset) - 1
+            self._buffer, self._buffer_start = b"", self._chunk_starts[index]
+            self._next_chunk = index * NETASCII_CHUNK
+            end = self._buffer_start
+        while end < offset + length and self._next_chunk < self.source.size:
+            chunk = self.source.read(self._next_chunk, NETASCII_CHUNK)
+            if not chunk:
+                break
+            keep = min(max(offset - self._buffer_start, 0), len(self._buffer))
+            self._buffer = self._buffer[keep:] + to_netascii(chunk)
+            self._buffer_start += keep
+            self._next_chunk += len(chunk)
+            end = self._buffer_start + len(self._buffer)
+            if self._next_chunk // NETASCII_CHUNK == len(self._chunk_starts):
+                self._chunk_starts.append(end)
+        if self._next_chunk >= self.source.size or end < offset + length:
+            self.size = end
+        start = offset - self._buffer_start
+        return self._buffer[start:start + length]
+
+    def close(self) -> None:
+        self._buffer = b""
+        self.source.close()
+
+
+#: What a session sends: a file as it is, or its netascii form.
+Source = FileSource | NetasciiSource
+
+
 @frozen
 class _CacheKey:
     path: str
@@ -97,8 +171,9 @@ class FileResolver:
     _cache: OrderedDict[_CacheKey, bytes] = field(factory=OrderedDict)
     _cache_bytes: int = 0
 
-    def open(self, name: str, netascii: bool = False) -> FileSource:
-        """Resolve ``name`` to a :class:`FileSource`.
+    def open(self, name: str, netascii: bool = False) -> Source:
+        """Resolve ``name`` to a :class:`FileSource` (a :class:`NetasciiSource` over it with
+        ``netascii``).
 
         :raises FileRefusedError: error 1 (not found) or 2 (access violation).
         """
@@ -109,19 +184,13 @@ class FileResolver:
         for folder in self.folders:
             source = self._open_in(folder, relative)
             if source is not None:
-                return self._netascii(source) if netascii else source
+                return NetasciiSource(source) if netascii else source
         if self.generated is not None:
             content = self.generated(relative)
             if content is not None:
                 source = FileSource(relative, len(content), data=content)
-                return self._netascii(source) if netascii else source
+                return NetasciiSource(source) if netascii else source
         raise FileRefusedError(1, "file not found")
-
-    def _netascii(self, source: FileSource) -> FileSource:
-        content = source.read(0, source.size)
-        source.close()
-        converted = to_netascii(content)
-        return FileSource(source.name, len(converted), data=converted)
 
     def _open_in(self, folder: Path, relative: str) -> FileSource | None:
         try:

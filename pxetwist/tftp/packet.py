@@ -166,3 +166,30 @@ def encode_oack(options: dict[str, str]) -> bytes:
         for name, value in options.items()
     )
     return struct.pack("!H", OACK) + body
+
+
+def describe(message: Packet) -> str:
+    """A one-line summary of a decoded packet, for debug logs (names and texts in repr)."""
+    if isinstance(message, Request):
+        kind = "RRQ" if message.opcode == RRQ else "WRQ"
+        options = "".join(f" {k}={v!r}" for k, v in message.options.items())
+        return f"{kind} {message.filename!r} {message.mode!r}{options}"
+    if isinstance(message, OAck):
+        return "OACK" + "".join(f" {k}={v}" for k, v in message.options.items())
+    if isinstance(message, Error):
+        return f"ERROR {message.code} {message.message!r}"
+    if isinstance(message, Data):
+        return f"DATA {message.block} ({len(message.payload)} bytes)"
+    return f"ACK {message.block}"
+
+
+def describe_datagram(data: bytes) -> str:
+    """:func:`describe` of a datagram as it is on the wire, or why it is not a packet.
+
+    Meant to be called only when a debug line is written (``{summary()}`` in a
+    ``twisted.logger`` format with a :func:`functools.partial`), so the hot path pays
+    nothing for it."""
+    try:
+        return describe(parse(data))
+    except TftpPacketError as e:
+        return f"malformed ({len(data)} bytes: {e})"

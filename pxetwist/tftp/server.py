@@ -5,11 +5,18 @@ ephemeral port (its TID), opened through the injected reactor. Caps on
 sessions (total and per client) are checked before any file is opened, and a
 request gets one OACK or first DATA (resent at most twice) until the client
 answers or asks again, so a spoofed RRQ cannot be amplified into a stream.
+
+Spoofed RRQs never answer, and would otherwise hold every slot: a session that
+has never been answered gives its slot up after its resends (see
+:mod:`pxetwist.tftp.session`), and when every slot is taken, a new request takes
+the slot of the oldest never-answered session, at once for a client whose address
+has answered before (it sent an ACK or ERROR from its TID), and after
+:data:`ANSWER_GRACE` for any other client.
 """
 
 from __future__ import annotations
 
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Callable
 from typing import Any
 
@@ -29,18 +36,25 @@ from pxetwist.metrics import (
 from pxetwist.tftp import packet
 from pxetwist.tftp.files import FileRefusedError, FileResolver
 from pxetwist.tftp.ports import open_session_port
-from pxetwist.tftp.session import MAX_RTO, TftpSession
+from pxetwist.tftp.session import MAX_RTO, TftpSession, log_packet
 
 #: Protocol limits of the options (RFC 2348, 2349, 7440).
 BLKSIZE_RANGE = (8, 65464)
 TIMEOUT_RANGE = (1, 255)
 WINDOWSIZE_RANGE = (1, 65535)
+#: A never-answered session this old may give its slot to any new client when all are
+#: taken (a real client answers within a round trip; the first resend comes after 1 s).
+ANSWER_GRACE = 1.0
+#: Client addresses remembered as having answered (least recently seen forgotten first).
+PROVEN_HOSTS = 4096
 
 
-def negotiate(options: dict[str, str], size: int, config: TftpConfig
+def negotiate(options: dict[str, str], size: int | None, config: TftpConfig
               ) -> tuple[int, int, float, dict[str, str]]:
     """Accept the options we support, clamped to the config.
 
+    :param size: the bytes to send, or ``None`` when not known up front (netascii):
+        then ``tsize`` is left out.
     :returns: ``(blksize, windowsize, max_rto, oack)``; an option with a bad value
         is ignored (not acknowledged), as RFC 2347 allows.
     """
@@ -55,7 +69,7 @@ def negotiate(options: dict[str, str], size: int, config: TftpConfig
         if name == "blksize" and number >= BLKSIZE_RANGE[0]:
             blksize = min(number, BLKSIZE_RANGE[1], config.max_blksize)
             oack["blksize"] = str(blksize)
-        elif name == "tsize":
+        elif name == "tsize" and size is not None:
             oack["tsize"] = str(size)
         elif name == "timeout" and TIMEOUT_RANGE[0] <= number <= TIMEOUT_RANGE[1]:
             max_rto = float(number)
@@ -97,14 +111,17 @@ class TftpServerProtocol(DatagramProtocol):
         self._per_client: Counter[str] = Counter()
         #: the running session of each client TID, to drop a duplicated RRQ
         self._by_client: dict[tuple[str, int], TftpSession] = {}
+        #: running sessions not yet seen answered, oldest first (checked lazily)
+        self._unanswered: dict[TftpSession, None] = {}
+        #: client addresses that have answered a session (not spoofed)
+        self._proven: OrderedDict[str, None] = OrderedDict()
 
     def datagramReceived(self, data: bytes, addr: tuple[str, int]) -> None:
+        log_packet(self._log, "<-", addr, data)
         try:
             request = packet.parse(data)
-        except packet.TftpPacketError as e:
+        except packet.TftpPacketError:
             TFTP_DROPPED.labels(reason="malformed").inc()
-            self._log.debug("dropped malformed datagram from {addr}: {error}", addr=addr,
-                            error=e)
             return
         if not isinstance(request, packet.Request):
             TFTP_DROPPED.labels(reason="not-a-request").inc()
@@ -117,7 +134,9 @@ class TftpServerProtocol(DatagramProtocol):
 
     def _refuse(self, addr: tuple[str, int], code: int, message: str) -> None:
         assert self.transport is not None
-        self.transport.write(packet.encode_error(code, message), addr)
+        error = packet.encode_error(code, message)
+        self.transport.write(error, addr)
+        log_packet(self._log, "->", addr, error)
 
     def _request(self, request: packet.Request, addr: tuple[str, int]) -> None:
         host = addr[0]
@@ -143,13 +162,13 @@ class TftpServerProtocol(DatagramProtocol):
                 running.resend_first()
                 return
             running.supersede()  # the client starts over: a new session below
-        if len(self.sessions) >= self.config.max_sessions:
-            TFTP_DROPPED.labels(reason="max-sessions").inc()
-            self._refuse(addr, packet.ERR_UNDEFINED, "server busy, try again")
-            return
         if self._per_client[host] >= self.config.max_sessions_per_client:
             TFTP_DROPPED.labels(reason="max-sessions-per-client").inc()
             self._refuse(addr, packet.ERR_UNDEFINED, "too many transfers from you")
+            return
+        if len(self.sessions) >= self.config.max_sessions and not self._evict_for(host):
+            TFTP_DROPPED.labels(reason="max-sessions").inc()
+            self._refuse(addr, packet.ERR_UNDEFINED, "server busy, try again")
             return
         try:
             source = self.resolver.open(request.filename, request.mode == "netascii")
@@ -165,6 +184,7 @@ class TftpServerProtocol(DatagramProtocol):
                               may_spin=self._only_session)
         session.request_name, session.request_mode = request.filename, request.mode
         self.sessions.add(session)
+        self._unanswered[session] = None
         self._by_client[addr] = session
         self._per_client[host] += 1
         TFTP_ACTIVE.inc()
@@ -178,14 +198,41 @@ class TftpServerProtocol(DatagramProtocol):
             self._forget(session)
             source.close()
             raise
+        self._log.debug("TFTP {file} to {client}: started, blksize {blksize} window "
+                        "{window} size {size} (blocks are not logged one by one)",
+                        file=source.name, client=addr, blksize=blksize, window=windowsize,
+                        size=source.size)
 
     def _only_session(self) -> bool:
         """Whether one transfer runs alone (it may spin, and gets a connected socket)."""
         return len(self.sessions) == 1
 
+    def _evict_for(self, host: str) -> bool:
+        """Every slot is taken: end the oldest never-answered session for ``host`` if it may
+        have its slot (see the module docstring). :returns: whether a slot is free now."""
+        unproven = host not in self._proven
+        now = self.reactor.seconds()
+        while self._unanswered:
+            oldest = next(iter(self._unanswered))
+            if oldest.answered:
+                del self._unanswered[oldest]
+                continue
+            if unproven and now - oldest.started < ANSWER_GRACE:
+                return False
+            oldest.end_quietly("evicted")
+            return True
+        return False
+
+    def _note_proven(self, host: str) -> None:
+        self._proven[host] = None
+        self._proven.move_to_end(host)
+        if len(self._proven) > PROVEN_HOSTS:
+            self._proven.popitem(last=False)
+
     def _forget(self, session: TftpSession) -> None:
         if session in self.sessions:
             self.sessions.discard(session)
+            self._unanswered.pop(session, None)
             if self._by_client.get(session.client) is session:
                 del self._by_client[session.client]
             TFTP_ACTIVE.dec()
@@ -197,6 +244,8 @@ class TftpServerProtocol(DatagramProtocol):
     def _session_done(self, session: TftpSession, result: str) -> None:
         self._forget(session)
         host = session.client[0]
+        if session.answered or result in ("aborted", "client-error"):
+            self._note_proven(host)
         seconds = self.reactor.seconds() - session.started
         sent = session.bytes_acked
         TFTP_TRANSFERS.labels(result=result).inc()

@@ -18,7 +18,10 @@ DATA is resent on the timer at most :data:`PRE_ANSWER_RESENDS` times, and again
 whenever the client repeats its request (:meth:`TftpSession.resend_first`,
 called by the listener; RFC 1350 leaves retransmitting the request to the
 requester). So a spoofed RRQ yields one packet sent at most three times, never
-a stream.
+a stream. A session still unanswered after those resends gives up its slot
+("unanswered"): ~7 s after the request, or a little longer when the client asked
+for a longer ``timeout`` (its own retransmission must still find the session),
+at most :data:`UNANSWERED_PATIENCE` after the last send.
 
 A client that answers within :data:`SPIN_WAIT` (loopback, a quiet LAN) would
 spend most of each round trip waiting for this process to wake from
@@ -33,6 +36,7 @@ from __future__ import annotations
 import socket
 import time
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from twisted.internet.protocol import DatagramProtocol
@@ -40,7 +44,7 @@ from twisted.logger import Logger
 
 from pxetwist.metrics import TFTP_DROPPED, TFTP_RETRANSMITS
 from pxetwist.tftp import packet
-from pxetwist.tftp.files import FileSource
+from pxetwist.tftp.files import Source
 
 #: Floor of the retransmission timeout: ~2 RTTs of a 1 ms-each-way link. A spurious resend
 #: to a slower client costs one duplicate DATA (its repeated ACK is ignored).
@@ -50,6 +54,9 @@ INITIAL_RTO = 1.0
 MAX_TRIES = 8
 #: Timer resends of the first packet (OACK or DATA 1) before the client has answered.
 PRE_ANSWER_RESENDS = 2
+#: Longest wait after the last send for a client that has never answered (a client that
+#: asked a longer ``timeout`` gets that plus a second, up to this; curl asks ~6 s).
+UNANSWERED_PATIENCE = 8.0
 #: A repeated request sooner than this after our last send is a network copy, not a retry
 #: (iPXE's shortest retry is 250 ms).
 RETRY_GAP = 0.25
@@ -63,8 +70,18 @@ SPIN_TURN = 0.002
 SPIN_READ_SIZE = 8192
 #: A timer this close to its deadline counts as on time (float rounding of re-arming).
 TIMER_SLACK = 1e-6
+#: ``last_block`` while the size is not known yet (netascii): the first short block is.
+_END_UNKNOWN = 1 << 62
 
 Address = tuple[str, int]
+
+
+def log_packet(log: Logger, arrow: str, peer: Address, data: bytes) -> None:
+    """A debug line for one request, OACK or ERROR in (``<-``) or out (``->``), decoded only
+    if the line is written (``--verbose``). DATA and ACK blocks are never logged one by one:
+    a transfer has a debug line when it starts and an info line when it ends."""
+    log.debug("TFTP {arrow} {peer[0]}:{peer[1]} {summary()}", arrow=arrow, peer=peer,
+              summary=partial(packet.describe_datagram, data))
 
 
 def _raw_sender(sock: socket.socket) -> Callable[[bytes, Address], None]:
@@ -111,7 +128,8 @@ class TftpSession(DatagramProtocol):
     :param clock: ``seconds`` and ``callLater``.
     :param on_done: called once with ``(session, result)``; result is ``complete``,
         ``aborted`` (client error after OACK, e.g. OVMF's size probe), ``client-error``,
-        ``timeout`` or ``stalled``.
+        ``timeout``, ``unanswered`` (never a word from the client), ``stalled``,
+        ``superseded`` or ``evicted`` (by the listener), or ``cancelled`` (shutdown).
     :param max_rto: upper bound of the retransmission timeout (client's ``timeout``).
     :param stall_timeout: seconds without progress before giving up.
     :param may_spin: whether the session may spin on its socket now (the listener says
@@ -123,7 +141,7 @@ class TftpSession(DatagramProtocol):
 
     def __init__(
         self,
-        source: FileSource,
+        source: Source,
         client: Address,
         blksize: int,
         windowsize: int,
@@ -144,8 +162,10 @@ class TftpSession(DatagramProtocol):
         self._max_rto = max(max_rto, MIN_RTO)
         self._stall_timeout = stall_timeout
         self._may_spin = may_spin
+        #: bytes to send, once known (a netascii source knows at its end)
+        self.size = source.size
         #: number of DATA blocks: the last one is shorter than blksize (maybe empty)
-        self.last_block = source.size // blksize + 1
+        self.last_block = _END_UNKNOWN if self.size is None else self.size // blksize + 1
         #: first block not yet acknowledged (absolute numbering, from 1)
         self.base = 1
         #: waiting for ACK 0 of the OACK
@@ -232,10 +252,13 @@ class TftpSession(DatagramProtocol):
             message = packet.parse(data)
         except packet.TftpPacketError:
             TFTP_DROPPED.labels(reason="malformed").inc()
+            log_packet(self._log, "<-", addr, data)
             return
         if isinstance(message, packet.Ack):
             self._ack(message.block)
-        elif isinstance(message, packet.Error):
+            return
+        log_packet(self._log, "<-", addr, data)
+        if isinstance(message, packet.Error):
             self._finish("aborted" if self.awaiting_oack_ack else "client-error")
         else:
             TFTP_DROPPED.labels(reason="unexpected").inc()
@@ -243,8 +266,9 @@ class TftpSession(DatagramProtocol):
     def answer_stranger(self, transport: Any, addr: Address) -> None:
         """A datagram from another address than the client's: error 5, and go on."""
         TFTP_DROPPED.labels(reason="unknown-tid").inc()
-        transport.write(packet.encode_error(packet.ERR_UNKNOWN_TID, "unknown transfer ID"),
-                        addr)
+        error = packet.encode_error(packet.ERR_UNKNOWN_TID, "unknown transfer ID")
+        transport.write(error, addr)
+        log_packet(self._log, "->", addr, error)
 
     # -- the window ------------------------------------------------------------------
 
@@ -277,7 +301,8 @@ class TftpSession(DatagramProtocol):
     @property
     def bytes_acked(self) -> int:
         """Bytes the client has acknowledged so far."""
-        return min((self.base - 1) * self.blksize, self.source.size)
+        acked = (self.base - 1) * self.blksize
+        return acked if self.size is None else min(acked, self.size)
 
     def _progress(self, now: float) -> None:
         if not self._resent:
@@ -295,7 +320,9 @@ class TftpSession(DatagramProtocol):
     def _transmit(self, now: float, resend: bool = False) -> None:
         """Send the OACK, or the window starting at ``base``."""
         if self.awaiting_oack_ack:
-            self._send(packet.encode_oack(self._oack), self.client)
+            oack = packet.encode_oack(self._oack)
+            self._send(oack, self.client)
+            log_packet(self._log, "->", self.client, oack)
         else:
             self._send_window()
         self._after_send(now, resend)
@@ -331,8 +358,21 @@ class TftpSession(DatagramProtocol):
             return [header(block & 0xFFFF) + data[(block - 1) * size:block * size]
                     for block in range(first, end + 1)]
         read = self._read
-        return [header(block & 0xFFFF) + read((block - 1) * size, size)
-                for block in range(first, end + 1)]
+        packets = [header(block & 0xFFFF) + read((block - 1) * size, size)
+                   for block in range(first, end + 1)]
+        if self.last_block == _END_UNKNOWN:
+            return self._find_end(first, packets)
+        return packets
+
+    def _find_end(self, first: int, packets: list[bytes]) -> list[bytes]:
+        """For a source whose size was not known: the first short block is the last one;
+        the window ends there, and the size is now known."""
+        for index, datagram in enumerate(packets):
+            if len(datagram) - 4 < self.blksize:
+                self.last_block = first + index
+                self.size = (self.last_block - 1) * self.blksize + len(datagram) - 4
+                return packets[:index + 1]
+        return packets
 
     def _arm(self, now: float, timeout: float) -> None:
         """Set the retransmission deadline. The timer is not moved on every send (that is
@@ -351,7 +391,7 @@ class TftpSession(DatagramProtocol):
     def _read(self, offset: int, length: int) -> bytes:
         start = offset - self._buffer_start
         if start < 0 or start + length > len(self._buffer):
-            if offset >= self.source.size:
+            if self.size is not None and offset >= self.size:
                 return b""
             want = max(READ_AHEAD, length * self.windowsize)
             self._buffer = self.source.read(offset, want)
@@ -375,8 +415,14 @@ class TftpSession(DatagramProtocol):
             self._finish("timeout")
             return
         if not self.answered and self._tries > PRE_ANSWER_RESENDS:
-            # not a word from the client yet: wait, send nothing more
-            self._arm(now, min(self._rto * (2 ** self._tries), self._max_rto * 4))
+            # not a word from the client after the resends: give the slot back, once the
+            # client's own timeout since our last send (if it asked a longer one) is over
+            patience = min(self._max_rto + 1.0, UNANSWERED_PATIENCE)
+            left = self._sent_at + patience - now
+            if self._tries == PRE_ANSWER_RESENDS + 1 and left > TIMER_SLACK:
+                self._arm(now, left)
+                return
+            self._finish("unanswered")
             return
         self.retransmits += 1
         TFTP_RETRANSMITS.inc()
@@ -424,14 +470,21 @@ class TftpSession(DatagramProtocol):
 
     def supersede(self) -> None:
         """The client started over from the same TID: end quietly (it ignores us now)."""
+        self.end_quietly("superseded")
+
+    def end_quietly(self, result: str) -> None:
+        """End now without a word to the client (superseded, or evicted by the listener
+        for a client that has proved its address)."""
         if self.result is None:
-            self._finish("superseded")
+            self._finish(result)
 
     def abort(self, reason: str = "server shutting down") -> None:
         """End the transfer now, telling the client (used on shutdown)."""
         if self.result is None:
             assert self.transport is not None
-            self.transport.write(packet.encode_error(packet.ERR_UNDEFINED, reason), self.client)
+            error = packet.encode_error(packet.ERR_UNDEFINED, reason)
+            self.transport.write(error, self.client)
+            log_packet(self._log, "->", self.client, error)
             self._finish("cancelled")
 
 

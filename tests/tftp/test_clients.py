@@ -32,6 +32,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, Path
     (root / "big.bin").write_bytes(os.urandom(3 * 1024 * 1024 + 123))
     (root / "exact.bin").write_bytes(os.urandom(1432 * 64))
     (root / "text.txt").write_bytes(b"line one\nline two\r\nend\n")
+    (root / "edges.txt").write_bytes(bytes(b"\r\n\n\rab\0"[c % 7] if c % 3 else c
+                                           for c in os.urandom(300 * 1024)))
     process = subprocess.Popen([sys.executable, str(REPO / "bench" / "tftp_server.py"),
                                 str(root)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                                text=True)
@@ -84,14 +86,17 @@ def test_tftp_hpa(server: tuple[int, Path], tmp_path: Path) -> None:
     assert sha256(out) == sha256(root / "small.bin")
 
 
-def test_tftp_hpa_netascii(server: tuple[int, Path], tmp_path: Path) -> None:
-    """tftp-hpa in ascii mode gets the text back with local line ends."""
+@pytest.mark.parametrize("name", ["text.txt", "edges.txt"])
+def test_tftp_hpa_netascii(server: tuple[int, Path], tmp_path: Path, name: str) -> None:
+    """tftp-hpa in ascii mode gets the text back with local line ends; edges.txt is 300 KB
+    of random bytes dense with CR, LF and NUL, so CR LF and CR NUL pairs fall on 512-byte
+    block edges of the streamed conversion (issue 13 item 2)."""
     need("tftp")
     port, root = server
     out = tmp_path / "out"
-    subprocess.run(["tftp", "127.0.0.1", str(port), "-m", "ascii", "-c", "get", "text.txt",
+    subprocess.run(["tftp", "127.0.0.1", str(port), "-m", "ascii", "-c", "get", name,
                     str(out)], check=True, timeout=90, capture_output=True)
-    assert out.read_bytes() == (root / "text.txt").read_bytes()
+    assert sha256(out) == sha256(root / name)
 
 
 def test_missing_file_fails_cleanly(server: tuple[int, Path], tmp_path: Path) -> None:

@@ -6,9 +6,12 @@ import os
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pxetwist.paths import normalise
-from pxetwist.tftp.files import FileRefusedError, FileResolver
+from pxetwist.tftp import files
+from pxetwist.tftp.files import FileRefusedError, FileResolver, FileSource, NetasciiSource
 
 
 @pytest.fixture
@@ -130,3 +133,61 @@ def test_trusted_ipxe_dir_may_link_out_but_not_climb_out(tmp_path: Path) -> None
         resolver.open("out.efi")
     with pytest.raises(FileRefusedError):
         resolver.open("../boot/ipxe.efi")
+
+
+#: Text rich in line ends, so that CR LF and CR NUL pairs land on chunk and block edges.
+LINE_ENDS = st.binary(max_size=600).map(
+    lambda b: bytes(b"\r\n\n\rx"[c % 5] if c % 3 else c for c in b))
+
+
+class CountingSource(FileSource):
+    """A FileSource that remembers the largest read asked of it."""
+
+    largest: int = 0
+
+    def read(self, offset: int, length: int) -> bytes:
+        self.largest = max(self.largest, length)
+        return super().read(offset, length)
+
+
+@settings(max_examples=300, deadline=None)
+@given(content=LINE_ENDS, chunk=st.integers(1, 40), block=st.integers(1, 70),
+       back=st.lists(st.integers(0, 3), max_size=30))
+def test_streamed_netascii_equals_the_whole_file_conversion(
+        content: bytes, chunk: int, block: int, back: list[int]) -> None:
+    """For any bytes, chunk size and block size, reading the netascii stream block by block,
+    stepping back now and then as a resent window does, gives exactly to_netascii(file),
+    reads the file a chunk at a time, and learns the converted size at the end."""
+    expected = files.to_netascii(content)
+    plain = CountingSource("t", len(content), data=content)
+    stream = NetasciiSource(plain)
+    offset = 0
+    steps = iter(back)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(files, "NETASCII_CHUNK", chunk)
+        while True:
+            piece = stream.read(offset, block)
+            assert piece == expected[offset:offset + block]
+            if len(piece) < block:
+                break
+            offset = max(offset + block - block * next(steps, 0), 0)
+        assert stream.size == len(expected)
+        assert plain.largest <= chunk
+        assert stream.read(len(expected) + 5, block) == b""
+
+
+def test_netascii_of_a_large_file_keeps_its_descriptor_and_reads_a_chunk_at_a_time(
+        tmp_path: Path) -> None:
+    """A netascii open of a file past the cache limit converts nothing up front (issue 13
+    item 2: it used to read and convert the whole file on the reactor thread)."""
+    (tmp_path / "r").mkdir()
+    line = b"line of text\n"
+    size = files.CACHE_FILE_LIMIT + len(line) * 1000
+    (tmp_path / "r" / "big.txt").write_bytes(line * (size // len(line)))
+    resolver = FileResolver((tmp_path / "r",))
+    source = resolver.open("big.txt", netascii=True)
+    assert isinstance(source, NetasciiSource)
+    assert resolver.open_descriptors == 1 and source.size is None
+    assert source.read(0, 28) == b"line of text\r\nline of text\r\n"
+    source.close()
+    assert resolver.open_descriptors == 0

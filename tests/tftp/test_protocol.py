@@ -5,13 +5,17 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pxetwist.events import Stage
 from pxetwist.tftp import packet
+from pxetwist.tftp.files import to_netascii
+from pxetwist.tftp.server import ANSWER_GRACE
 from pxetwist.tftp.session import MAX_TRIES, PRE_ANSWER_RESENDS
-from tests.tftp.helpers import CLIENT, make_rig
+from tests.fakes import FakeUDPPort
+from tests.tftp.helpers import CLIENT, Rig, make_rig
 
 FILE = bytes(range(256)) * 40  # 10240 bytes
 
@@ -59,8 +63,8 @@ def test_lost_oack_is_resent_twice_then_only_when_the_client_asks_again(
     port = rig.session_port()
     assert len(rig.sent(port)) == 1
     resent = []
-    for _ in range(10):
-        rig.reactor.advance(3.0)
+    for step in (1.0, 2.0, 3.0):  # resends after 1 s and 2 s more; then silence
+        rig.reactor.advance(step)
         resent += rig.sent(port)
     assert [type(p) for p in resent] == [packet.OAck] * PRE_ANSWER_RESENDS
     rig.rrq("f", tsize=0)
@@ -283,13 +287,52 @@ def test_missing_file_is_error_1(tmp_path: Path) -> None:
 
 
 def test_netascii_converts_line_ends(tmp_path: Path) -> None:
-    """netascii mode sends LF as CR LF and a bare CR as CR NUL; tsize counts the result."""
+    """netascii mode sends LF as CR LF and a bare CR as CR NUL; tsize is not acknowledged
+    (the converted size is known only at the end of the stream)."""
     rig = make_rig(tmp_path, {"t.txt": b"a\nb\rc"})
-    rig.rrq("t.txt", mode="netascii", tsize=0)
+    rig.rrq("t.txt", mode="netascii", tsize=0, blksize=512)
     port = rig.session_port()
-    assert rig.sent(port) == [packet.OAck({"tsize": "7"})]
+    assert rig.sent(port) == [packet.OAck({"blksize": "512"})]
     port.deliver(packet.encode_ack(0), CLIENT)
     assert rig.sent(port) == [packet.Data(1, b"a\r\nb\r\0c")]
+    port.deliver(packet.encode_ack(1), CLIENT)
+    assert not port.connected and rig.server.sessions == set()
+
+
+@settings(max_examples=150, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(content=st.binary(max_size=400).map(
+           lambda b: bytes(b"\r\n\n\rx"[c % 5] if c % 3 else c for c in b)),
+       blksize=st.integers(8, 40), window=st.integers(1, 4), lose=st.integers(0, 6))
+def test_netascii_transfer_sends_the_converted_stream(
+        tmp_path_factory: pytest.TempPathFactory, content: bytes, blksize: int, window: int,
+        lose: int) -> None:
+    """A netascii transfer (any bytes, block and window size, one window lost and resent)
+    delivers exactly the whole-file conversion, in blocks cut from the converted stream
+    (CR LF and CR NUL pairs split across block edges), and ends on its first short block."""
+    rig = make_rig(tmp_path_factory.mktemp("n"), {"t": content})
+    rig.rrq("t", mode="netascii", blksize=blksize, windowsize=window)
+    port = rig.session_port()
+    rig.sent(port)
+    port.deliver(packet.encode_ack(0), CLIENT)
+    blocks: list[bytes] = []
+    for _ in range(2000):
+        window_sent = rig.sent(port)
+        if not port.connected:
+            break
+        if lose == 0:  # this window is lost: the server resends it on its timer
+            lose = -1
+            rig.reactor.advance(2.0)
+            continue
+        lose -= 1
+        for data in window_sent:
+            assert isinstance(data, packet.Data)
+            if data.block == (len(blocks) + 1) & 0xFFFF:
+                blocks.append(data.payload)
+        port.deliver(packet.encode_ack(len(blocks)), CLIENT)
+    assert b"".join(blocks) == to_netascii(content)
+    assert all(len(b) == blksize for b in blocks[:-1]) and len(blocks[-1]) < blksize
+    assert not port.connected and rig.server.sessions == set()
 
 
 def test_session_caps(tmp_path: Path) -> None:
@@ -367,6 +410,90 @@ def test_spoofed_request_gets_at_most_one_window(tmp_path: Path) -> None:
     assert rig.resolver.open_descriptors == 0 and rig.server.sessions == set()
 
 
+def test_unanswered_session_gives_up_its_slot_within_seconds(tmp_path: Path) -> None:
+    """A request never answered (spoofed) frees its slot ~7 s after it came: after its
+    two resends and one more backoff, not after ~55 s of retry budget (issue 13 item 3)."""
+    rig = make_rig(tmp_path, {"f": FILE})
+    ended = []
+    rig.events.subscribe(ended.append)
+    rig.rrq("f", blksize=1432, tsize=0)
+    port = rig.session_port()
+    rig.reactor.pump([0.01] * 680)
+    assert len(rig.server.sessions) == 1
+    rig.reactor.pump([0.01] * 40)
+    assert rig.server.sessions == set() and not port.connected
+    assert "unanswered" in ended[-1].detail
+
+
+def test_unanswered_session_waits_out_the_timeout_the_client_asked(tmp_path: Path) -> None:
+    """A lossy client that asked timeout=6 (curl) and whose ACK 0 was lost retransmits it
+    6 s after the last OACK it saw (3 s in): the session is still there to answer, and
+    only then gives up."""
+    rig = make_rig(tmp_path, {"f": FILE})
+    rig.rrq("f", timeout=6, tsize=0)
+    port = rig.session_port()
+    rig.reactor.pump([0.01] * 950)
+    assert [type(p) for p in rig.sent(port)] == [packet.OAck] * (1 + PRE_ANSWER_RESENDS)
+    port.deliver(packet.encode_ack(0), CLIENT)
+    assert rig.sent(port) == [packet.Data(1, FILE[:512])]
+    other = make_rig(tmp_path / "other", {"f": FILE})
+    other.rrq("f", timeout=6, tsize=0)
+    other.reactor.pump([0.01] * 980)
+    assert len(other.server.sessions) == 1
+    other.reactor.pump([0.01] * 40)
+    assert other.server.sessions == set()
+
+
+def _fill(rig: Rig, count: int) -> list[FakeUDPPort]:
+    """``count`` spoofed RRQs from as many addresses, never answered: their ports."""
+    ports = []
+    for i in range(count):
+        rig.rrq("f", (f"10.1.0.{i + 1}", 1000))
+        ports.append(rig.session_port())
+        ports[-1].take()
+    return ports
+
+
+def test_full_server_gives_a_proven_client_the_oldest_unanswered_slot(
+        tmp_path: Path) -> None:
+    """All slots held by never-answered requests: a client that has answered before takes
+    the oldest one's slot at once (that session ends quietly, nothing sent to it); a new
+    client is told 'busy' until the oldest has had ANSWER_GRACE to be answered."""
+    rig = make_rig(tmp_path, {"f": FILE, "one": b"x"}, max_sessions=3)
+    proven = ("10.0.0.9", 3000)
+    rig.rrq("one", proven)
+    rig.session_port().deliver(packet.encode_ack(1), proven)
+    spoofed = _fill(rig, 3)
+    rig.rrq("f", ("10.0.0.8", 1))  # a new client: busy
+    assert [packet.parse(d) for d, _ in rig.listener.take()] == [
+        packet.Error(0, "server busy, try again")]
+    rig.rrq("f", proven)
+    assert rig.listener.take() == [] and len(rig.server.sessions) == 3
+    assert not spoofed[0].connected and spoofed[0].take() == []
+    assert spoofed[1].connected and spoofed[2].connected
+    assert [type(p) for p in rig.sent(rig.session_port())] == [packet.Data]
+    rig.reactor.advance(ANSWER_GRACE)
+    rig.rrq("f", ("10.0.0.8", 1))  # the oldest has had its chance: a new client gets it
+    assert rig.listener.take() == [] and not spoofed[1].connected
+
+
+def test_answered_sessions_are_never_evicted(tmp_path: Path) -> None:
+    """Slots held by clients that answered stay theirs: even a proven client is told
+    'busy'; an OVMF-style ERROR 8 after the OACK also proves the client's address."""
+    rig = make_rig(tmp_path, {"f": FILE}, max_sessions=2)
+    ovmf = ("10.0.0.7", 1)
+    rig.rrq("f", ovmf, tsize=0)
+    rig.session_port().deliver(packet.encode_error(8, "probe"), ovmf)
+    for host in ("10.0.0.5", "10.0.0.6"):
+        rig.rrq("f", (host, 1))
+        rig.session_port().deliver(packet.encode_ack(1), (host, 1))
+    rig.reactor.advance(5)
+    rig.rrq("f", ovmf)
+    assert [packet.parse(d) for d, _ in rig.listener.take()] == [
+        packet.Error(0, "server busy, try again")]
+    assert len(rig.server.sessions) == 2
+
+
 def test_shutdown_releases_every_session(tmp_path: Path) -> None:
     """stop_sessions ends all transfers and closes their files and ports."""
     rig = make_rig(tmp_path, {"big": b"z" * (9 * 1024 * 1024)})
@@ -402,3 +529,33 @@ def test_session_garbage_never_raises(tmp_path: Path, datagrams: list[bytes]) ->
     for data in datagrams:
         port.deliver(data, CLIENT)
         rig.reactor.advance(0.3)
+
+
+def test_debug_log_has_one_decoded_line_per_request_oack_and_error(tmp_path: Path) -> None:
+    """At debug level (--verbose) each request, OACK and ERROR in or out has one decoded
+    line, a transfer one start line; DATA and ACK blocks have none (issue 13 item 23)."""
+    from twisted.logger import LogLevel, capturedLogs, formatEvent
+
+    rig = make_rig(tmp_path, {"f": FILE})
+    with capturedLogs() as events:
+        rig.rrq("f", blksize=1432, tsize=0)
+        port = rig.session_port()
+        port.deliver(packet.encode_ack(0), CLIENT)
+        for block in range(1, 8):
+            port.deliver(packet.encode_ack(block), CLIENT)
+        rig.rrq("nope")
+        rig.rrq("f", ("10.0.0.5", 2001))
+        rig.session_port().deliver(packet.encode_error(0, "bye"), ("10.0.0.5", 2001))
+    lines = [formatEvent(e) for e in events if e["log_level"] == LogLevel.debug]
+    peer = "10.0.0.5:2000"
+    assert lines[0] == f"TFTP <- {peer} RRQ 'f' 'octet' blksize='1432' tsize='0'"
+    assert lines[1] == f"TFTP -> {peer} OACK blksize=1432 tsize=10240"
+    assert lines[2].startswith("TFTP f to ('10.0.0.5', 2000): started, blksize 1432")
+    assert lines[3:] == [
+        f"TFTP <- {peer} RRQ 'nope' 'octet'",
+        f"TFTP -> {peer} ERROR 1 'file not found'",
+        "TFTP <- 10.0.0.5:2001 RRQ 'f' 'octet'",
+        lines[6],  # its start line
+        "TFTP <- 10.0.0.5:2001 ERROR 0 'bye'",
+    ]
+    assert not any(" DATA " in line or " ACK " in line for line in lines)
