@@ -251,7 +251,10 @@ class TftpServerProtocol(DatagramProtocol):
         TFTP_TRANSFERS.labels(result=result).inc()
         TFTP_BYTES.inc(sent)
         TFTP_SECONDS.observe(seconds)
-        self._log.info(
+        # A client that never answered is most often a spoofed RRQ: at debug, so a flood of
+        # them is not a flood of log lines (the event and the metric still count it).
+        emit = self._log.debug if result in ("unanswered", "evicted") else self._log.info
+        emit(
             "TFTP {file} to {client}: {result}, {bytes} bytes in {seconds:.3f} s, "
             "blksize {blksize} window {window}, {retransmits} retransmits",
             file=session.source.name, client=host, result=result, bytes=sent,
