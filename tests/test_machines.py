@@ -50,13 +50,16 @@ def test_history_and_records_are_flushed_in_batches(tmp_path: Path) -> None:
 
 
 def test_one_shot_lifecycle(tmp_path: Path) -> None:
-    """pending -> installing (script served) -> installed, after which it boots local."""
+    """pending -> installing (its kernel fetched; a script alone is not enough) ->
+    installed, after which it boots local."""
     machines, bus, store, clock = registry(tmp_path)
     machines.assign(MAC, "debian", once=True)
     assert machines.get(MAC).state == "pending"  # type: ignore[union-attr]
     assert machines.boot_entry(MAC) == "debian"
-    assert machines.script_served(MAC, "other") is None
-    machines.script_served(MAC, "debian")
+    assert machines.script_served(MAC, "debian") is None
+    assert machines.boot_file_fetched(MAC, "other") is None
+    assert machines.get(MAC).state == "pending"  # type: ignore[union-attr]
+    machines.boot_file_fetched(MAC, "debian")
     assert machines.get(MAC).state == "installing"  # type: ignore[union-attr]
     assert machines.boot_entry(MAC) == "debian"
     machines.installed(MAC)

@@ -90,6 +90,16 @@ def refuse_unauthorised(request: IRequest, token: str) -> tuple[dict[str, str], 
 
 def read_json(request: IRequest) -> dict[str, Any]:
     """The request body as a JSON object. :raises BadRequestError: otherwise."""
+    body = read_json_value(request)
+    if not isinstance(body, dict):
+        raise BadRequestError("body must be a JSON object")
+    return body
+
+
+def read_json_value(request: IRequest) -> Any:
+    """The request body as any JSON value (``{}`` when empty).
+
+    :raises BadRequestError: too large or not JSON."""
     content = request.content
     raw = content.read(MAX_BODY + 1) if content is not None else b""
     if len(raw) > MAX_BODY:
@@ -102,8 +112,6 @@ def read_json(request: IRequest) -> dict[str, Any]:
         raise BadRequestError("body is not valid JSON") from None
     except RecursionError:  # 64 KiB of "[" nests deeper than the parser goes (fuzz finding)
         raise BadRequestError("body nests too deeply") from None
-    if not isinstance(body, dict):
-        raise BadRequestError("body must be a JSON object")
     return body
 
 
