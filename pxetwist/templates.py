@@ -36,7 +36,6 @@ from attrs import frozen
 from jinja2 import (
     FileSystemLoader,
     StrictUndefined,
-    TemplateError,
     TemplateNotFound,
     TemplateSyntaxError,
 )
@@ -160,7 +159,7 @@ def render_cmdline(entry: CatalogEntry, variables: Mapping[str, Any]) -> str:
         return entry.cmdline
     try:
         return _CMDLINE_ENV.from_string(entry.cmdline).render(variables)
-    except (TemplateError, TemplateRenderError) as e:
+    except Exception as e:  # whatever the operator's template does, one clean error
         raise TemplateRenderError(f"{entry.id} cmdline: {_reason(e)}") from None
 
 
@@ -206,7 +205,7 @@ class TemplateRenderer:
             if (folder / name).stat().st_size > MAX_TEMPLATE:
                 raise TemplateRenderError(f"larger than {MAX_TEMPLATE} bytes")
             text = env.get_template(name).render(variables)
-        except (TemplateError, TemplateRenderError, OSError, UnicodeDecodeError) as e:
+        except Exception as e:  # whatever the operator's template does, one clean error
             reason = f"{entry.id} {TEMPLATES_DIR}/{name}: {_reason(e)}"
             self.failed(entry, f"{TEMPLATES_DIR}/{name}", reason)
             raise TemplateRenderError(reason) from None
@@ -237,7 +236,7 @@ def _reason(error: Exception) -> str:
         return f"no template {error.name!r} in its {TEMPLATES_DIR}/ folder"
     if isinstance(error, OSError):
         return error.strerror or str(error)
-    text = str(error) or type(error).__name__
+    text = str(error).strip() or type(error).__name__
     return text.splitlines()[0][:300]
 
 
