@@ -16,7 +16,9 @@ name = Debian 12 installer (unattended)
 kind = linux
 kernel = linux
 initrd = initrd.gz
-cmdline = auto=true priority=critical url={{ templates_url }}preseed.cfg console=ttyS0,115200n8 interface=auto netcfg/get_nameservers={{ vars.nameserver }} netcfg/no_default_route=true DEBIAN_FRONTEND=text
+cmdline = auto=true priority=critical url={{ templates_url }}preseed.cfg
+    console=ttyS0,115200n8 interface=auto netcfg/get_nameservers={{ vars.nameserver }}
+    netcfg/no_default_route=true DEBIAN_FRONTEND=text
 [vars]
 marker = %s
 nameserver = %s
@@ -25,7 +27,8 @@ nameserver = %s
 #: The README's example preseed, trimmed to what the proof needs (no mirror: the lab has
 #: no internet; the installer stops at its mirror step after the callback).
 PRESEED = """# Debian 12 preseed for {{ hostname }} ({{ mac }}), rendered by pxetwist
-d-i preseed/early_command string wget -q -O /dev/null '{{ installed_url }}'; echo "{{ vars.marker }} {{ hostname }} called back" > /dev/console
+d-i preseed/early_command string wget -q -O /dev/null '{{ installed_url }}'; \\
+    echo "{{ vars.marker }} {{ hostname }} called back" > /dev/console
 d-i debian-installer/locale string en_US.UTF-8
 d-i keyboard-configuration/xkb-keymap select us
 d-i netcfg/choose_interface select auto

@@ -12,6 +12,7 @@ import ipaddress
 import json
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import parse_qs
 
 from attrs import frozen
 from twisted.internet.defer import Deferred
@@ -203,6 +204,14 @@ def machines_query(request: IRequest) -> tuple[int, str | None]:
     if after_text and after is None:
         raise BadRequestError("after must be a MAC address (the previous page's next)")
     return limit, after
+
+
+def query_only(request: IRequest, name: str) -> str | None:
+    """The first ``name`` of the URL's query string, never of a form body (Twisted merges
+    a ``application/x-www-form-urlencoded`` body into ``request.args``)."""
+    query = request.uri.partition(b"?")[2].decode("latin-1")
+    values = parse_qs(query, keep_blank_values=True).get(name)
+    return values[0] if values else None
 
 
 def _arg(request: IRequest, name: str) -> str | None:

@@ -708,8 +708,8 @@ class PxeApp:
         """The install-done callback: with ``?token=`` (the machine's callback token, for
         its current assignment) or with the admin token."""
         mac = api.path_mac(mac_text)
-        token = self._query(request, "token")
-        if token is None:
+        token = api.query_only(request, "token")  # a form body (cloud-init's phone_home
+        if token is None:                         # posts one) must not stand in for it
             self._require_mutation(request)
         elif not self.machines.token_matches(mac, token):
             raise api.ApiError(f"wrong callback token for {mac} (or not for its current "

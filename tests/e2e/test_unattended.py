@@ -64,3 +64,37 @@ def test_debian_installer_fetches_its_preseed_and_calls_back(
     assert any(d.startswith("installing debian-installer (kernel)") for d in details), details
     assert any(d.startswith("installed (callback from 10.77.0.") for d in details), details
     _boots_local(full_lab, mac)
+
+
+def test_cloud_init_style_payload_fetches_user_data_and_phones_home(
+        full_lab: pxetwist_server.Server) -> None:
+    """The busybox payload as cloud-init's NoCloud source: its kernel line carries
+    `ds=nocloud;s={{ templates_url }}` (rendered per machine, `;` inside an argument
+    intact); its init brings the NIC up, fetches meta-data and user-data (rendered with the
+    machine's hostname and the entry's vars), prints them, and POSTs to user-data's
+    phone_home URL (installed_url): the machine is installed, the next boot is local."""
+    mac, hostname = "52:54:00:e2:15:02", "cloud3"
+    payload.write_cloud_entry(full_lab.folder / "catalog", "cloud", "cloud")
+    full_lab.api("POST", "/catalog/refresh")
+    full_lab.api("PUT", f"/machines/{mac}", {"entry": "cloud", "once": True,
+                                              "hostname": hostname})
+    vm = start_vm(full_lab.net, full_lab.folder, mac, "bios")
+    try:
+        took = vm.wait_marker("cloud", 150)
+        log = vm.serial.read_bytes().decode("utf-8", "replace")
+    finally:
+        vm.stop()
+    assert took is not None, log[-3000:]
+    print(f"cloud-init look-alike: power-on to marker {took:.0f} s")
+    lines = [line.strip() for line in log.splitlines()]
+    seed = f"http://{full_lab.net.address}:8080/machines/52-54-00-e2-15-02/templates/"
+    assert f"PXELAB-SEED {seed}" in lines, log[-3000:]
+    assert "PXELAB-META instance-id: 52-54-00-e2-15-02" in lines
+    assert f"PXELAB-USERDATA hostname: {hostname}" in lines
+    assert f"PXELAB-USERDATA fqdn: {hostname}.lab.example" in lines
+    assert any(line.startswith("PXELAB-PHONED-HOME ") and '"installed"' in line
+               for line in lines), log[-3000:]
+    assert full_lab.api("GET", f"/machines/{mac}")["state"] == "installed"
+    details = _lifecycle(full_lab, mac)
+    assert any(d.startswith("installed (callback from ") for d in details), details
+    _boots_local(full_lab, mac)

@@ -270,3 +270,20 @@ def test_installing_when_the_image_is_fetched(tmp_path: Path) -> None:
     assert rig.machines.get(MAC).state == "installing"  # type: ignore[union-attr]
     rig.clock.advance(1)
     assert "installing tool-efi (image)" in [e.detail for e in rig.events.recent(mac=MAC)]
+
+
+def test_callback_token_comes_from_the_query_not_a_form_body(tmp_path: Path) -> None:
+    """cloud-init's phone_home POSTs a form; a `token` field in it neither replaces the
+    query's token nor is accepted alone."""
+    rig = make_rig(tmp_path)
+    rig.put(f"/machines/{MAC}", {"entry": "lab", "once": True})
+    url = urlsplit(body(rig.get(f"/machines/{MAC}"))["installed_url"])
+    form = {"Content-Type": "application/x-www-form-urlencoded"}
+    code, _, _ = rig.post(f"{url.path}?{url.query}", b"instance_id=a&token=wrong",
+                          headers=form)
+    assert code == 200 and rig.machines.get(MAC).state == "installed"  # type: ignore[union-attr]
+    rig.put(f"/machines/{MAC}", {"entry": "lab", "once": True})
+    fresh = urlsplit(body(rig.get(f"/machines/{MAC}"))["installed_url"]).query
+    rig.client = __import__("treq.testing", fromlist=["StubTreq"]).StubTreq(
+        _From(rig.app.resource(), "10.77.0.50"))
+    assert rig.post(url.path, fresh.encode(), headers=form)[0] == 403
