@@ -25,6 +25,8 @@ from pxetwist.http.ipxe import UnsafeTextError, check_args, check_label
 
 #: Largest JSON body accepted.
 MAX_BODY = 64 * 1024
+#: Largest body of a bulk ``POST /machines`` (thousands of rows with their vars).
+MAX_BULK_BODY = 8 * 1024 * 1024
 #: Longest long-poll wait, seconds.
 MAX_WAIT = 30.0
 #: Seconds between keepalive comments on an event stream.
@@ -97,14 +99,14 @@ def read_json(request: IRequest) -> dict[str, Any]:
     return body
 
 
-def read_json_value(request: IRequest) -> Any:
+def read_json_value(request: IRequest, limit: int = MAX_BODY) -> Any:
     """The request body as any JSON value (``{}`` when empty).
 
-    :raises BadRequestError: too large or not JSON."""
+    :raises BadRequestError: larger than ``limit`` bytes, or not JSON."""
     content = request.content
-    raw = content.read(MAX_BODY + 1) if content is not None else b""
-    if len(raw) > MAX_BODY:
-        raise BadRequestError(f"body larger than {MAX_BODY} bytes")
+    raw = content.read(limit + 1) if content is not None else b""
+    if len(raw) > limit:
+        raise BadRequestError(f"body larger than {limit} bytes")
     if not raw.strip():
         return {}
     try:

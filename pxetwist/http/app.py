@@ -671,7 +671,8 @@ class PxeApp:
         all or nothing (400 with ``rows``: each refused row's index, MAC and reason)."""
         self._require_mutation(request)
         try:
-            records = yield self.unattended.assign_many(api.read_json_value(request),
+            records = yield self.unattended.assign_many(
+                api.read_json_value(request, api.MAX_BULK_BODY),
                                                         self.catalog.view)
         except BulkError as e:
             return json_body(request, {"error": str(e), "rows": e.rows}, 400)

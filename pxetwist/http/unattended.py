@@ -9,6 +9,7 @@ rows) lives here too.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable, Mapping
 from ipaddress import IPv4Address
@@ -111,6 +112,12 @@ def boot_file_seen(view: EntryView) -> bool:
     return not is_url(entry.kernel if entry.kind == "linux" else entry.file)
 
 
+@functools.lru_cache(maxsize=512)
+def _untemplated_args(view: EntryView) -> tuple[str, ...]:
+    """The kernel arguments of an entry whose ``cmdline`` is the same for every machine."""
+    return tuple(kernel_arguments(view, {})[0])
+
+
 class Unattended:
     """Templates and templated kernel lines for the machines of ``machines``.
 
@@ -140,16 +147,17 @@ class Unattended:
                             installed_url=self._machines.installed_url(self._base_url, mac)
                             or "")
 
-    def kernel_args(self, view: EntryView, mac: str | None) -> tuple[str, ...] | None:
-        """``view``'s kernel arguments for ``mac``, or ``None`` when its ``cmdline`` is not
-        templated (the same for every machine).
+    def kernel_args(self, view: EntryView, mac: str | None) -> tuple[str, ...]:
+        """``view``'s kernel arguments for ``mac`` (:func:`pxetwist.templates.
+        kernel_arguments` over what is known of it): what an iPXE script or a GRUB config
+        writes after the kernel (iPXE adds its ``initrd=``).
 
         :raises TemplateRenderError: the ``cmdline`` cannot be rendered for ``mac`` (the
             reason is kept for ``GET /containers``).
         """
         entry = view.entry
-        if entry.kind != "linux" or not is_templated(entry.cmdline):
-            return None
+        if not is_templated(entry.cmdline):
+            return _untemplated_args(view)
         variables = machine_variables(self._base_url, entry, self.facts(mac))
         try:
             args, _ = kernel_arguments(view, variables)
@@ -164,6 +172,8 @@ class Unattended:
 
         :raises TemplateRenderError: see :meth:`kernel_args`.
         """
+        if view.entry.kind != "linux":
+            return ipxe.entry_script(self._base_url, view)
         return ipxe.entry_script(self._base_url, view, self.kernel_args(view, mac))
 
     def render(self, mac: str, name: str, view_of: Callable[[str], EntryView | None]

@@ -5,14 +5,19 @@ the lifecycle events."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from twisted.internet.address import IPv4Address
 from twisted.web.resource import Resource
 
+from pxetwist.http.api import BadRequestError
+from pxetwist.http.unattended import check_hostname
 from tests.http.helpers import BASE, MAC, Rig, make_rig
 
 HYPHEN = MAC.replace(":", "-")
@@ -184,7 +189,7 @@ def test_bulk_assignment_is_all_or_nothing(tmp_path: Path) -> None:
     assert [r["row"] for r in refused["rows"]] == [1, 2, 3, 4, 5, 6, 7]
     assert "twice" in refused["rows"][1]["error"] and refused["rows"][0]["mac"] == "zz"
     assert rig.machines.count() == 0
-    for bad in (b"{}", b"[]", b"5", json.dumps([{"mac": MAC}] * 10_001).encode()):
+    for bad in (b"{}", b"[]", b"5", b"[" * 100_000):
         assert rig.post("/machines", bad)[0] == 400
 
 
@@ -287,3 +292,29 @@ def test_callback_token_comes_from_the_query_not_a_form_body(tmp_path: Path) -> 
     rig.client = __import__("treq.testing", fromlist=["StubTreq"]).StubTreq(
         _From(rig.app.resource(), "10.77.0.50"))
     assert rig.post(url.path, fresh.encode(), headers=form)[0] == 403
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=80))
+def test_any_accepted_hostname_is_a_plain_dns_name(text: str) -> None:
+    """Whatever text is given as a hostname: refused, or a name of letters, digits, dots and
+    hyphens only (nothing iPXE, a shell or Jinja would read)."""
+    try:
+        name = check_hostname(text)
+    except BadRequestError:
+        return
+    assert re.fullmatch(r"[A-Za-z0-9.-]*", name) and len(name) <= 253
+
+
+def test_bulk_takes_thousands_of_rows(tmp_path: Path) -> None:
+    """A list of 5,000 rows with vars (~0.5 MB) is taken at once (beyond the 64 KiB of
+    other bodies); more than 10,000 rows is 400."""
+    rig = make_rig(tmp_path)
+    rows = [{"mac": f"02:00:00:00:{n // 256:02x}:{n % 256:02x}", "entry": "lab",
+             "hostname": f"node{n}", "vars": {"rack": f"r{n % 40}", "slot": str(n)}}
+            for n in range(5000)]
+    code, answer, _ = rig.post("/machines", rows)
+    assert code == 200 and len(json.loads(answer)["machines"]) == 5000
+    assert rig.machines.count() == 5000
+    code, answer, _ = rig.post("/machines", [{"mac": MAC}] * 10_001)
+    assert code == 400 and "10000" in json.loads(answer)["error"]
