@@ -239,23 +239,34 @@ def test_page_lists_toggles_edits_and_shows_live_events(
     screenshot(browser, tmp_path, "ui-phone-390-whole.png", 390, 844, whole_page=True)
 
 
-def test_page_assigns_a_machine_once_permanently_or_to_local_disk(
-        server: tuple[str, int], browser: Any, tmp_path: Path) -> None:
-    """In Chromium: a machine's row assigns it an entry once, for good, or its local disk,
-    and the server's record follows each time (issue 13 item 20)."""
+def page_with_machine(browser: Any, base: str, mac: str, entry: str) -> tuple[Any, str]:
+    """The page, with the token given, once ``mac`` (made to ask for a script) has its row
+    and ``entry`` is among its choices: ``(WebDriverWait, the row's CSS selector)``."""
     from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import Select, WebDriverWait
+    from selenium.webdriver.support.ui import WebDriverWait
 
-    base, _ = server
-    mac = "52:54:00:aa:bb:20"
     fetch(f"{base}/pxe/boot.ipxe?mac={mac}")
     wait = WebDriverWait(browser, 20, ignored_exceptions=(StaleElementReferenceException,))
     browser.get(base + "/ui/")
     browser.find_element(By.ID, "token").send_keys(TOKEN)
     browser.find_element(By.CSS_SELECTOR, "#token-form button[type=submit]").click()
     row = f'#machines tr[data-mac="{mac}"]'
-    wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, row + ' option[value="lab"]'))
+    wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, row + f' option[value="{entry}"]'))
+    return wait, row
+
+
+def test_page_assigns_a_machine_once_permanently_or_to_local_disk(
+        server: tuple[str, int], browser: Any, tmp_path: Path) -> None:
+    """In Chromium: a machine's row assigns it an entry once, for good, or its local disk,
+    and the server's record follows each time (issue 13 item 20)."""
+    from selenium.common.exceptions import StaleElementReferenceException
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    base, _ = server
+    mac = "52:54:00:aa:bb:20"
+    wait, row = page_with_machine(browser, base, mac, "lab")
 
     def assign(entry: str, mode: str | None) -> None:
         # the rows are drawn again when fresh data comes (not while one has the focus):
@@ -302,17 +313,11 @@ def test_page_sets_hostname_and_vars_previews_templates_and_shows_the_callback(
 
     from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import Select, WebDriverWait
+    from selenium.webdriver.support.ui import Select
 
     base, _ = server
     mac = "52:54:00:aa:bb:15"
-    fetch(f"{base}/pxe/boot.ipxe?mac={mac}")
-    wait = WebDriverWait(browser, 20, ignored_exceptions=(StaleElementReferenceException,))
-    browser.get(base + "/ui/")
-    browser.find_element(By.ID, "token").send_keys(TOKEN)
-    browser.find_element(By.CSS_SELECTOR, "#token-form button[type=submit]").click()
-    row = f'#machines tr[data-mac="{mac}"]'
-    wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, row + ' option[value="inst"]'))
+    wait, row = page_with_machine(browser, base, mac, "inst")
     for attempt in range(5):
         try:
             Select(browser.find_element(By.CSS_SELECTOR, row + " select[name=entry]")
