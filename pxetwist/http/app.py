@@ -320,7 +320,7 @@ class PxeApp:
     def _recorded(self, d: Deferred[Any] | None, mac: str, entry_id: str) -> None:
         if d is not None:
             d.addErrback(lambda failure: self._log.failure(
-                "recording that {mac} fetched the script of {entry} failed", failure,
+                "recording that {mac} fetched the script or kernel of {entry} failed", failure,
                 mac=mac, entry=entry_id))
 
     def _vanished(self, request: IRequest, route: str, what: str) -> bytes:
@@ -672,8 +672,7 @@ class PxeApp:
         self._require_mutation(request)
         try:
             records = yield self.unattended.assign_many(
-                api.read_json_value(request, api.MAX_BULK_BODY),
-                                                        self.catalog.view)
+                api.read_json_value(request, api.MAX_BULK_BODY), self.catalog.view)
         except BulkError as e:
             return json_body(request, {"error": str(e), "rows": e.rows}, 400)
         return json_body(request, {"machines": [machine_json(m) for m in records]})
@@ -741,6 +740,7 @@ class PxeApp:
         })
 
     def _explained_script(self, plan: BootPlan, mac: str) -> str:
+        """The script ``mac`` would get, or why it cannot be rendered for it."""
         try:
             return self._script_for(plan, mac)
         except TemplateRenderError as e:
