@@ -169,3 +169,39 @@ def test_scan_reports_template_syntax_and_reads_vars(tmp_path: Path) -> None:
     assert syntax_problems(folder, "ok={{ x }} #bad")[1:] == [
         ("cmdline", "argument '#bad' starts with '#', which starts an iPXE comment; "
                     "left out of the kernel line")]
+
+
+def test_readme_examples_render(tmp_path: Path) -> None:
+    """The README's "Unattended installs" examples (entry.ini cmdlines, preseed, cloud-init
+    user-data) render in the sandbox with a machine's variables, and their kernel lines are
+    writable for iPXE."""
+    import configparser
+    import re
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme[readme.index("## Unattended installs"):]
+    section = section[:section.index("\n## ", 5)]
+    blocks = re.findall(r"```(\w*)\n(.*?)```", section, re.DOTALL)
+    facts = MachineFacts(MAC, ip="10.0.0.5", hostname="web1.example.org",
+                         vars=(("password_hash", "$6$x"), ("ssh_key", "ssh-ed25519 AAAA"),
+                               ("disk", "/dev/vda")), installed_url=FACTS.installed_url)
+    rendered = 0
+    for kind, text in blocks:
+        if kind == "ini":
+            parser = configparser.RawConfigParser(inline_comment_prefixes=(";", "#"))
+            parser.optionxform = str  # type: ignore[assignment,method-assign]
+            parser.read_string(text)
+            entry = CatalogEntry("e", "E", "linux", tmp_path, kernel="k",
+                                 cmdline=parser.get("entry", "cmdline"),
+                                 vars=tuple(parser.items("vars")))
+            args, problems = kernel_arguments(view_of(entry),
+                                              machine_variables(BASE, entry, facts))
+            assert problems == [] and any("templates/" in a for a in args), args
+            rendered += 1
+        elif "{{" in text:
+            entry = entry_with(tmp_path, {"t": text}, variables=(("mirror", "deb"),
+                                                                 ("domain", "example.org")))
+            out = TemplateRenderer().render(entry, "t", machine_variables(BASE, entry, facts))
+            assert FACTS.installed_url in out and "web1" in out
+            rendered += 1
+    assert rendered == 4
