@@ -43,12 +43,61 @@ def busybox_path() -> Path:
     raise FileNotFoundError("no busybox (install busybox-static)")
 
 
-def build(folder: Path) -> tuple[Path, Path]:
+#: A cloud-init NoCloud look-alike: bring the NIC up (virtio_net is a module in Debian's
+#: kernel), read ``ds=nocloud;s=URL`` from the kernel line, fetch ``URL`` + ``meta-data`` and
+#: ``user-data`` with wget and print them, then POST to the ``phone_home`` URL of the
+#: user-data (as cloud-init's phone_home module does), and print the marker.
+CLOUD_INIT = """#!/bin/busybox sh
+/bin/busybox mkdir -p /proc /dev /sys /usr/bin /usr/sbin /sbin
+/bin/busybox --install -s
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev 2>/dev/null
+out() { echo "$@" > /dev/ttyS0; }
+for module in MODULES; do insmod /lib/modules/$module.ko; done
+ip link set lo up
+ip link set eth0 up
+udhcpc -i eth0 -n -q -t 10 -T 2 -s /udhcpc.sh > /dev/null 2>&1 || out "PXELAB-NET failed"
+TOKEN=$(sed -n 's/.*pxelab_token=\\([^ ]*\\).*/\\1/p' /proc/cmdline)
+SEED=$(sed -n 's/.*ds=nocloud;s=\\([^ ]*\\).*/\\1/p' /proc/cmdline)
+out "PXELAB-SEED $SEED"
+wget -q -O /meta-data "${SEED}meta-data" && out "PXELAB-META $(cat /meta-data)"
+wget -q -O /user-data "${SEED}user-data" || out "PXELAB-USERDATA failed"
+while read -r line; do out "PXELAB-USERDATA $line"; done < /user-data
+PHONE=$(sed -n '/^phone_home:/,/^[^ ]/s/^ *url: *//p' /user-data)
+FORM="instance_id=$(hostname)&hostname=$(hostname)&token=x"
+wget -q -O /answer --post-data "$FORM" "$PHONE" && out "PXELAB-PHONED-HOME $(cat /answer)"
+out "MARKER_TEXT $TOKEN"
+sleep 1
+poweroff -f
+""".replace("MARKER_TEXT", MARKER)
+
+UDHCPC_SCRIPT = """#!/bin/busybox sh
+case "$1" in
+bound|renew) ifconfig "$interface" "$ip" netmask "${subnet:-255.255.255.0}" up
+             [ -n "$router" ] && ip route add default via "${router%% *}" ;;
+esac
+exit 0
+"""
+
+#: virtio_net and what it needs, in load order (all modules in Debian's kernel).
+VIRTIO_NET = ("virtio_ring", "virtio", "virtio_pci_modern_dev", "virtio_pci_legacy_dev",
+              "virtio_pci", "failover", "net_failover", "virtio_net")
+
+
+def modules_folder() -> Path:
+    """The modules of :func:`kernel_path`'s kernel."""
+    version = kernel_path().name.removeprefix("vmlinuz-")
+    return Path("/lib/modules") / version
+
+
+def build(folder: Path, init: str = INIT, modules: tuple[str, ...] = ()) -> tuple[Path, Path]:
     """``vmlinuz`` and ``initrd.img`` in ``folder`` (built once, then copied from a cache
-    keyed by the kernel and busybox files)."""
+    keyed by the kernel and busybox files); ``modules`` (names of the kernel's modules) go
+    into the initrd's ``/lib/modules``."""
     kernel, busybox = kernel_path(), busybox_path()
     key = hashlib.sha256(f"{kernel}:{kernel.stat().st_mtime}:{busybox.stat().st_mtime}:"
-                         f"{INIT}".encode()).hexdigest()[:16]
+                         f"{init}:{modules}".encode()).hexdigest()[:16]
     cached = CACHE / key
     if not (cached / "initrd.img").exists():
         cached.mkdir(parents=True, exist_ok=True)
@@ -58,7 +107,14 @@ def build(folder: Path) -> tuple[Path, Path]:
             (root / "dev").mkdir()
             (root / "proc").mkdir()
             shutil.copy(busybox, root / "bin" / "busybox")
-            (root / "init").write_text(INIT)
+            (root / "init").write_text(init.replace("MODULES", " ".join(modules)))
+            if modules:
+                (root / "lib" / "modules").mkdir(parents=True)
+                for name in modules:
+                    [found] = modules_folder().glob(f"kernel/**/{name}.ko")
+                    shutil.copy(found, root / "lib" / "modules" / f"{name}.ko")
+                (root / "udhcpc.sh").write_text(UDHCPC_SCRIPT)
+                (root / "udhcpc.sh").chmod(0o755)
             (root / "init").chmod(0o755)
             os.mknod(root / "dev" / "console", 0o600 | 0o020000, os.makedev(5, 1))
             names = subprocess.run(["find", "."], cwd=root, capture_output=True, check=True
@@ -85,4 +141,33 @@ def write_entry(catalog: Path, name: str, token: str, label: str = "Lab payload"
     (folder / "entry.ini").write_text(
         f"[entry]\nname = {label}\nkind = linux\nkernel = vmlinuz\ninitrd = initrd.img\n"
         f"cmdline = console=ttyS0 panic=-1 pxelab_token={token} {extra_args}\n")
+    return folder
+
+
+#: The cloud-init-style entry's user-data and meta-data templates.
+USER_DATA = """#cloud-config
+hostname: {{ hostname }}
+fqdn: {{ hostname }}.{{ vars.domain }}
+phone_home:
+  url: {{ installed_url }}
+  post: [instance_id, hostname]
+"""
+META_DATA = "instance-id: {{ mac_hyphen }}\n"
+
+
+def write_cloud_entry(catalog: Path, name: str, token: str) -> Path:
+    """A linux entry booting the cloud-init look-alike (:data:`CLOUD_INIT`), with
+    ``templates/user-data`` and ``meta-data`` and ``ds=nocloud;s={{ templates_url }}`` on
+    its kernel line."""
+    folder = catalog / name
+    build(folder, CLOUD_INIT, VIRTIO_NET)
+    (folder / "templates").mkdir(exist_ok=True)
+    (folder / "templates" / "user-data").write_text(USER_DATA)
+    (folder / "templates" / "meta-data").write_text(META_DATA)
+    (folder / "entry.ini").write_text(
+        "[entry]\nname = Cloud-init look-alike\nkind = linux\nkernel = vmlinuz\n"
+        "initrd = initrd.img\n"
+        f"cmdline = console=ttyS0 panic=-1 pxelab_token={token} "
+        "ds=nocloud;s={{ templates_url }}\n"
+        "[vars]\ndomain = lab.example\n")
     return folder

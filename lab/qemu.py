@@ -60,8 +60,9 @@ class VM:
 
 
 def start_vm(net: LabNet, folder: Path, mac: str, firmware: str = "bios",
-             nic_rom: bool = True) -> VM:
-    """Boot a VM from the network on a new tap of ``net``. ``firmware``: bios | uefi."""
+             nic_rom: bool = True, memory: int = 256) -> VM:
+    """Boot a VM from the network on a new tap of ``net``. ``firmware``: bios | uefi;
+    ``memory`` in MiB."""
     tap = net.add_tap()
     folder.mkdir(parents=True, exist_ok=True)
     serial = folder / f"serial-{mac.replace(':', '')}.log"
@@ -70,7 +71,7 @@ def start_vm(net: LabNet, folder: Path, mac: str, firmware: str = "bios",
     if not nic_rom:
         device += ",romfile="
     argv = [
-        "qemu-system-x86_64", "-accel", "tcg", "-m", "256", "-display", "none",
+        "qemu-system-x86_64", "-accel", "tcg", "-m", str(memory), "-display", "none",
         "-monitor", "none", "-serial", f"file:{serial}", "-no-reboot",
         "-boot", "order=n,strict=on",
         "-netdev", f"tap,id=n0,ifname={tap},script=no,downscript=no", "-device", device,

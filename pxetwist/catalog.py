@@ -27,7 +27,7 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.filepath import FilePath
 
-from pxetwist import cmdline
+from pxetwist import templates
 from pxetwist.config import CatalogConfig
 from pxetwist.store import SettingRow, Store
 
@@ -51,6 +51,9 @@ class CatalogEntry:
     :ivar initrd: linux only: names in ``folder`` or URLs, in load order.
     :ivar cmdline: linux only: the kernel command line the entry itself asks for.
     :ivar size: bytes of the main local file (kernel for linux), 0 for URLs.
+    :ivar vars: ``entry.ini``'s ``[vars]`` (name, value) pairs, for its templates.
+    :ivar templates: the file names in the entry folder's ``templates/`` (rendered per
+        machine by :mod:`pxetwist.templates`).
     """
 
     id: str
@@ -62,6 +65,8 @@ class CatalogEntry:
     initrd: tuple[str, ...] = ()
     cmdline: str = ""
     size: int = 0
+    vars: tuple[tuple[str, str], ...] = ()
+    templates: tuple[str, ...] = ()
 
     @property
     def main_path(self) -> Path | None:
@@ -81,6 +86,8 @@ class CatalogEntry:
             "initrd": list(self.initrd),
             "cmdline": self.cmdline,
             "size": self.size,
+            "vars": dict(self.vars),
+            "templates": list(self.templates),
         }
 
 
@@ -174,13 +181,16 @@ def _read_folder_entry(entry_id: str, folder: Path) -> CatalogEntry:
         delimiters=("=",), comment_prefixes=(";", "#"), inline_comment_prefixes=(";", "#"),
         interpolation=None,
     )
+    parser.optionxform = str  # type: ignore[assignment,method-assign]  # [vars] keep case
     try:
         parser.read_string(ini.read_text(encoding="utf-8"), source=str(ini))
     except (OSError, UnicodeDecodeError, configparser.Error) as e:
         raise _EntryError("", str(e).splitlines()[0]) from None
-    if parser.sections() != ["entry"]:
-        raise _EntryError("", "must hold exactly one section, [entry]")
-    values = dict(parser.items("entry"))
+    if "entry" not in parser.sections() or set(parser.sections()) - {"entry", "vars"}:
+        raise _EntryError("", "must hold an [entry] section (and optionally [vars]), no other")
+    values = {key.lower(): value for key, value in parser.items("entry")}
+    variables = tuple(parser.items("vars")) if parser.has_section("vars") else ()
+    names = templates.template_names(folder)
     for key in values:
         if key not in ENTRY_KEYS:
             raise _EntryError(key, "unknown key")
@@ -204,7 +214,7 @@ def _read_folder_entry(entry_id: str, folder: Path) -> CatalogEntry:
         size = 0 if is_url(kernel) else (folder / kernel).stat().st_size
         return CatalogEntry(
             entry_id, name, kind, folder, kernel=kernel, initrd=initrd,
-            cmdline=values.get("cmdline", "").strip(), size=size,
+            cmdline=values.get("cmdline", "").strip(), size=size, vars=variables, templates=names,
         )
     file = values.get("file", "").strip()
     if not file:
@@ -214,7 +224,8 @@ def _read_folder_entry(entry_id: str, folder: Path) -> CatalogEntry:
         if values.get(key, "").strip():
             raise _EntryError(key, f"only linux entries take {key}")
     size = 0 if is_url(file) else (folder / file).stat().st_size
-    return CatalogEntry(entry_id, name, kind, folder, file=file, size=size)
+    return CatalogEntry(entry_id, name, kind, folder, file=file, size=size,
+                        vars=variables, templates=names)
 
 
 def _lone_file_entry(entry_id: str, path: Path) -> CatalogEntry:
@@ -260,9 +271,8 @@ def scan(paths: Iterable[Path]) -> ScanResult:
             if is_folder:
                 entry = entries[entry_id] = _read_folder_entry(entry_id, path)
                 problems.extend(
-                    CatalogProblem(path / ENTRY_FILE, "cmdline",
-                                   f"{why}; left out of the kernel line")
-                    for why in cmdline.problems(entry.cmdline, settings_allowed=True))
+                    CatalogProblem(path / (ENTRY_FILE if key == "cmdline" else key), key, why)
+                    for key, why in templates.syntax_problems(path, entry.cmdline))
             else:
                 entries[entry_id] = _lone_file_entry(entry_id, path)
         except _EntryError as e:

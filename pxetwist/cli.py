@@ -24,6 +24,8 @@ from twisted.internet.defer import CancelledError, Deferred, ensureDeferred
 from twisted.internet.error import ConnectError, ConnectingCancelledError, DNSLookupError
 from twisted.web.client import ResponseFailed, ResponseNeverReceived
 
+from pxetwist import csvimport
+
 DEFAULT_URL = "http://127.0.0.1:8080"
 #: Seconds a single request may take (a long poll adds its own wait).
 TIMEOUT = 30.0
@@ -42,7 +44,11 @@ class Writer(Protocol):
 
 
 class CommandError(Exception):
-    """A failure told to the operator as one line (``str()``), exit status 1."""
+    """A failure told to the operator as one line (``str()``), exit status 1.
+
+    :ivar answer: the server's JSON answer to a refused request, or ``None``."""
+
+    answer: Any = None
 
 
 class Api:
@@ -96,7 +102,9 @@ class Api:
             hint = ""
             if response.code == 401:
                 hint = " (give --token or set PXETWIST_TOKEN)"
-            raise CommandError(f"{method} {path}: {response.code}: {text}{hint}")
+            error = CommandError(f"{method} {path}: {response.code}: {text}{hint}")
+            error.answer = answer
+            raise error
         if answer is None:
             raise CommandError(f"{method} {path}: the server's answer is not JSON")
         return answer
@@ -295,6 +303,31 @@ class Commands:
                                      {"entry": None})
         self._show(answer, table(MACHINE_HEADINGS, machine_rows([answer])))
 
+    async def import_csv(self, args: argparse.Namespace) -> None:
+        """``import FILE.csv``: every row in one ``POST /machines``, all or nothing."""
+        try:
+            with open(args.file, encoding="utf-8") as source:
+                read = csvimport.read_rows(source.read())
+        except (OSError, UnicodeDecodeError) as e:
+            raise CommandError(f"import: cannot read {args.file}: {_reason(e)}") from None
+        problems = [f"{args.file}:{line}: {why}" for line, why in read.errors]
+        if not problems and not read.records:
+            raise CommandError(f"import: {args.file} holds no machines")
+        if not problems:
+            try:
+                answer = await self.api.call("POST", "/machines", list(read.records))
+            except CommandError as e:
+                rows = e.answer.get("rows") if isinstance(e.answer, dict) else None
+                if not rows:
+                    raise
+                problems = [f"{args.file}:{read.lines[row['row']]}: {row['error']}"
+                            for row in rows if 0 <= row.get("row", -1) < len(read.lines)]
+            else:
+                self._show(answer, f"imported {len(answer['machines'])} machines\n"
+                           + table(MACHINE_HEADINGS, machine_rows(answer["machines"])))
+                return
+        raise CommandError("import: nothing was changed:\n" + "\n".join(problems))
+
     async def installed(self, args: argparse.Namespace) -> None:
         answer = await self.api.call("POST",
                                      f"/api/v1/machines/{_path_part(args.mac)}/installed")
@@ -405,6 +438,9 @@ def parser() -> argparse.ArgumentParser:
                         help="one-shot: boot it until installed, then boot local")
     command("unassign", "drop a machine's assignment: it boots from its disk").add_argument(
         "mac", help="the machine's MAC address")
+    command("import", "assign many machines from a CSV file (mac,hostname,entry,once,"
+                      "key=value...), all or nothing").add_argument(
+        "file", help="the CSV file")
     command("installed", "tell the server a machine's install is done").add_argument(
         "mac", help="the machine's MAC address")
     command("explain", "what a machine gets at every boot step, and why").add_argument(
@@ -430,7 +466,7 @@ async def run(argv: Sequence[str], http: Any, reactor: Any, out: Writer | None =
     args = parser().parse_args(list(argv))
     api = Api(args.url, args.token, http, reactor)
     commands = Commands(api, out, args.json)
-    name = "menu_set" if args.command == "menu" else args.command
+    name = {"menu": "menu_set", "import": "import_csv"}.get(args.command, args.command)
     try:
         await getattr(commands, name)(args)
     except CommandError as e:

@@ -36,6 +36,7 @@ class Stage:
     HTTP_KERNEL = "http.kernel"
     HTTP_INITRD = "http.initrd"
     HTTP_FILE = "http.file"
+    HTTP_TEMPLATE = "http.template"
     LIFECYCLE = "lifecycle"
 
 

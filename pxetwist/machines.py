@@ -5,8 +5,9 @@ DHCP, TFTP and HTTP publish (first/last seen, address, architecture, UUID).
 Operators assign an entry to a MAC; the lifecycle then decides what the
 machine's ``boot.ipxe`` answers:
 
-``discovered`` -> ``pending`` (entry assigned once) -> ``installing`` (its
-script was served) -> ``installed`` (``POST .../installed``) -> boots local.
+``discovered`` -> ``pending`` (entry assigned once) -> ``installing`` (it fetched
+the entry's kernel or image, or its script when the kernel is on a mirror we never see)
+-> ``installed`` (the callback, ``.../installed``) -> boots local.
 A permanent assignment is ``assigned`` and always boots its entry; an
 explicit "local" assignment is ``local``.
 
@@ -78,6 +79,8 @@ def machine_json(machine: MachineRow) -> dict[str, Any]:
         "first_seen": machine.first_seen,
         "last_seen": machine.last_seen,
         "last_stage": machine.last_stage,
+        "hostname": machine.hostname,
+        "vars": dict(machine.vars),
     }
 
 
@@ -194,31 +197,80 @@ class MachineRegistry:
 
     # -- lifecycle -------------------------------------------------------------------
 
-    def assign(self, mac: str, entry: str | None, once: bool = False) -> Deferred[MachineRow]:
+    def assign(self, mac: str, entry: str | None, once: bool = False,
+               hostname: str | None = None,
+               vars: dict[str, str] | None = None) -> Deferred[MachineRow]:
         """Assign an entry (``once``: until installed; else for good) or ``None`` for local.
-        Each assignment gets a new number, which voids the previous callback token."""
+        Each assignment gets a new number, which voids the previous callback token.
+        ``hostname`` and ``vars``, when given, replace the machine's (else they stay)."""
+        updated, detail = self._assigned(mac, entry, once, hostname, vars)
+        return self._save(updated, detail)
+
+    def assign_many(self, rows: list[tuple[str, str | None, bool, str | None,
+                                           dict[str, str] | None]]
+                    ) -> Deferred[list[MachineRow]]:
+        """:meth:`assign` for each ``(mac, entry, once, hostname, vars)`` row, written in
+        one transaction: all rows or none."""
+        done = [self._assigned(*row) for row in rows]
+        d = self._store.put_machines([machine for machine, _ in done])
+
+        def stored(_: object) -> list[MachineRow]:
+            for machine, detail in done:
+                self._remember(machine, detail)
+            return [machine for machine, _ in done]
+
+        return d.addCallback(stored)
+
+    def _assigned(self, mac: str, entry: str | None, once: bool, hostname: str | None,
+                  vars: dict[str, str] | None) -> tuple[MachineRow, str]:
         machine = self._record(mac)
         number = machine.assignment + 1
+        if hostname is not None:
+            machine = evolve(machine, hostname=hostname)
+        if vars is not None:
+            machine = evolve(machine, vars=tuple(sorted(vars.items())))
         if entry is None:
             updated = evolve(machine, entry=None, state=LOCAL, once=True, assignment=number)
         else:
             updated = evolve(machine, entry=entry, once=once, assignment=number,
                              state=PENDING if once else ASSIGNED)
-        return self._save(updated, f"assigned {entry or 'local'}{' once' if once else ''}")
+        return updated, f"assigned {entry or 'local'}{' once' if once else ''}"
 
-    def script_served(self, mac: str, entry: str) -> Deferred[MachineRow] | None:
-        """Note that a pending machine fetched its entry's script: it is installing."""
+    def script_served(self, mac: str, entry: str,
+                      kernel_seen: bool = True) -> Deferred[MachineRow] | None:
+        """Note that ``mac`` fetched ``entry``'s script. It is installing only when we
+        shall not see it fetch the kernel or image (``kernel_seen`` false: they are on a
+        mirror); otherwise :meth:`boot_file_fetched` says so."""
+        if kernel_seen:
+            return None
+        return self.boot_file_fetched(mac, entry, "script (its kernel is on a mirror)")
+
+    def boot_file_fetched(self, mac: str, entry: str,
+                          what: str = "kernel") -> Deferred[MachineRow] | None:
+        """Note that a pending machine fetched its entry's kernel (or image): it is
+        installing. ``None`` when that changes nothing."""
         machine = self._machines.get(mac)
         if machine is None or machine.state != PENDING or machine.entry != entry:
             return None
-        return self._save(evolve(machine, state=INSTALLING), f"installing {entry}")
+        return self._save(evolve(machine, state=INSTALLING), f"installing {entry} ({what})")
 
-    def installed(self, mac: str) -> Deferred[MachineRow]:
-        """The machine reports its install done: a one-shot assignment ends, it boots local."""
+    def installed(self, mac: str, how: str = "") -> Deferred[MachineRow]:
+        """The machine reports its install done: a one-shot assignment ends, it boots local.
+        A permanent assignment keeps booting its entry (the report is an event). A replay
+        changes nothing and publishes nothing.
+
+        :param how: who reported it, for the event (``callback from 10.0.0.5``).
+        """
         machine = self._record(mac)
-        if machine.state == ASSIGNED:
+        suffix = f" ({how})" if how else ""
+        if machine.state == INSTALLED:
             return succeed(machine)
-        return self._save(evolve(machine, state=INSTALLED), "installed")
+        if machine.state == ASSIGNED:
+            self._events.publish(Stage.LIFECYCLE, mac=mac, ip=machine.ip,
+                                 detail=f"installed reported{suffix}; permanent assignment "
+                                        f"keeps booting {machine.entry}")
+            return succeed(machine)
+        return self._save(evolve(machine, state=INSTALLED), f"installed{suffix}")
 
     # -- internals -------------------------------------------------------------------
 
@@ -230,13 +282,16 @@ class MachineRegistry:
         return machine
 
     def _save(self, machine: MachineRow, detail: str) -> Deferred[MachineRow]:
+        self._remember(machine, detail)
+        d = self._store.put_machine(self._machines[machine.mac])
+        return d.addCallback(lambda _: self._machines[machine.mac])
+
+    def _remember(self, machine: MachineRow, detail: str) -> None:
         self._machines[machine.mac] = machine
         self._unassigned.pop(machine.mac, None)
         self._forgotten.discard(machine.mac)
         self._dirty.discard(machine.mac)
         self._events.publish(Stage.LIFECYCLE, mac=machine.mac, ip=machine.ip, detail=detail)
-        d = self._store.put_machine(self._machines[machine.mac])
-        return d.addCallback(lambda _: self._machines[machine.mac])
 
     def _on_event(self, event: BootEvent) -> None:
         if not event.mac:

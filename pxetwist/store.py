@@ -13,6 +13,7 @@ error instead of a failure on the first boot.
 
 from __future__ import annotations
 
+import json
 import secrets
 import sqlite3
 from collections.abc import Callable, Iterable, Sequence
@@ -83,6 +84,10 @@ MIGRATIONS: tuple[str, ...] = (
         value TEXT NOT NULL
     );
     """,
+    """
+    ALTER TABLE machines ADD COLUMN hostname TEXT NOT NULL DEFAULT '';
+    ALTER TABLE machines ADD COLUMN vars TEXT NOT NULL DEFAULT '{}';
+    """,
 )
 
 
@@ -113,6 +118,8 @@ class MachineRow:
 
     :ivar assignment: how many times an operator assigned this machine (0: never); a
         callback token is bound to it, so a new assignment voids the old token.
+    :ivar hostname: the operator's hostname for it (templates' ``hostname``), or ``""``.
+    :ivar vars: the operator's template variables for it, (name, value) pairs by name.
     """
 
     mac: str
@@ -126,6 +133,8 @@ class MachineRow:
     once: bool
     last_stage: str
     assignment: int = 0
+    hostname: str = ""
+    vars: tuple[tuple[str, str], ...] = ()
 
 
 @frozen
@@ -281,11 +290,15 @@ class Store:
         """Insert or replace a machine record."""
         return self._run(self._write, [_machine_upsert(machine)])
 
+    def put_machines(self, machines: Sequence[MachineRow]) -> Deferred[None]:
+        """Insert or replace several machine records in one transaction (all or none)."""
+        return self._run(self._write, [_machine_upsert(m) for m in machines])
+
     def machines_now(self) -> list[MachineRow]:
         """Every machine record, read at once in this thread; for startup only."""
         rows = self._read(
             "SELECT mac, first_seen, last_seen, ip, arch, uuid, state, entry, once, last_stage,"
-            " assignment FROM machines ORDER BY mac"
+            " assignment, hostname, vars FROM machines ORDER BY mac"
         )
         return [_machine_row(row) for row in rows]
 
@@ -422,13 +435,15 @@ def _machine_upsert(m: MachineRow) -> tuple[str, Sequence[object]]:
     return (
         "INSERT OR REPLACE INTO machines"
         " (mac, first_seen, last_seen, ip, arch, uuid, state, entry, once, last_stage,"
-        " assignment) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        " assignment, hostname, vars) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (m.mac, m.first_seen, m.last_seen, m.ip, m.arch, m.uuid, m.state, m.entry,
-         int(m.once), m.last_stage, m.assignment),
+         int(m.once), m.last_stage, m.assignment, m.hostname,
+         json.dumps(dict(m.vars), sort_keys=True)),
     )
 
 
 def _machine_row(row: tuple[Any, ...]) -> MachineRow:
     values = list(row)
     values[8] = bool(values[8])
+    values[12] = tuple(sorted(json.loads(values[12]).items()))
     return MachineRow(*values)

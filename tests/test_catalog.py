@@ -71,7 +71,7 @@ def test_broken_entry_is_reported_with_file_and_key(tmp_path: Path) -> None:
         ("[entry]\nkind = linux\nkernel = ../../etc/passwd\n", "kernel", "must be a file name"),
         ("[entry]\nkind = linux\nkernel = missing\n", "kernel", "not found"),
         ("[entry]\nkind = efi\nfile = x.efi\ncmdline = a\n", "cmdline", "only linux"),
-        ("[other]\nkind = efi\n", "", "exactly one section"),
+        ("[other]\nkind = efi\n", "", "must hold an [entry] section"),
     ],
 )
 def test_entry_errors(tmp_path: Path, ini: str, key: str, words: str) -> None:

@@ -50,13 +50,16 @@ def test_history_and_records_are_flushed_in_batches(tmp_path: Path) -> None:
 
 
 def test_one_shot_lifecycle(tmp_path: Path) -> None:
-    """pending -> installing (script served) -> installed, after which it boots local."""
+    """pending -> installing (its kernel fetched; a script alone is not enough) ->
+    installed, after which it boots local."""
     machines, bus, store, clock = registry(tmp_path)
     machines.assign(MAC, "debian", once=True)
     assert machines.get(MAC).state == "pending"  # type: ignore[union-attr]
     assert machines.boot_entry(MAC) == "debian"
-    assert machines.script_served(MAC, "other") is None
-    machines.script_served(MAC, "debian")
+    assert machines.script_served(MAC, "debian") is None
+    assert machines.boot_file_fetched(MAC, "other") is None
+    assert machines.get(MAC).state == "pending"  # type: ignore[union-attr]
+    machines.boot_file_fetched(MAC, "debian")
     assert machines.get(MAC).state == "installing"  # type: ignore[union-attr]
     assert machines.boot_entry(MAC) == "debian"
     machines.installed(MAC)
@@ -78,3 +81,23 @@ def test_permanent_assignment_and_local(tmp_path: Path) -> None:
     assert machines.boot_entry(MAC) == "rescue"
     machines.assign(MAC, None)
     assert machines.boot_entry(MAC) is None and machines.is_local(MAC)
+
+
+def test_bulk_assignment_is_all_or_nothing_in_memory_too(tmp_path: Path) -> None:
+    """assign_many writes every row in one transaction; when the store fails, no record
+    changes and no lifecycle event is published."""
+    from twisted.internet.defer import fail
+
+    machines, bus, store, clock = registry(tmp_path)
+    rows = [("52:54:00:00:00:01", "lab", True, "a", {"k": "v"}),
+            ("52:54:00:00:00:02", None, False, None, None)]
+    store.put_machines = lambda _: fail(RuntimeError("disk full"))  # type: ignore[method-assign]
+    failed: list[object] = []
+    machines.assign_many(rows).addErrback(failed.append)
+    assert failed and machines.count() == 0 and bus.recent() == []
+    del store.put_machines
+    done: list[object] = []
+    machines.assign_many(rows).addCallback(done.append)
+    assert [m.state for m in done[0]] == ["pending", "local"]  # type: ignore[attr-defined]
+    assert machines.get("52:54:00:00:00:01").vars == (("k", "v"),)  # type: ignore[union-attr]
+    assert len(bus.recent()) == 2

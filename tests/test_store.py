@@ -160,3 +160,27 @@ def test_history_bound_holds_across_batches_and_machines(tmp_path: Path) -> None
     assert history_a[-1].detail == "last"
     assert history_b[0].detail == "b3" and history_b[-1].detail == f"b{EVENTS_PER_MACHINE + 2}"
     store.close()
+
+
+def test_machines_of_an_older_file_get_no_hostname_and_no_vars(tmp_path: Path) -> None:
+    """A state file from before hostname/vars (issue 15) migrates: its machines keep their
+    assignment, with hostname "" and no vars; both are stored and read back afterwards."""
+    import sqlite3
+
+    from attrs import evolve
+
+    path = tmp_path / "old.sqlite"
+    conn = sqlite3.connect(str(path))
+    for number, script in enumerate(MIGRATIONS[:2], start=1):
+        conn.executescript(script)
+        conn.execute(f"PRAGMA user_version={number}")
+    conn.execute("INSERT INTO machines (mac, first_seen, last_seen, state, entry, once,"
+                 " assignment) VALUES ('52:54:00:00:00:01', 1, 2, 'pending', 'lab', 1, 3)")
+    conn.commit()
+    conn.close()
+    store = Store(path)
+    [machine] = store.machines_now()
+    assert (machine.entry, machine.assignment, machine.hostname, machine.vars) == \
+        ("lab", 3, "", ())
+    store.put_machine(evolve(machine, hostname="n1", vars=(("a", "1"), ("b", "x y"))))
+    assert store.machines_now()[0].vars == (("a", "1"), ("b", "x y"))

@@ -12,6 +12,7 @@ import ipaddress
 import json
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import parse_qs
 
 from attrs import frozen
 from twisted.internet.defer import Deferred
@@ -24,6 +25,8 @@ from pxetwist.http.ipxe import UnsafeTextError, check_args, check_label
 
 #: Largest JSON body accepted.
 MAX_BODY = 64 * 1024
+#: Largest body of a bulk ``POST /machines`` (thousands of rows with their vars).
+MAX_BULK_BODY = 8 * 1024 * 1024
 #: Longest long-poll wait, seconds.
 MAX_WAIT = 30.0
 #: Seconds between keepalive comments on an event stream.
@@ -90,10 +93,20 @@ def refuse_unauthorised(request: IRequest, token: str) -> tuple[dict[str, str], 
 
 def read_json(request: IRequest) -> dict[str, Any]:
     """The request body as a JSON object. :raises BadRequestError: otherwise."""
+    body = read_json_value(request)
+    if not isinstance(body, dict):
+        raise BadRequestError("body must be a JSON object")
+    return body
+
+
+def read_json_value(request: IRequest, limit: int = MAX_BODY) -> Any:
+    """The request body as any JSON value (``{}`` when empty).
+
+    :raises BadRequestError: larger than ``limit`` bytes, or not JSON."""
     content = request.content
-    raw = content.read(MAX_BODY + 1) if content is not None else b""
-    if len(raw) > MAX_BODY:
-        raise BadRequestError(f"body larger than {MAX_BODY} bytes")
+    raw = content.read(limit + 1) if content is not None else b""
+    if len(raw) > limit:
+        raise BadRequestError(f"body larger than {limit} bytes")
     if not raw.strip():
         return {}
     try:
@@ -102,8 +115,6 @@ def read_json(request: IRequest) -> dict[str, Any]:
         raise BadRequestError("body is not valid JSON") from None
     except RecursionError:  # 64 KiB of "[" nests deeper than the parser goes (fuzz finding)
         raise BadRequestError("body nests too deeply") from None
-    if not isinstance(body, dict):
-        raise BadRequestError("body must be a JSON object")
     return body
 
 
@@ -195,6 +206,14 @@ def machines_query(request: IRequest) -> tuple[int, str | None]:
     if after_text and after is None:
         raise BadRequestError("after must be a MAC address (the previous page's next)")
     return limit, after
+
+
+def query_only(request: IRequest, name: str) -> str | None:
+    """The first ``name`` of the URL's query string, never of a form body (Twisted merges
+    a ``application/x-www-form-urlencoded`` body into ``request.args``)."""
+    query = request.uri.partition(b"?")[2].decode("latin-1")
+    values = parse_qs(query, keep_blank_values=True).get(name)
+    return values[0] if values else None
 
 
 def _arg(request: IRequest, name: str) -> str | None:

@@ -32,12 +32,14 @@ from pxetwist.catalog import CatalogService, EntryView, is_url
 from pxetwist.config import Config
 from pxetwist.events import EventBus, Stage
 from pxetwist.http import api, ipxe
+from pxetwist.http.unattended import BulkError, Unattended, boot_file_seen, machine_data
 from pxetwist.machine_source import MachineSource, SourceAnswer
 from pxetwist.machines import MachineRegistry, machine_json
 from pxetwist.metrics import HTTP_BYTES, HTTP_REQUESTS, HTTP_SECONDS
 from pxetwist.paths import PathRefusedError, normalise, resolve_inside
 from pxetwist.policy import ENTRY, EXTERNAL, MENU, BootPlan, plan_boot
 from pxetwist.store import Store
+from pxetwist.templates import TemplateRenderError
 
 UI_FOLDER = Path(__file__).resolve().parent / "ui"
 #: Bytes read and written at a time when serving a file (per transfer in flight).
@@ -207,6 +209,7 @@ class PxeApp:
         self.machine_source = machine_source
         self.lease_mac = lease_mac
         self.file_folders = (config.tftp.root, config.tftp.ipxe_dir)
+        self.unattended = Unattended(machines, base_url, config.dhcp.reservations)
 
     def resource(self) -> IResource:
         """The root resource to serve."""
@@ -267,12 +270,15 @@ class PxeApp:
             return self._plan(mac, None)
         return self.machine_source.ask(mac).addCallback(lambda said: self._plan(mac, said))
 
-    def _script_for(self, plan: BootPlan) -> str:
-        """The iPXE script that carries out ``plan``."""
+    def _script_for(self, plan: BootPlan, mac: str | None) -> str:
+        """The iPXE script that carries out ``plan`` for ``mac``.
+
+        :raises TemplateRenderError: the entry's templated ``cmdline`` fails for ``mac``.
+        """
         if plan.action == EXTERNAL and plan.external is not None:
             return ipxe.external_script(plan.external)
         if plan.action == ENTRY and plan.entry is not None:
-            return ipxe.entry_script(self.base_url, plan.entry)
+            return self.unattended.entry_script(plan.entry, mac)
         if plan.action == MENU:
             return self._menu()
         return ipxe.LOCAL_BOOT
@@ -288,19 +294,33 @@ class PxeApp:
 
     def _render_answer(self, request: IRequest, mac: str, route: str, plan: BootPlan) -> bytes:
         """Render, publish and count the answer for ``mac``."""
-        if plan.action == ENTRY and plan.entry_id is not None:
-            self._note_served(mac, plan.entry_id)
+        try:
+            script = self._script_for(plan, mac)
+        except TemplateRenderError as e:
+            return self._render_failed(request, mac, e)
+        if plan.action == ENTRY and plan.entry is not None:
+            self._note_served(mac, plan.entry)
         self._publish(request, Stage.HTTP_SCRIPT, mac, plan.reason)
         self._count(route, request)
-        return script_body(request, self._script_for(plan))
+        return script_body(request, script)
 
-    def _note_served(self, mac: str, entry_id: str) -> None:
-        """Tell the lifecycle that ``mac`` fetched ``entry_id``'s script; a failure to
+    def _note_served(self, mac: str, view: EntryView) -> None:
+        """Tell the lifecycle that ``mac`` fetched ``view``'s script; a failure to
         record it is logged (the script is served all the same)."""
-        d = self.machines.script_served(mac, entry_id)
+        entry_id = view.entry.id
+        self._recorded(self.machines.script_served(mac, entry_id, boot_file_seen(view)),
+                       mac, entry_id)
+
+    def _fetched(self, mac: str, view: EntryView, what: str) -> None:
+        """Tell the lifecycle that ``mac`` fetched ``view``'s kernel or image."""
+        if mac:
+            self._recorded(self.machines.boot_file_fetched(mac, view.entry.id, what), mac,
+                           view.entry.id)
+
+    def _recorded(self, d: Deferred[Any] | None, mac: str, entry_id: str) -> None:
         if d is not None:
             d.addErrback(lambda failure: self._log.failure(
-                "recording that {mac} fetched the script of {entry} failed", failure,
+                "recording that {mac} fetched the script or kernel of {entry} failed", failure,
                 mac=mac, entry=entry_id))
 
     def _vanished(self, request: IRequest, route: str, what: str) -> bytes:
@@ -316,11 +336,13 @@ class PxeApp:
         return ipxe.menu_script(self.base_url, self.catalog.menu(),
                                 self.catalog.default_entry(), self.config.boot.menu_timeout)
 
-    def _publish(self, request: IRequest, stage: str, mac: str | None, detail: str) -> None:
+    def _publish(self, request: IRequest, stage: str, mac: str | None, detail: str) -> str:
+        """Publish a boot event; :returns: the MAC it was charged to (``""``: none)."""
         ip = client_ip(request)
         if not mac and self.lease_mac is not None:
             mac = self.lease_mac(ip)
         self.events.publish(stage, mac=mac or "", ip=ip, detail=detail)
+        return mac or ""
 
     # -- boot routes (iPXE) ------------------------------------------------------------
 
@@ -396,16 +418,19 @@ class PxeApp:
         if view is None:
             self._count("entry-script", request, 404)
             return json_body(request, {"error": f"no entry {entry_id!r}"}, 404)
-        script = ipxe.entry_script(self.base_url, view)
+        mac = self._mac(request, self._query(request, "mac"))
+        try:
+            script = self.unattended.entry_script(view, mac)
+        except TemplateRenderError as e:
+            return self._render_failed(request, mac, e)
         path = view.entry.main_path
         if view.entry.kind == "ipxe" and path is not None:
             try:
                 script = path.read_text("utf-8", "replace")
             except OSError:
                 return self._vanished(request, "entry-script", f"{path.name} of {entry_id}")
-        mac = self._mac(request, self._query(request, "mac"))
         if mac is not None:
-            self._note_served(mac, entry_id)
+            self._note_served(mac, view)
         self._publish(request, Stage.HTTP_SCRIPT, mac, f"entry {entry_id}")
         self._count("entry-script", request)
         return script_body(request, script)
@@ -424,8 +449,10 @@ class PxeApp:
             return json_body(request, {"error": f"no file for entry {entry_id!r}"}, 404)
         if not path.is_file():
             return self._vanished(request, "entry-file", f"{path.name} of {entry_id}")
-        self._publish(request, Stage.HTTP_FILE, self._mac(request, self._query(request, "mac")),
-                      f"{entry_id} {path.name}")
+        mac = self._publish(request, Stage.HTTP_FILE,
+                            self._mac(request, self._query(request, "mac")),
+                            f"{entry_id} {path.name}")
+        self._fetched(mac, view, "image")
         self._count("entry-file", request)
         return _serve_file(request, str(path))
 
@@ -449,8 +476,10 @@ class PxeApp:
         entry = view.entry
         stage = (Stage.HTTP_KERNEL if name == entry.kernel else
                  Stage.HTTP_INITRD if name in entry.initrd else Stage.HTTP_FILE)
-        self._publish(request, stage, self._mac(request, self._query(request, "mac")),
-                      f"{entry_id} {name}")
+        mac = self._publish(request, stage, self._mac(request, self._query(request, "mac")),
+                            f"{entry_id} {name}")
+        if stage == Stage.HTTP_KERNEL:
+            self._fetched(mac, view, "kernel")
         self._count("entry-file", request)
         return _serve_file(request, real)
 
@@ -499,7 +528,8 @@ class PxeApp:
             request,
             {
                 "entries": [view.as_json() for view in self.catalog.views()],
-                "errors": [problem.as_json() for problem in self.catalog.problems],
+                "errors": [problem.as_json() for problem in self.catalog.problems]
+                + self.unattended.renderer.problems(),
             },
         )
 
@@ -614,6 +644,7 @@ class PxeApp:
         history = yield self.store.history(mac)
         body = machine_json(record)
         body["installed_url"] = self.machines.installed_url(self.base_url, mac)
+        body["templates"] = self.unattended.template_links(record, self.catalog.view)
         body["history"] = [
             {"time": e.time, "mac": e.mac, "ip": e.ip, "stage": e.stage, "detail": e.detail,
              "arch": e.arch, "uuid": e.uuid} for e in history
@@ -625,11 +656,51 @@ class PxeApp:
     def assign(self, request: IRequest, mac_text: str) -> Any:
         self._require_mutation(request)
         mac = api.path_mac(mac_text)
-        entry, once = api.assignment(api.read_json(request))
+        body = api.read_json(request)
+        hostname, variables = machine_data(body)
+        entry, once = api.assignment(body)
         if entry is not None:
             self._known_entry(entry)
-        record = yield self.machines.assign(mac, entry, once)
+        record = yield self.machines.assign(mac, entry, once, hostname, variables)
         return json_body(request, machine_json(record))
+
+    @app.route("/machines", methods=["POST"])
+    @inlineCallbacks
+    def assign_many(self, request: IRequest) -> Any:
+        """Bulk assignment: a JSON list of ``PUT /machines/{mac}`` bodies with ``mac``;
+        all or nothing (400 with ``rows``: each refused row's index, MAC and reason)."""
+        self._require_mutation(request)
+        try:
+            records = yield self.unattended.assign_many(
+                api.read_json_value(request, api.MAX_BULK_BODY), self.catalog.view)
+        except BulkError as e:
+            return json_body(request, {"error": str(e), "rows": e.rows}, 400)
+        return json_body(request, {"machines": [machine_json(m) for m in records]})
+
+    @app.route("/machines/<mac_text>/templates/<name>", methods=["GET"])
+    def machine_template(self, request: IRequest, mac_text: str, name: str) -> bytes:
+        """The machine's current entry's template ``name``, rendered for it."""
+        mac = api.path_mac(mac_text)
+        try:
+            entry_id, text = self.unattended.render(mac, name, self.catalog.view)
+        except TemplateRenderError as e:
+            self._publish(request, Stage.HTTP_TEMPLATE, mac, f"{name} failed: {e}")
+            return json_body(request, {"error": str(e)}, 500)
+        self._publish(request, Stage.HTTP_TEMPLATE, mac, f"{entry_id} {name}")
+        request.setHeader(b"Content-Type", b"text/plain; charset=utf-8")
+        request.setHeader(b"Cache-Control", b"no-store")
+        return text.encode()
+
+    def _render_failed(self, request: IRequest, mac: str | None,
+                       error: TemplateRenderError) -> bytes:
+        """A boot script that cannot be rendered for ``mac``: 500 (iPXE then retries and
+        boots local), an event, and the reason in ``GET /containers`` errors."""
+        self._log.warn("boot script for {mac} cannot be rendered: {error}", mac=mac,
+                       error=str(error))
+        self._publish(request, Stage.HTTP_SCRIPT, mac, f"cannot render: {error}")
+        request.setResponseCode(500)
+        return script_body(request, f"#!ipxe\necho pxetwist: {ipxe.script_text(str(error))}\n"
+                                    "exit 1\n")
 
     @app.route("/api/v1/machines/<mac_text>/installed", methods=["GET", "POST"])
     @inlineCallbacks
@@ -637,13 +708,14 @@ class PxeApp:
         """The install-done callback: with ``?token=`` (the machine's callback token, for
         its current assignment) or with the admin token."""
         mac = api.path_mac(mac_text)
-        token = self._query(request, "token")
-        if token is None:
+        token = api.query_only(request, "token")  # a form body (cloud-init's phone_home
+        if token is None:                         # posts one) must not stand in for it
             self._require_mutation(request)
         elif not self.machines.token_matches(mac, token):
             raise api.ApiError(f"wrong callback token for {mac} (or not for its current "
                                "assignment)", 403)
-        record = yield self.machines.installed(mac)
+        how = f"{'callback' if token is not None else 'admin'} from {client_ip(request)}"
+        record = yield self.machines.installed(mac, how)
         return json_body(request, machine_json(record))
 
     @app.route("/machines/<mac_text>/explain", methods=["GET"])
@@ -664,8 +736,15 @@ class PxeApp:
             "plan": plan.as_json(),
             "entry": plan.entry.as_json() if plan.entry else None,
             "dhcp": self.dhcp_explain(mac) if self.dhcp_explain else [],
-            "script": self._script_for(plan),
+            "script": self._explained_script(plan, mac),
         })
+
+    def _explained_script(self, plan: BootPlan, mac: str) -> str:
+        """The script ``mac`` would get, or why it cannot be rendered for it."""
+        try:
+            return self._script_for(plan, mac)
+        except TemplateRenderError as e:
+            return f"(cannot be rendered: {e})"
 
     @app.route("/leases", methods=["GET"])
     @inlineCallbacks

@@ -91,11 +91,13 @@ def entry_file_url(base: str, entry: CatalogEntry, name: str) -> str:
 
 
 @functools.lru_cache(maxsize=512)
-def entry_script(base: str, view: EntryView) -> str:
+def entry_script(base: str, view: EntryView, kernel_args: tuple[str, ...] | None = None) -> str:
     """The script that boots one entry, by kind.
 
     Linux: ``kernel`` with ``initrd=<name>`` for each initrd (the UEFI stub of this
     iPXE only hands over initrds it is told about), then ``initrd --name``, ``boot``.
+    ``kernel_args``: this machine's arguments (:func:`pxetwist.templates.kernel_arguments`,
+    already writable); ``None``: the entry's own, untemplated.
     Pure, so it is cached: an entry and its settings are one frozen value, and any change
     to them is another key (every booting machine asks for the same few scripts).
     """
@@ -104,8 +106,9 @@ def entry_script(base: str, view: EntryView) -> str:
     if entry.kind == "linux":
         initrds = [(_initrd_name(i, source), entry_file_url(base, entry, source))
                    for i, source in enumerate(entry.initrd)]
-        lines += _linux_lines(entry_file_url(base, entry, entry.kernel), initrds,
-                              ((entry.cmdline, True), (view.kernel_args, False)))
+        cmdlines = (((entry.cmdline, True), (view.kernel_args, False)) if kernel_args is None
+                    else ((" ".join(kernel_args), True),))
+        lines += _linux_lines(entry_file_url(base, entry, entry.kernel), initrds, cmdlines)
     elif entry.kind == "efi":
         lines.append(f"chain {entry_file_url(base, entry, entry.file)} || goto failed")
     elif entry.kind == "iso":

@@ -109,12 +109,18 @@ def test_entry_scripts_by_kind(tmp_path: Path, entry: str, expected: list[str]) 
 
 
 def test_one_shot_install_lifecycle(tmp_path: Path) -> None:
-    """Assigned once: boots the entry (installing), then after installed boots local."""
+    """Assigned once: boots the entry (installing once it fetched the kernel, not merely
+    the script), then after installed boots local."""
     rig = make_rig(tmp_path)
     code, body, _ = rig.put(f"/machines/{MAC}", {"entry": "lab", "once": True})
     assert code == 200 and b'"state": "pending"' in body
     _, script, _ = rig.get(f"/pxe/boot.ipxe?mac={MAC}")
     assert "kernel " in script.decode()
+    assert rig.machines.get(MAC).state == "pending"  # type: ignore[union-attr]
+    # (HEAD: StubTreq cannot drive static.File's producer for a GET body)
+    assert rig._do("HEAD", f"/containers/lab/files/initrd.img?mac={MAC}")[0] == 200
+    assert rig.machines.get(MAC).state == "pending"  # type: ignore[union-attr]
+    assert rig._do("HEAD", f"/containers/lab/files/vmlinuz?mac={MAC}")[0] == 200
     assert rig.machines.get(MAC).state == "installing"  # type: ignore[union-attr]
     _, again, _ = rig.get(f"/api/v1/ipxe/boot.ipxe?mac={MAC}")
     assert "kernel " in again.decode()

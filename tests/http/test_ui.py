@@ -52,6 +52,14 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, int]
     sneaky.mkdir()
     (sneaky / "entry.ini").write_text(f"[entry]\nname = {SNEAKY}\nkind = efi\nfile = x.efi\n")
     (sneaky / "x.efi").write_bytes(b"MZ")
+    installer = folder / "catalog" / "inst"
+    (installer / "templates").mkdir(parents=True)
+    (installer / "linux").write_bytes(b"k")
+    (installer / "entry.ini").write_text(
+        "[entry]\nname = Installer\nkernel = linux\n"
+        "cmdline = url={{ templates_url }}preseed.cfg\n")
+    (installer / "templates" / "preseed.cfg").write_text(
+        "d-i netcfg/get_hostname string {{ hostname }}\n# role {{ vars.role }}\n")
     (folder / "tftproot").mkdir()
     (folder / "tftproot" / "undionly.kpxe").write_bytes(b"\x90" * 300)
     tftp_port = free_udp_port()
@@ -161,7 +169,7 @@ def test_page_lists_toggles_edits_and_shows_live_events(
 
     cards = wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "article.card") or None)
     assert sorted(c.get_attribute("data-entry") for c in cards) == \
-        ["hello-ipxe", "lab", "rescue-iso", "sneaky", "tool-efi"]
+        ["hello-ipxe", "inst", "lab", "rescue-iso", "sneaky", "tool-efi"]
     # Text from the server is text: markup in an entry's name is shown, never run.
     assert browser.find_element(By.CSS_SELECTOR, 'article[data-entry="sneaky"] h3').text \
         == SNEAKY
@@ -231,23 +239,34 @@ def test_page_lists_toggles_edits_and_shows_live_events(
     screenshot(browser, tmp_path, "ui-phone-390-whole.png", 390, 844, whole_page=True)
 
 
-def test_page_assigns_a_machine_once_permanently_or_to_local_disk(
-        server: tuple[str, int], browser: Any, tmp_path: Path) -> None:
-    """In Chromium: a machine's row assigns it an entry once, for good, or its local disk,
-    and the server's record follows each time (issue 13 item 20)."""
+def page_with_machine(browser: Any, base: str, mac: str, entry: str) -> tuple[Any, str]:
+    """The page, with the token given, once ``mac`` (made to ask for a script) has its row
+    and ``entry`` is among its choices: ``(WebDriverWait, the row's CSS selector)``."""
     from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import Select, WebDriverWait
+    from selenium.webdriver.support.ui import WebDriverWait
 
-    base, _ = server
-    mac = "52:54:00:aa:bb:20"
     fetch(f"{base}/pxe/boot.ipxe?mac={mac}")
     wait = WebDriverWait(browser, 20, ignored_exceptions=(StaleElementReferenceException,))
     browser.get(base + "/ui/")
     browser.find_element(By.ID, "token").send_keys(TOKEN)
     browser.find_element(By.CSS_SELECTOR, "#token-form button[type=submit]").click()
     row = f'#machines tr[data-mac="{mac}"]'
-    wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, row + ' option[value="lab"]'))
+    wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, row + f' option[value="{entry}"]'))
+    return wait, row
+
+
+def test_page_assigns_a_machine_once_permanently_or_to_local_disk(
+        server: tuple[str, int], browser: Any, tmp_path: Path) -> None:
+    """In Chromium: a machine's row assigns it an entry once, for good, or its local disk,
+    and the server's record follows each time (issue 13 item 20)."""
+    from selenium.common.exceptions import StaleElementReferenceException
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    base, _ = server
+    mac = "52:54:00:aa:bb:20"
+    wait, row = page_with_machine(browser, base, mac, "lab")
 
     def assign(entry: str, mode: str | None) -> None:
         # the rows are drawn again when fresh data comes (not while one has the focus):
@@ -283,3 +302,57 @@ def test_page_assigns_a_machine_once_permanently_or_to_local_disk(
     wait.until(lambda d: "local" in d.find_element(By.CSS_SELECTOR, row + " .state").text)
     screenshot(browser, tmp_path, "ui-assign-local.png", 1280, 800, whole_page=True)
     screenshot(browser, tmp_path, "ui-assign-phone-390.png", 390, 844, whole_page=True)
+
+
+def test_page_sets_hostname_and_vars_previews_templates_and_shows_the_callback(
+        server: tuple[str, int], browser: Any, tmp_path: Path) -> None:
+    """In Chromium: a machine's row sets its hostname and vars with its assignment; a
+    "preview" link opens its entry's template rendered for it; the installed callback
+    shows on the live timeline as the Installed step and an event (issue 15)."""
+    from urllib.parse import urlsplit
+
+    from selenium.common.exceptions import StaleElementReferenceException
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    base, _ = server
+    mac = "52:54:00:aa:bb:15"
+    wait, row = page_with_machine(browser, base, mac, "inst")
+    for attempt in range(5):
+        try:
+            Select(browser.find_element(By.CSS_SELECTOR, row + " select[name=entry]")
+                   ).select_by_value("inst")
+            Select(browser.find_element(By.CSS_SELECTOR, row + " select[name=mode]")
+                   ).select_by_value("once")
+            for name, text in (("hostname", "web7.example"), ("vars", "role=web site=lon")):
+                field = browser.find_element(By.CSS_SELECTOR, f"{row} input[name={name}]")
+                field.clear()
+                field.send_keys(text)
+            browser.find_element(By.CSS_SELECTOR, row + " button.apply").click()
+            break
+        except StaleElementReferenceException:
+            if attempt == 4:
+                raise
+    wait.until(lambda d: get_json(f"{base}/machines/{mac}")["hostname"] == "web7.example")
+    record = get_json(f"{base}/machines/{mac}")
+    assert (record["state"], record["vars"]) == ("pending", {"role": "web", "site": "lon"})
+    link = wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, row + " a.preview"))[0]
+    assert link.text == "preview preseed.cfg"
+    href = link.get_attribute("href")
+    assert href == f"{base}/machines/52-54-00-aa-bb-15/templates/preseed.cfg"
+    code, _, text = fetch(href)
+    assert code == 200 and text == b"d-i netcfg/get_hostname string web7.example\n# role web\n"
+    wait.until(lambda d: "web7.example" in d.find_element(By.CSS_SELECTOR, row).text)
+    # the installer calls back (no admin token): the timeline shows it live
+    url = urlsplit(record["installed_url"])
+    request = urllib.request.Request(f"{base}{url.path}?{url.query}", method="POST")
+    with urllib.request.urlopen(request, timeout=10) as answer:
+        assert json.loads(answer.read())["state"] == "installed"
+    timeline = f'#timeline article[data-mac="{mac}"]'
+    wait.until(lambda d: "done" in d.find_element(
+        By.CSS_SELECTOR, timeline + ' li[data-step="installed"]').get_attribute("class"))
+    wait.until(lambda d: "installed (callback from 127.0.0.1)" in d.find_element(
+        By.CSS_SELECTOR, timeline).text)
+    assert "done" in browser.find_element(
+        By.CSS_SELECTOR, timeline + ' li[data-step="template"]').get_attribute("class")
+    screenshot(browser, tmp_path, "ui-unattended.png", 1280, 800, whole_page=True)

@@ -7,7 +7,7 @@ const TOKEN_KEY = "pxetwist.token";
 const ROOT = new URL("..", window.location.href);
 const STEPS = [
   ["dhcp", "DHCP"], ["tftp", "TFTP"], ["script", "Script"], ["kernel", "Kernel"],
-  ["initrd", "Initrd"],
+  ["initrd", "Initrd"], ["template", "Answer file"], ["installed", "Installed"],
 ];
 const FAILED_STAGES = new Set(["dhcp.nak", "dhcp.decline", "tftp.error"]);
 const EVENTS_KEPT = 2000;
@@ -294,7 +294,7 @@ function cells(row, values, labels) {
 }
 
 const MACHINE_LABELS = ["MAC", "State", "Entry", "IP", "Arch", "Last seen", "Last stage",
-                        "Boot"];
+                        "Install", "Boot"];
 const LEASE_LABELS = ["IP", "MAC", "State", "Hostname", "Expires"];
 //: Machines asked for per page of GET /machines (docs/API.md: ?limit=&after=).
 const MACHINES_PAGE = 200;
@@ -347,7 +347,7 @@ function renderMachines() {
     (state.machines.length < total ? ", " + state.machines.length + " shown" : "");
   $("#machines-more").hidden = !state.machinesNext;
   if (state.machines.length === 0) {
-    body.replaceChildren(el("tr", {}, el("td", { colspan: 8, class: "muted",
+    body.replaceChildren(el("tr", {}, el("td", { colspan: 9, class: "muted",
       text: "No machine has asked for anything yet." })));
   } else {
     body.replaceChildren(...state.machines.map((m) => cells(
@@ -355,10 +355,39 @@ function renderMachines() {
                  onclick: () => { pickMachine(m.mac); } }),
       [el("code", { text: m.mac }), el("span", { class: "state " + m.state, text: m.state }),
        m.entry ? m.entry + (m.once ? " (once)" : " (permanent)") : null, m.ip, m.arch,
-       dateTime(m.last_seen), m.last_stage, assignForm(m)],
+       dateTime(m.last_seen), m.last_stage, installData(m), assignForm(m)],
       MACHINE_LABELS)));
   }
   updateMachinePicker();
+}
+
+// A machine's install data: hostname, vars, and a preview link for each template of its
+// entry (GET /machines/{mac}/templates/{name}, rendered for it).
+function installData(machine) {
+  const entry = state.entries.find((e) => e.id === machine.entry);
+  const names = entry && entry.templates ? entry.templates : [];
+  const hyphen = machine.mac.replaceAll(":", "-");
+  const vars = Object.entries(machine.vars || {}).map(([k, v]) => k + "=" + v).join(" ");
+  const box = el("div", { class: "install" },
+    machine.hostname ? el("span", { class: "hostname", text: machine.hostname }) : null,
+    vars ? el("code", { class: "vars", text: vars }) : null,
+    ...names.map((name) => el("a", {
+      class: "preview", target: "_blank", rel: "noopener", text: "preview " + name,
+      href: new URL("machines/" + hyphen + "/templates/" + encodeURIComponent(name),
+                    ROOT).href })));
+  box.addEventListener("click", (event) => event.stopPropagation());
+  return box;
+}
+
+// "k=v k2=v2" as an object (values without spaces; the API and CLI take any value).
+function parseVars(text) {
+  const vars = {};
+  for (const part of text.split(/\s+/).filter(Boolean)) {
+    const at = part.indexOf("=");
+    if (at < 1) throw new Error("vars: " + JSON.stringify(part) + " is not key=value");
+    vars[part.slice(0, at)] = part.slice(at + 1);
+  }
+  return vars;
 }
 
 // What a machine boots: an entry once (until it reports installed) or for good, or its disk.
@@ -374,17 +403,26 @@ function assignForm(machine) {
   const sync = () => { mode.disabled = entry.value === ""; };
   entry.addEventListener("change", sync);
   sync();
+  const hostname = el("input", { name: "hostname", value: machine.hostname || "",
+                                 placeholder: "hostname", maxlength: 253,
+                                 "aria-label": "hostname of " + machine.mac });
+  const vars = el("input", { name: "vars", placeholder: "key=value …",
+    value: Object.entries(machine.vars || {}).map(([k, v]) => k + "=" + v).join(" "),
+    "aria-label": "template variables of " + machine.mac });
   const form = el("form", { class: "assign", onsubmit: (event) => {
     event.preventDefault();
-    assignMachine(machine.mac, entry.value, mode.value === "once", form);
-  } }, entry, mode, el("button", { type: "submit", class: "apply" }, "Apply"));
+    let parsed;
+    try { parsed = parseVars(vars.value); } catch (error) { say(error.message, "error"); return; }
+    assignMachine(machine.mac, entry.value, mode.value === "once", form,
+                  { hostname: hostname.value.trim(), vars: parsed });
+  } }, entry, mode, hostname, vars, el("button", { type: "submit", class: "apply" }, "Apply"));
   form.addEventListener("click", (event) => event.stopPropagation());
   return form;
 }
 
-async function assignMachine(mac, entryId, once, form) {
+async function assignMachine(mac, entryId, once, form, data) {
   form.querySelector("button.apply").disabled = true;
-  const body = entryId ? { entry: entryId, once } : { entry: null };
+  const body = Object.assign(entryId ? { entry: entryId, once } : { entry: null }, data || {});
   try {
     const answer = await api("PUT", "machines/" + encodeURIComponent(mac), body);
     say(mac + ": " + (answer.entry ? "boots " + answer.entry +
@@ -429,6 +467,10 @@ function stepOf(event, reachedScript) {
   if (stage === "http.script" || stage === "http.menu") return "script";
   if (stage === "http.kernel") return "kernel";
   if (stage === "http.initrd") return "initrd";
+  if (stage === "http.template") return "template";
+  if (stage === "lifecycle") {
+    return (event.detail || "").startsWith("installed") ? "installed" : null;
+  }
   // Another file: an EFI or ISO image after the script, or the bootloader over HTTP before.
   if (stage === "http.file") return reachedScript ? "kernel" : "tftp";
   return null;
