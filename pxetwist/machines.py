@@ -62,7 +62,8 @@ def callback_token(secret: str, mac: str, assignment: int) -> str:
 
 def _unconfigured(machine: MachineRow) -> bool:
     """Whether no operator ever touched this record (it may be forgotten)."""
-    return machine.state == DISCOVERED and machine.entry is None and machine.assignment == 0
+    return (machine.state == DISCOVERED and machine.entry is None and machine.assignment == 0
+            and machine.loader is None)
 
 
 def machine_json(machine: MachineRow) -> dict[str, Any]:
@@ -78,6 +79,7 @@ def machine_json(machine: MachineRow) -> dict[str, Any]:
         "first_seen": machine.first_seen,
         "last_seen": machine.last_seen,
         "last_stage": machine.last_stage,
+        "loader": machine.loader,
     }
 
 
@@ -205,6 +207,16 @@ class MachineRegistry:
             updated = evolve(machine, entry=entry, once=once, assignment=number,
                              state=PENDING if once else ASSIGNED)
         return self._save(updated, f"assigned {entry or 'local'}{' once' if once else ''}")
+
+    def loader(self, mac: str) -> str | None:
+        """The machine's own EFI loader (``ipxe``/``shim``), or ``None``: the config's."""
+        machine = self._machines.get(mac)
+        return machine.loader if machine is not None else None
+
+    def set_loader(self, mac: str, loader: str | None) -> Deferred[MachineRow]:
+        """Give ``mac`` its own EFI loader, or ``None`` to follow ``[boot] efi_loader``."""
+        return self._save(evolve(self._record(mac), loader=loader),
+                          f"loader {loader or 'from [boot] efi_loader'}")
 
     def script_served(self, mac: str, entry: str) -> Deferred[MachineRow] | None:
         """Note that a pending machine fetched its entry's script: it is installing."""

@@ -24,11 +24,11 @@ from twisted.web.client import Agent, HTTPConnectionPool
 from twisted.web.server import Site
 
 from pxetwist.catalog import CatalogService
+from pxetwist.chain import chain_files
 from pxetwist.config import Config
 from pxetwist.dhcp.leases import BOUND, LeasePool
 from pxetwist.dhcp.service import build_dhcp_service
 from pxetwist.events import BootEvent, EventBus
-from pxetwist.http import ipxe
 from pxetwist.http.app import PxeApp
 from pxetwist.machine_source import MachineSource
 from pxetwist.machines import MachineRegistry
@@ -213,23 +213,6 @@ def build_http(config: Config, app: PxeApp, reactor: Any) -> IService:
     return service
 
 
-def build_generated_files(config: Config, catalog: CatalogService,
-                          base_url: str) -> Callable[[str], bytes | None]:
-    """The files TFTP serves after its folders: ``boot.ipxe`` (the entry point, which
-    chains to HTTP with the MAC) and ``menu.ipxe``, for sites whose own DHCP server hands
-    iPXE a TFTP file name."""
-
-    def generate(name: str) -> bytes | None:
-        if name == "boot.ipxe":
-            return ipxe.entry_point_script(base_url).encode()
-        if name == "menu.ipxe":
-            return ipxe.menu_script(base_url, catalog.menu(), catalog.default_entry(),
-                                    config.boot.menu_timeout).encode()
-        return None
-
-    return generate
-
-
 def build_machine_source(config: Config, reactor: Any) -> MachineSource | None:
     """The external machine source of ``[boot] api_url``, or ``None`` when it is empty."""
     if not config.boot.api_url:
@@ -272,15 +255,17 @@ def make_service(config: Config, reactor: Any) -> PxeService:
     explain = None
     lease_mac = None
     if config.dhcp.mode != "off":
-        dhcp = build_dhcp_service(config, store, bus, reactor, address, base_url)
+        dhcp = build_dhcp_service(config, store, bus, reactor, address, base_url,
+                                  machines.loader)
         dhcp.setServiceParent(top)
         explain = dhcp.policy.explain
         if dhcp.pool is not None:
             lease_mac = current_lease_mac(dhcp.pool)
         running.append("dhcp")
     if config.tftp.enabled:
-        build_tftp_service(config, bus, reactor, build_generated_files(config, catalog, base_url),
-                           machines.mac_for_ip).setServiceParent(top)
+        generated, linked = chain_files(config, catalog, machines, base_url)
+        build_tftp_service(config, bus, reactor, generated, machines.mac_for_ip,
+                           linked).setServiceParent(top)
         running.append("tftp")
     app = PxeApp(config, catalog, machines, store, bus, base_url, tuple(running), explain,
                  build_machine_source(config, reactor), lease_mac=lease_mac)

@@ -83,6 +83,9 @@ MIGRATIONS: tuple[str, ...] = (
         value TEXT NOT NULL
     );
     """,
+    """
+    ALTER TABLE machines ADD COLUMN loader TEXT;
+    """,
 )
 
 
@@ -113,6 +116,8 @@ class MachineRow:
 
     :ivar assignment: how many times an operator assigned this machine (0: never); a
         callback token is bound to it, so a new assignment voids the old token.
+    :ivar loader: the machine's own EFI loader (``ipxe``/``shim``), ``None``: ``[boot]
+        efi_loader``.
     """
 
     mac: str
@@ -126,6 +131,7 @@ class MachineRow:
     once: bool
     last_stage: str
     assignment: int = 0
+    loader: str | None = None
 
 
 @frozen
@@ -285,7 +291,7 @@ class Store:
         """Every machine record, read at once in this thread; for startup only."""
         rows = self._read(
             "SELECT mac, first_seen, last_seen, ip, arch, uuid, state, entry, once, last_stage,"
-            " assignment FROM machines ORDER BY mac"
+            " assignment, loader FROM machines ORDER BY mac"
         )
         return [_machine_row(row) for row in rows]
 
@@ -422,9 +428,9 @@ def _machine_upsert(m: MachineRow) -> tuple[str, Sequence[object]]:
     return (
         "INSERT OR REPLACE INTO machines"
         " (mac, first_seen, last_seen, ip, arch, uuid, state, entry, once, last_stage,"
-        " assignment) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        " assignment, loader) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (m.mac, m.first_seen, m.last_seen, m.ip, m.arch, m.uuid, m.state, m.entry,
-         int(m.once), m.last_stage, m.assignment),
+         int(m.once), m.last_stage, m.assignment, m.loader),
     )
 
 

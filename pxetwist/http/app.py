@@ -29,6 +29,7 @@ from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 
 from pxetwist import __version__
 from pxetwist.catalog import CatalogService, EntryView, is_url
+from pxetwist.chain import explain_chain, machine_grub_config, plan_machine
 from pxetwist.config import Config
 from pxetwist.events import EventBus, Stage
 from pxetwist.http import api, ipxe
@@ -36,7 +37,8 @@ from pxetwist.machine_source import MachineSource, SourceAnswer
 from pxetwist.machines import MachineRegistry, machine_json
 from pxetwist.metrics import HTTP_BYTES, HTTP_REQUESTS, HTTP_SECONDS
 from pxetwist.paths import PathRefusedError, normalise, resolve_inside
-from pxetwist.policy import ENTRY, EXTERNAL, MENU, BootPlan, plan_boot
+from pxetwist.policy import ENTRY, EXTERNAL, MENU, BootPlan
+from pxetwist.signed import loader_for
 from pxetwist.store import Store
 
 UI_FOLDER = Path(__file__).resolve().parent / "ui"
@@ -255,10 +257,7 @@ class PxeApp:
 
     def _plan(self, mac: str, source: SourceAnswer | None) -> BootPlan:
         """What ``mac`` boots next (:func:`pxetwist.policy.plan_boot` over what we know)."""
-        entry_id = self.machines.boot_entry(mac)
-        return plan_boot(entry_id, self.catalog.view(entry_id) if entry_id else None,
-                         self.machines.is_local(mac), self.config.boot.unknown, source,
-                         self.config.boot.api_url)
+        return plan_machine(self.machines, self.catalog, self.config.boot, mac, source)
 
     def _planned(self, mac: str) -> BootPlan | Deferred[BootPlan]:
         """:meth:`_plan`, after asking the machine source when one is configured (without
@@ -625,9 +624,16 @@ class PxeApp:
     def assign(self, request: IRequest, mac_text: str) -> Any:
         self._require_mutation(request)
         mac = api.path_mac(mac_text)
-        entry, once = api.assignment(api.read_json(request))
+        body = api.read_json(request)
+        loader_given, loader = api.loader_change(body)
+        if loader_given and "entry" not in body:  # only the loader changes
+            record = yield self.machines.set_loader(mac, loader)
+            return json_body(request, machine_json(record))
+        entry, once = api.assignment(body)
         if entry is not None:
             self._known_entry(entry)
+        if loader_given:
+            yield self.machines.set_loader(mac, loader)
         record = yield self.machines.assign(mac, entry, once)
         return json_body(request, machine_json(record))
 
@@ -665,7 +671,12 @@ class PxeApp:
             "entry": plan.entry.as_json() if plan.entry else None,
             "dhcp": self.dhcp_explain(mac) if self.dhcp_explain else [],
             "script": self._script_for(plan),
+            "grub": machine_grub_config(self.machines, self.catalog, self.config, mac)[1],
+            "secure_boot": explain_chain(self.config, *self._loader(mac), plan, mac),
         })
+
+    def _loader(self, mac: str) -> tuple[str, str]:
+        return loader_for(self.machines.loader(mac), self.config.boot.efi_loader)
 
     @app.route("/leases", methods=["GET"])
     @inlineCallbacks
