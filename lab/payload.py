@@ -36,6 +36,22 @@ def kernel_path() -> Path:
     return Path(kernels[-1])
 
 
+#: Debian's signed installer kernel (debian-installer-12-netboot-amd64).
+DI_KERNEL = Path("/usr/lib/debian-installer/images/12/amd64/text/debian-installer/amd64/linux")
+
+
+def secure_boot_kernel_path() -> Path:
+    """A signed kernel that boots through shim and GRUB with Secure Boot on.
+
+    Seen here (docs/SECURE-BOOT.md): Debian's 6.1.0-57 kernel stops in its EFI stub under
+    Secure Boot when GRUB 2.06 hands over ("XZ-compressed data is corrupt"), while it boots
+    with Secure Boot off, and the installer's 6.1.0-50 kernel boots either way."""
+    if not DI_KERNEL.is_file():
+        raise FileNotFoundError(f"{DI_KERNEL} missing (install "
+                                "debian-installer-12-netboot-amd64)")
+    return DI_KERNEL
+
+
 def busybox_path() -> Path:
     for candidate in ("/bin/busybox", "/usr/bin/busybox"):
         if os.path.exists(candidate):
@@ -77,11 +93,14 @@ def build(folder: Path) -> tuple[Path, Path]:
 
 
 def write_entry(catalog: Path, name: str, token: str, label: str = "Lab payload",
-                extra_args: str = "") -> Path:
+                extra_args: str = "", kernel: Path | None = None) -> Path:
     """A linux catalog entry booting the payload with ``pxelab_token=token`` (and
-    ``extra_args`` after it, as an operator would write them in entry.ini)."""
+    ``extra_args`` after it, as an operator would write them in entry.ini); ``kernel``
+    replaces Debian's installed kernel."""
     folder = catalog / name
     build(folder)
+    if kernel is not None:
+        shutil.copy(kernel, folder / "vmlinuz")
     (folder / "entry.ini").write_text(
         f"[entry]\nname = {label}\nkind = linux\nkernel = vmlinuz\ninitrd = initrd.img\n"
         f"cmdline = console=ttyS0 panic=-1 pxelab_token={token} {extra_args}\n")

@@ -1,0 +1,144 @@
+"""Secure Boot machines boot through the signed chain (issue 14): OVMF with Microsoft keys
+and Secure Boot on -> Debian's Microsoft-signed shim -> Debian's signed network GRUB ->
+the GRUB config pxetwist renders from the machine's boot plan -> Debian's signed kernel
+with the payload initrd, all over TFTP from pxetwist. QEMU's iPXE option ROM is off
+(``romfile=``): OVMF would run the unsigned ROM driver, which breaks shim's TFTP."""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from lab import payload, pxetwist_server
+from lab.netns import LabNet
+from lab.qemu import OVMF_4M_CODE, OVMF_SB_CODE, start_vm
+from pxetwist.config import BootConfig
+from pxetwist.signed import FAMILIES, signed_files
+
+BOOT_TIMEOUT = 240
+#: MiB of guest memory: GRUB loads the whole kernel and initrd before the EFI stub unpacks.
+MEMORY = 512
+#: Arguments whose every character GRUB must pass as written: `;`, `$`, braces, `#`, and
+#: an iPXE setting the per-machine config expands.
+GRUB_ARGS = "semi=a;b dollar=$5 brace={x} hash=#1 BOOTIF=01-${mac:hexhyp}"
+
+
+def _missing() -> str | None:
+    boot = BootConfig(unknown="menu", menu_timeout=0, api_url="")
+    found = signed_files(boot)
+    x64 = FAMILIES[0]
+    for name in (x64.shim, x64.grub):
+        if name not in found:
+            return f"{name} not found (install shim-signed and grub-efi-amd64-signed)"
+    for path in (OVMF_SB_CODE, OVMF_4M_CODE):
+        if not path.exists():
+            return f"{path} missing (install ovmf)"
+    try:
+        payload.secure_boot_kernel_path()
+    except FileNotFoundError as e:
+        return str(e)
+    return None
+
+
+pytestmark = pytest.mark.skipif(_missing() is not None, reason=str(_missing()))
+
+
+@pytest.fixture(scope="module")
+def sb_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[pxetwist_server.Server]:
+    """pxetwist in full mode with ``efi_loader = shim``; entries ``lab`` (token sb) and
+    ``second`` (token menu, the menu's default); the menu waits 2 s."""
+    folder = tmp_path_factory.mktemp("lab-sb")
+    net = LabNet().up()
+    try:
+        config = pxetwist_server.write_config(folder, net, "full", "efi_loader = shim\n")
+        text = config.read_text().replace("menu_timeout = 0", "menu_timeout = 2")
+        config.write_text(text)
+        kernel = payload.secure_boot_kernel_path()
+        payload.write_entry(folder / "catalog", "lab", "sb", "Lab payload", GRUB_ARGS, kernel)
+        payload.write_entry(folder / "catalog", "second", "menu", "Second 'quoted' {x}; $y",
+                            kernel=kernel)
+        server = pxetwist_server.start(net, folder, config)
+        try:
+            server.api("POST", "/pxe/second/menu", {"default": True})
+            yield server
+        finally:
+            server.stop()
+    finally:
+        net.down()
+
+
+def _boot(server: pxetwist_server.Server, mac: str, secure_boot: bool, wait_for: str,
+          timeout: float = BOOT_TIMEOUT) -> tuple[float | None, str]:
+    vm = start_vm(server.net, server.folder, mac, "uefi", nic_rom=False,
+                  secure_boot=secure_boot, memory=MEMORY)
+    try:
+        took = vm.wait_for(wait_for, timeout)
+        serial = vm.serial.read_bytes().decode("utf-8", "replace")
+        return took, re.sub(r"Downloading\.\.\.\d+%\s*", "", serial)
+    finally:
+        vm.stop()
+
+
+def _transfers(server: pxetwist_server.Server, mac: str) -> list[str]:
+    time.sleep(0.5)
+    events = server.api("GET", f"/events?mac={mac}")["events"]
+    return [e["detail"] for e in events if e["stage"] == "tftp.end"]
+
+
+def _cmdline(serial: str) -> str:
+    found = re.search(r"PXELAB-CMDLINE (.*)", serial)
+    assert found, serial[-2000:]
+    return found.group(1).strip()
+
+
+def test_secure_boot_shim_grub_assigned_entry(sb_lab: pxetwist_server.Server) -> None:
+    """Proof 1: Secure Boot on, shim -> GRUB -> the assigned linux entry over TFTP; every
+    argument arrives exactly, ${mac:hexhyp} expanded for this machine."""
+    mac = "52:54:00:5b:00:01"
+    sb_lab.api("PUT", f"/machines/{mac}", {"entry": "lab", "once": False})
+    took, serial = _boot(sb_lab, mac, True, f"{payload.MARKER} sb")
+    assert took is not None, serial[-3000:]
+    line = _cmdline(serial)
+    assert line.endswith("semi=a;b dollar=$5 brace={x} hash=#1 BOOTIF=01-52-54-00-5b-00-01")
+    done = " ".join(_transfers(sb_lab, mac))
+    for name in ("shimx64.efi complete", "grubx64.efi complete", "grub/grub.cfg complete",
+                 "grub/pxetwist/52:54:00:5b:00:01.cfg complete",
+                 "pxetwist/entries/lab/vmlinuz complete"):
+        assert name in done, done
+    print(f"secure boot, shim -> GRUB -> entry: marker after {took:.1f} s")
+
+
+def test_secure_boot_grub_menu_boots_default(sb_lab: pxetwist_server.Server) -> None:
+    """Proof 2: no assignment, unknown = menu: GRUB's menu lists the offered entries in
+    order and boots the default (``second``) after the timeout."""
+    took, serial = _boot(sb_lab, "52:54:00:5b:00:02", True, f"{payload.MARKER} menu")
+    assert took is not None, serial[-3000:]
+    print(f"secure boot, GRUB menu default: marker after {took:.1f} s")
+
+
+def test_secure_boot_refuses_ipxe(sb_lab: pxetwist_server.Server) -> None:
+    """Proof 3: a machine on the iPXE loader under Secure Boot: the firmware refuses the
+    unsigned ipxe.efi ("Access Denied"), and explain says it cannot boot there."""
+    mac = "52:54:00:5b:00:03"
+    sb_lab.api("PUT", f"/machines/{mac}", {"loader": "ipxe"})
+    explained = sb_lab.api("GET", f"/machines/{mac}/explain")["secure_boot"]
+    assert explained["loader"] == "ipxe"
+    assert any("cannot boot where Secure Boot is on" in n for n in explained["notes"])
+    took, serial = _boot(sb_lab, mac, True, "Access Denied", 120)
+    assert took is not None, serial[-3000:]
+    assert "ipxe.efi complete" in " ".join(_transfers(sb_lab, mac))
+    print(f"secure boot refuses ipxe.efi after {took:.1f} s")
+
+
+def test_secure_boot_off_shim_chain_works(sb_lab: pxetwist_server.Server) -> None:
+    """Proof 4: Secure Boot off, the same shim chain boots (one setting for a mixed
+    fleet)."""
+    mac = "52:54:00:5b:00:04"
+    sb_lab.api("PUT", f"/machines/{mac}", {"entry": "lab", "once": False})
+    took, serial = _boot(sb_lab, mac, False, f"{payload.MARKER} sb")
+    assert took is not None, serial[-3000:]
+    print(f"secure boot off, shim -> GRUB -> entry: marker after {took:.1f} s")
+
