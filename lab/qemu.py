@@ -66,7 +66,8 @@ class VM:
 
 
 def start_vm(net: LabNet, folder: Path, mac: str, firmware: str = "bios",
-             nic_rom: bool = True, secure_boot: bool | None = None, memory: int = 256) -> VM:
+             nic_rom: bool = True, secure_boot: bool | None = None, memory: int = 256,
+             extra: tuple[str, ...] = ()) -> VM:
     """Boot a VM from the network on a new tap of ``net``. ``firmware``: bios | uefi.
 
     :param secure_boot: UEFI on q35 with the 4M OVMF build: ``True`` with Secure Boot on
@@ -99,6 +100,7 @@ def start_vm(net: LabNet, folder: Path, mac: str, firmware: str = "bios",
         shutil.copy(template, variables)
         argv += ["-drive", f"if=pflash,format=raw,readonly=on,file={code}",
                  "-drive", f"if=pflash,format=raw,file={variables}"]
+    argv += extra
     log = (folder / f"qemu-{mac.replace(':', '')}.log").open("wb")
     process = subprocess.Popen(net.exec_argv(*argv), stdout=log, stderr=subprocess.STDOUT,
                                stdin=subprocess.DEVNULL)

@@ -22,7 +22,7 @@ from pxetwist.config import BootConfig, Config, normalise_mac
 from pxetwist.http import ipxe
 from pxetwist.machine_source import SourceAnswer
 from pxetwist.machines import MachineRegistry
-from pxetwist.policy import ENTRY, BootPlan, plan_boot
+from pxetwist.policy import ENTRY, MENU, BootPlan, plan_boot
 
 _log = Logger()
 
@@ -118,6 +118,36 @@ def chain_files(config: Config, catalog: CatalogService, machines: MachineRegist
     """``(generated, linked)`` for the TFTP resolver."""
     files = ChainFiles(config, catalog, machines, base_url)
     return files.generated, files.linked
+
+
+def image_parts(config: Config, catalog: CatalogService, plan: BootPlan, mac: str,
+                family: signed.Family) -> tuple[list[tuple[str, Path]], bytes] | str:
+    """What the Secure Boot HTTP Boot image of ``plan`` holds: ``(files, grub.cfg)``
+    (image path -> source; :func:`pxetwist.fatimage.build_image`), or why there is none
+    (local boot, nothing GRUB can boot, the chain's files missing)."""
+    found = signed.signed_files(config.boot)
+    if family.shim not in found or family.grub not in found:
+        return f"{family.shim} or {family.grub} not found ([boot] shim_dir, grub_dir)"
+    if plan.action == ENTRY and plan.entry is not None:
+        views = [plan.entry]
+    elif plan.action == MENU:
+        views = [view for view in catalog.menu() if not grub.refusal(view)]
+    else:
+        return f"no image for this plan ({plan.reason})"
+    files = [(f"EFI/BOOT/{family.removable}", found[family.shim]),
+             (f"EFI/BOOT/{family.grub}", found[family.grub])]
+    for view in views:
+        entry = view.entry
+        if grub.refusal(view):
+            return f"entry {entry.id}: {grub.refusal(view)}"
+        names = (entry.kernel, *entry.initrd) if entry.kind == "linux" else (entry.file,)
+        files += [(grub.entry_file_path(entry.id, name).lstrip("/"), entry.folder / name)
+                  for name in names]
+    if len(files) == 2:
+        return "no entry GRUB can boot is offered"
+    text = grub.plan_config(plan, mac, catalog.menu(), catalog.default_entry(),
+                            config.boot.menu_timeout)
+    return files, text.encode()
 
 
 def explain_chain(config: Config, loader: str, loader_why: str, plan: BootPlan,

@@ -136,13 +136,17 @@ class BootPolicy:
                                 reply_class, name,
                                 "iPXE (option 77/175): its boot script over HTTP")
         family = signed.family_of(facts.arch)
-        if family is not None and facts.arch in family.codes and not http_client:
+        if family is not None:
             loader, why = self.loader(facts.mac)
+            second = self._config.shim_second_stage
+            if loader == signed.SHIM and http_client:
+                url = signed.http_boot_url(self._base_url, facts.mac, second, family)
+                return BootDecision("http", url, self._server, "HTTPClient", name,
+                                    f"{why}: UEFI HTTP boot of the signed chain (then {second})")
             if loader == signed.SHIM:
-                first = signed.first_stage(family, self._config.shim_second_stage)
+                first = signed.first_stage(family, second)
                 return BootDecision("tftp", first, self._server, reply_class, name,
-                                    f"{why}: the signed chain ({first}, then "
-                                    f"{self._config.shim_second_stage})")
+                                    f"{why}: the signed chain ({first}, then {second})")
         found = self._file_for(facts.arch, arch)
         if found is None:
             return BootDecision("none", "", self._server, reply_class, name,

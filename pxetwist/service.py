@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from treq.client import HTTPClient
@@ -19,6 +20,7 @@ from twisted.application.internet import TimerService
 from twisted.application.service import IService, MultiService, Service
 from twisted.internet.defer import Deferred
 from twisted.internet.error import CannotListenError
+from twisted.internet.threads import deferToThreadPool
 from twisted.logger import ILogObserver, Logger
 from twisted.web.client import Agent, HTTPConnectionPool
 from twisted.web.server import Site
@@ -232,6 +234,11 @@ def current_lease_mac(pool: LeasePool) -> Callable[[str], str]:
     return lease_mac
 
 
+def in_thread(reactor: Any, work: Callable[..., Any], *args: Any) -> Deferred[Any]:
+    """Run blocking ``work`` in the reactor's thread pool."""
+    return deferToThreadPool(reactor, reactor.getThreadPool(), work, *args)
+
+
 def make_service(config: Config, reactor: Any) -> PxeService:
     """Assemble the whole server from ``config``, using ``reactor`` for all I/O and time.
 
@@ -268,6 +275,7 @@ def make_service(config: Config, reactor: Any) -> PxeService:
                            linked).setServiceParent(top)
         running.append("tftp")
     app = PxeApp(config, catalog, machines, store, bus, base_url, tuple(running), explain,
-                 build_machine_source(config, reactor), lease_mac=lease_mac)
+                 build_machine_source(config, reactor), lease_mac=lease_mac,
+                 run_in_thread=partial(in_thread, reactor))
     build_http(config, app, reactor).setServiceParent(top)
     return top

@@ -29,7 +29,7 @@ LOADERS: tuple[str, ...] = (IPXE, SHIM)
 
 @frozen
 class Family:
-    """One CPU family's signed chain.
+    r"""One CPU family's signed chain.
 
     :ivar codes: option-93 codes of this family's UEFI clients (PXE and HTTP Boot).
     :ivar shim: the TFTP name of the Microsoft-signed shim.
@@ -37,6 +37,7 @@ class Family:
     :ivar ipxe_shim: iPXE's own signed shim.
     :ivar shim_files: names of Debian's shim in ``shim_dir``, first found wins.
     :ivar grub_files: names of Debian's signed network GRUB in ``grub_dir``.
+    :ivar removable: the firmware's default loader name on a disk (``\EFI\BOOT\...``).
     """
 
     name: str
@@ -47,17 +48,18 @@ class Family:
     ipxe_shim: str
     shim_files: tuple[str, ...]
     grub_files: tuple[str, ...]
+    removable: str
 
 
 FAMILIES: tuple[Family, ...] = (
     Family("x64", (7, 9), (16, 17), "shimx64.efi", "grubx64.efi", "ipxe-shimx64.efi",
            ("shimx64.efi.signed", "shimx64.efi"),
            ("x86_64-efi-signed/grubnetx64.efi.signed", "grubnetx64.efi.signed",
-            "grubx64.efi")),
+            "grubx64.efi"), "BOOTX64.EFI"),
     Family("arm64", (11,), (19,), "shimaa64.efi", "grubaa64.efi", "ipxe-shimaa64.efi",
            ("shimaa64.efi.signed", "shimaa64.efi"),
            ("arm64-efi-signed/grubnetaa64.efi.signed", "grubnetaa64.efi.signed",
-            "grubaa64.efi")),
+            "grubaa64.efi"), "BOOTAA64.EFI"),
 )
 
 
@@ -80,6 +82,15 @@ def loader_for(own: str | None, efi_loader: str) -> tuple[str, str]:
 def first_stage(family: Family, second_stage: str) -> str:
     """The TFTP name a client of ``family`` is sent with the shim loader."""
     return family.ipxe_shim if second_stage == IPXE else family.shim
+
+
+def http_boot_url(base_url: str, mac: str, second_stage: str, family: Family) -> str:
+    """What a UEFI HTTP Boot client on the shim loader is sent: with GRUB, the FAT image
+    of its boot plan (:mod:`pxetwist.fatimage`: OVMF boots a ``.img`` URL as a RAM disk);
+    with iPXE's signed shim, that shim by URL (it reads ``autoexec.ipxe`` beside it)."""
+    if second_stage == IPXE:
+        return f"{base_url}/files/{family.ipxe_shim}"
+    return f"{base_url}/pxe/secureboot/{mac}-{family.name}.img"
 
 
 def _first_file(folder: Path, names: tuple[str, ...]) -> Path | None:

@@ -18,7 +18,7 @@ from typing import Any
 
 from klein import Klein
 from prometheus_client import generate_latest
-from twisted.internet.defer import Deferred, inlineCallbacks, succeed
+from twisted.internet.defer import Deferred, inlineCallbacks, maybeDeferred, succeed
 from twisted.logger import Logger
 from twisted.web.iweb import IRequest
 from twisted.web.pages import notFound
@@ -27,9 +27,9 @@ from twisted.web.server import NOT_DONE_YET, Request
 from twisted.web.static import File
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 
-from pxetwist import __version__
+from pxetwist import __version__, fatimage, signed
 from pxetwist.catalog import CatalogService, EntryView, is_url
-from pxetwist.chain import explain_chain, machine_grub_config, plan_machine
+from pxetwist.chain import explain_chain, image_parts, machine_grub_config, plan_machine
 from pxetwist.config import Config
 from pxetwist.events import EventBus, Stage
 from pxetwist.http import api, ipxe
@@ -180,6 +180,8 @@ class PxeApp:
     :param lease_mac: IP -> the MAC holding a current DHCP lease on it, or ``""``: whom an
         HTTP fetch without ``?mac=`` is charged to (``None``: nobody, the IP alone is
         recorded; a NAT or a proxy puts many machines behind one address).
+    :param run_in_thread: runs blocking work (building a Secure Boot image) off the
+        reactor thread, returning a Deferred; ``None``: at once (tests).
     """
 
     app = Klein()
@@ -197,6 +199,7 @@ class PxeApp:
         dhcp_explain: Callable[[str], list[dict[str, Any]]] | None = None,
         machine_source: MachineSource | None = None,
         lease_mac: Callable[[str], str] | None = None,
+        run_in_thread: Callable[..., Deferred[Any]] | None = None,
     ) -> None:
         self.config = config
         self.catalog = catalog
@@ -208,6 +211,7 @@ class PxeApp:
         self.dhcp_explain = dhcp_explain
         self.machine_source = machine_source
         self.lease_mac = lease_mac
+        self.run_in_thread = run_in_thread or maybeDeferred
         self.file_folders = (config.tftp.root, config.tftp.ipxe_dir)
 
     def resource(self) -> IResource:
@@ -388,6 +392,36 @@ class PxeApp:
         self._count("menu", request)
         return script_body(request, self._menu())
 
+    @app.route("/pxe/secureboot/<name>", methods=["GET", "HEAD"])
+    def secure_boot_image(self, request: IRequest, name: str) -> Any:
+        """UEFI HTTP Boot under Secure Boot: the FAT image (``<MAC>-<family>.img``) that
+        holds shim, GRUB, the GRUB config of this MAC's plan and its entry's files."""
+        stem, _, suffix = name.rpartition(".")
+        mac_text, _, family_name = stem.rpartition("-")
+        mac = api.mac_or_none(mac_text)
+        family = next((f for f in signed.FAMILIES if f.name == family_name), None)
+        if suffix != "img" or mac is None or family is None:
+            return json_body(request, {"error": f"no image {name!r}"}, 404)
+        plan = self._plan(mac, None)
+        parts = image_parts(self.config, self.catalog, plan, mac, family)
+        if isinstance(parts, str):
+            self._publish(request, Stage.HTTP_FILE, mac, f"no Secure Boot image: {parts}")
+            return json_body(request, {"error": parts}, 404)
+        if plan.action == ENTRY and plan.entry_id is not None:
+            self._note_served(mac, plan.entry_id)
+        self._publish(request, Stage.HTTP_SCRIPT, mac, f"Secure Boot image: {plan.reason}")
+        files, text = parts
+        folder = self.config.server.state.parent / "secureboot-images"
+        built = self.run_in_thread(fatimage.build_image, folder, files, text)
+
+        def failed(failure: Any) -> bytes:
+            failure.trap(fatimage.ImageError)
+            self._log.warn("Secure Boot image for {mac}: {error}", mac=mac,
+                           error=failure.value)
+            return json_body(request, {"error": str(failure.value)}, 500)
+
+        return built.addCallbacks(lambda path: _serve_file(request, str(path)), failed)
+
     @app.route("/containers/<entry_id>/boot.ipxe", methods=["GET"])
     def entry_boot_script(self, request: IRequest, entry_id: str) -> bytes:
         """One entry's boot script."""
@@ -467,6 +501,9 @@ class PxeApp:
                     return _serve_file(request, real)
         except PathRefusedError:
             pass
+        if name in ("autoexec.ipxe", "boot.ipxe"):  # what a signed iPXE reads beside itself
+            self._publish(request, Stage.HTTP_SCRIPT, None, name)
+            return script_body(request, ipxe.entry_point_script(self.base_url))
         self._count("files", request, 404)
         return json_body(request, {"error": f"no file {name!r}"}, 404)
 

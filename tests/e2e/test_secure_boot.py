@@ -7,6 +7,7 @@ with the payload initrd, all over TFTP from pxetwist. QEMU's iPXE option ROM is 
 from __future__ import annotations
 
 import re
+import subprocess
 import time
 from collections.abc import Iterator
 
@@ -70,10 +71,47 @@ def sb_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[pxetwist_server
         net.down()
 
 
-def _boot(server: pxetwist_server.Server, mac: str, secure_boot: bool, wait_for: str,
-          timeout: float = BOOT_TIMEOUT) -> tuple[float | None, str]:
+@pytest.fixture(scope="module")
+def sb_proxy_lab(tmp_path_factory: pytest.TempPathFactory
+                 ) -> Iterator[pxetwist_server.Server]:
+    """pxetwist in proxy mode with ``efi_loader = shim`` beside dnsmasq as the site's DHCP
+    server (peer namespace), which names pxetwist as next-server (``dhcp-boot=,,IP``): the
+    signed GRUB takes its TFTP server from the site's reply."""
+    folder = tmp_path_factory.mktemp("lab-sb-proxy")
+    net = LabNet().up(with_peer=True)
+    dnsmasq = None
+    try:
+        dnsmasq = subprocess.Popen(net.exec_argv(
+            "dnsmasq", "--no-daemon", "--port=0", "--interface=pxlv1", "--bind-interfaces",
+            "--dhcp-range=10.77.0.160,10.77.0.200,12h", "--no-ping", "--conf-file=/dev/null",
+            f"--dhcp-boot=,,{net.address}", f"--dhcp-leasefile={folder}/dnsmasq.leases",
+            "--pid-file=", "--log-dhcp", peer=True),
+            stdout=(folder / "dnsmasq.log").open("wb"), stderr=subprocess.STDOUT)
+        config = pxetwist_server.write_config(folder, net, "proxy", "efi_loader = shim\n")
+        payload.write_entry(folder / "catalog", "lab", "proxy", "Lab payload",
+                            kernel=payload.secure_boot_kernel_path())
+        server = pxetwist_server.start(net, folder, config)
+        try:
+            yield server
+        finally:
+            server.stop()
+    finally:
+        if dnsmasq is not None and dnsmasq.poll() is None:
+            dnsmasq.terminate()
+            dnsmasq.wait(timeout=10)
+        net.down()
+
+
+#: OVMF with its PXE boot options removed: HTTPv4 Boot starts at once (LAB-NOTES).
+HTTP_BOOT_ONLY = ("-fw_cfg", "name=opt/org.tianocore/IPv4PXESupport,string=n",
+                  "-fw_cfg", "name=opt/org.tianocore/IPv6PXESupport,string=n")
+
+
+def _boot(server: pxetwist_server.Server, mac: str, secure_boot: bool | None, wait_for: str,
+          timeout: float = BOOT_TIMEOUT, extra: tuple[str, ...] = ()
+          ) -> tuple[float | None, str]:
     vm = start_vm(server.net, server.folder, mac, "uefi", nic_rom=False,
-                  secure_boot=secure_boot, memory=MEMORY)
+                  secure_boot=secure_boot, memory=MEMORY, extra=extra)
     try:
         took = vm.wait_for(wait_for, timeout)
         serial = vm.serial.read_bytes().decode("utf-8", "replace")
@@ -142,3 +180,46 @@ def test_secure_boot_off_shim_chain_works(sb_lab: pxetwist_server.Server) -> Non
     assert took is not None, serial[-3000:]
     print(f"secure boot off, shim -> GRUB -> entry: marker after {took:.1f} s")
 
+
+
+def test_secure_boot_shim_grub_proxy_mode(sb_proxy_lab: pxetwist_server.Server) -> None:
+    """Proof 1, proxy mode: dnsmasq hands out the address and names pxetwist as
+    next-server; pxetwist's proxyDHCP gives shimx64.efi; shim -> GRUB -> the entry; explain
+    tells the operator about next-server."""
+    mac = "52:54:00:5b:00:11"
+    sb_proxy_lab.api("PUT", f"/machines/{mac}", {"entry": "lab", "once": False})
+    notes = sb_proxy_lab.api("GET", f"/machines/{mac}/explain")["secure_boot"]["notes"]
+    assert any("next-server" in note for note in notes)
+    took, serial = _boot(sb_proxy_lab, mac, True, f"{payload.MARKER} proxy")
+    assert took is not None, serial[-3000:]
+    # TFTP fetches carry no MAC and proxy mode leases no address: look at every transfer
+    time.sleep(0.5)
+    events = sb_proxy_lab.api("GET", "/events")["events"]
+    done = " ".join(e["detail"] for e in events if e["stage"] == "tftp.end")
+    assert "grub/pxetwist/52:54:00:5b:00:11.cfg complete" in done, done
+    print(f"secure boot, proxy mode beside dnsmasq: marker after {took:.1f} s")
+
+
+def test_http_boot_secure_boot_off_ipxe_by_url(sb_lab: pxetwist_server.Server) -> None:
+    """Proof 5, Secure Boot off: OVMF's own HTTP Boot (no TFTP at all) gets ipxe.efi by URL
+    (a machine on the iPXE loader), iPXE boots the assigned entry."""
+    mac = "52:54:00:5b:00:21"
+    sb_lab.api("PUT", f"/machines/{mac}", {"entry": "lab", "loader": "ipxe"})
+    took, serial = _boot(sb_lab, mac, False, f"{payload.MARKER} sb", extra=HTTP_BOOT_ONLY)
+    assert took is not None, serial[-3000:]
+    assert "URI: http://10.77.0.1:8080/files/ipxe.efi" in serial
+    assert not _transfers(sb_lab, mac)
+    print(f"HTTP Boot, Secure Boot off, ipxe.efi by URL: marker after {took:.1f} s")
+
+
+def test_http_boot_secure_boot_on_signed_chain_image(sb_lab: pxetwist_server.Server) -> None:
+    """Proof 5, Secure Boot on: OVMF's HTTP Boot gets the FAT image of this machine's plan
+    (shim as BOOTX64.EFI, GRUB, grub.cfg, kernel and initrd) and boots it as a RAM disk;
+    no TFTP."""
+    mac = "52:54:00:5b:00:22"
+    sb_lab.api("PUT", f"/machines/{mac}", {"entry": "lab", "once": False})
+    took, serial = _boot(sb_lab, mac, True, f"{payload.MARKER} sb", extra=HTTP_BOOT_ONLY)
+    assert took is not None, serial[-3000:]
+    assert f"/pxe/secureboot/{mac}-x64.img" in serial
+    assert not _transfers(sb_lab, mac)
+    print(f"HTTP Boot, Secure Boot on, FAT image: marker after {took:.1f} s")
