@@ -5,14 +5,16 @@ and explain's Secure Boot readiness."""
 from __future__ import annotations
 
 import json
+import os
 import struct
+import subprocess
 from pathlib import Path
 
 import pytest
 from twisted.internet.testing import MemoryReactorClock
 
-from pxetwist import signed
-from pxetwist.chain import chain_files
+from pxetwist import fatimage, signed
+from pxetwist.chain import chain_files, image_parts
 from pxetwist.config import load_text
 from pxetwist.events import EventBus
 from pxetwist.machines import MachineRegistry
@@ -180,3 +182,53 @@ def test_put_loader_and_explain(tmp_path: Path) -> None:
     _, body, _ = rig.put(f"/machines/{MAC}", {"entry": "rescue-iso"})
     secure = json.loads(rig.get(f"/machines/{MAC}/explain")[1])["secure_boot"]
     assert "needs iPXE" in secure["grub_refuses"]
+
+
+@pytest.mark.skipif(fatimage.mtools_missing() is not None,
+                    reason=str(fatimage.mtools_missing()))
+def test_secure_boot_image_route(tmp_path: Path) -> None:
+    """UEFI HTTP Boot under shim: DHCP names /pxe/secureboot/<MAC>-x64.img; the image holds
+    shim as BOOTX64.EFI, GRUB, the plan's grub.cfg and the entry's files; it is cached by
+    content; a machine with nothing to boot gets a 404 with the reason."""
+    shim, grub_dir = fake_tree(tmp_path)
+    rig = make_rig(tmp_path, f"[boot]\nefi_loader = shim\nshim_dir = {shim}\n"
+                             f"grub_dir = {grub_dir}\n")
+    policy = BootPolicy(rig.app.config.boot, BASE, "10.77.0.1")
+    decision = policy.decide(ClientFacts(MAC, 16, "HTTPClient:Arch:00016:UNDI:003000"))
+    assert (decision.how, decision.vendor_class) == ("http", "HTTPClient")
+    assert decision.filename == f"{BASE}/pxe/secureboot/{MAC}-x64.img"
+    assert rig.get(f"/pxe/secureboot/{MAC}-x64.img")[0] == 404  # unassigned: local boot
+    rig.put(f"/machines/{MAC}", {"entry": "lab"})
+    # (StubTreq cannot carry a body of megabytes: HEAD here, the bytes from the builder)
+    code, _, response = rig._do("HEAD", f"/pxe/secureboot/{MAC}-x64.img")
+    assert code == 200
+    plan = rig.app._plan(MAC, None)
+    parts = image_parts(rig.app.config, rig.catalog, plan, MAC, signed.FAMILIES[0])
+    assert not isinstance(parts, str)
+    image = fatimage.build_image(tmp_path / "direct", *parts)
+
+    def inside(name: str) -> bytes:
+        out = subprocess.run(["mtype", "-i", str(image), f"::/{name}"], capture_output=True,
+                             check=True, env={**os.environ, "MTOOLS_SKIP_CHECK": "1"})
+        return out.stdout
+
+    assert inside("EFI/BOOT/BOOTX64.EFI") == b"MZshim"
+    assert inside("EFI/BOOT/grubx64.efi") == b"MZgrub"
+    assert b"linux '/pxetwist/entries/lab/vmlinuz'" in inside("grub/grub.cfg")
+    assert inside("pxetwist/entries/lab/initrd.img") == b"initrd" * 100
+    images = list((rig.app.config.server.state.parent / "secureboot-images").glob("*.img"))
+    assert len(images) == 1
+    rig._do("HEAD", f"/pxe/secureboot/{MAC}-x64.img")
+    assert len(list(images[0].parent.glob("*.img"))) == 1  # cached, not rebuilt
+    for bad in (f"{MAC}-mips.img", f"{MAC}-x64.iso", "nope-x64.img"):
+        assert rig.get(f"/pxe/secureboot/{bad}")[0] == 404
+    rig.put(f"/machines/{MAC}", {"entry": "rescue-iso"})
+    code, body, _ = rig.get(f"/pxe/secureboot/{MAC}-x64.img")
+    assert code == 404 and b"needs iPXE" in body
+
+
+def test_autoexec_ipxe_over_http(tmp_path: Path) -> None:
+    rig = make_rig(tmp_path)
+    code, body, _ = rig.get("/files/autoexec.ipxe")
+    assert code == 200
+    assert f"chain --autofree {BASE}/pxe/boot.ipxe?mac=${{mac:hexhyp}}".encode() in body
