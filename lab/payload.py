@@ -59,12 +59,16 @@ def busybox_path() -> Path:
     raise FileNotFoundError("no busybox (install busybox-static)")
 
 
-def build(folder: Path) -> tuple[Path, Path]:
+def build(folder: Path, kernel: Path | None = None, busybox: Path | None = None,
+          console: str = "ttyS0") -> tuple[Path, Path]:
     """``vmlinuz`` and ``initrd.img`` in ``folder`` (built once, then copied from a cache
-    keyed by the kernel and busybox files)."""
-    kernel, busybox = kernel_path(), busybox_path()
-    key = hashlib.sha256(f"{kernel}:{kernel.stat().st_mtime}:{busybox.stat().st_mtime}:"
-                         f"{INIT}".encode()).hexdigest()[:16]
+    keyed by the kernel and busybox files); another architecture's ``kernel`` and
+    ``busybox`` and its serial ``console`` (arm64: ``ttyAMA0``) may be given."""
+    kernel = kernel or kernel_path()
+    busybox = busybox or busybox_path()
+    init = INIT.replace("/dev/ttyS0", f"/dev/{console}")
+    key = hashlib.sha256(f"{kernel}:{kernel.stat().st_mtime}:{busybox}:"
+                         f"{busybox.stat().st_mtime}:{init}".encode()).hexdigest()[:16]
     cached = CACHE / key
     if not (cached / "initrd.img").exists():
         cached.mkdir(parents=True, exist_ok=True)
@@ -74,7 +78,7 @@ def build(folder: Path) -> tuple[Path, Path]:
             (root / "dev").mkdir()
             (root / "proc").mkdir()
             shutil.copy(busybox, root / "bin" / "busybox")
-            (root / "init").write_text(INIT)
+            (root / "init").write_text(init)
             (root / "init").chmod(0o755)
             os.mknod(root / "dev" / "console", 0o600 | 0o020000, os.makedev(5, 1))
             names = subprocess.run(["find", "."], cwd=root, capture_output=True, check=True

@@ -7,6 +7,7 @@ with the payload initrd, all over TFTP from pxetwist. QEMU's iPXE option ROM is 
 from __future__ import annotations
 
 import re
+import shutil
 import subprocess
 import time
 from collections.abc import Iterator
@@ -223,3 +224,77 @@ def test_http_boot_secure_boot_on_signed_chain_image(sb_lab: pxetwist_server.Ser
     assert f"/pxe/secureboot/{mac}-x64.img" in serial
     assert not _transfers(sb_lab, mac)
     print(f"HTTP Boot, Secure Boot on, FAT image: marker after {took:.1f} s")
+
+
+#: Debian's signed netboot tree (debian-installer-12-netboot-amd64).
+DI_TREE = payload.DI_KERNEL.parent
+
+
+@pytest.mark.skipif(not (DI_TREE / "initrd.gz").is_file(),
+                    reason="debian-installer-12-netboot-amd64 is not installed")
+def test_secure_boot_debian_installer(sb_lab: pxetwist_server.Server) -> None:
+    """Proof 7: an entry made from the real Debian netboot tree (its signed kernel and
+    40 MB initrd) boots its installer under Secure Boot through pxetwist's GRUB config,
+    until the installer's first screen (priority=low: its main menu) shows on the serial
+    console."""
+    entry = sb_lab.folder / "catalog" / "debian-installer"
+    entry.mkdir(exist_ok=True)
+    for name in ("linux", "initrd.gz"):
+        shutil.copy(DI_TREE / name, entry / name)
+    (entry / "entry.ini").write_text(
+        "[entry]\nname = Debian 12 installer\nkind = linux\nkernel = linux\n"
+        "initrd = initrd.gz\ncmdline = console=ttyS0,115200n8 priority=low ---\n")
+    sb_lab.api("POST", "/catalog/refresh")
+    mac = "52:54:00:5b:00:31"
+    sb_lab.api("PUT", f"/machines/{mac}", {"entry": "debian-installer", "once": False})
+    vm = start_vm(sb_lab.net, sb_lab.folder, mac, "uefi", nic_rom=False, secure_boot=True,
+                  memory=1024)
+    try:
+        took = vm.wait_for("Debian installer main menu", 300)
+        serial = vm.serial.read_bytes().decode("utf-8", "replace")
+    finally:
+        vm.stop()
+    assert took is not None, re.sub(r"Downloading\.\.\.\d+%\s*", "", serial)[-3000:]
+    assert "Secure boot enabled" in serial or "Secure Boot is enabled" in serial
+    print(f"secure boot, Debian installer's first screen after {took:.1f} s")
+
+
+def test_arm64_shim_grub_entry(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Proof 6: arm64 (qemu-system-aarch64, AAVMF with Microsoft keys, TCG): option 93 =
+    11 gets shimaa64.efi, shim -> grubaa64.efi -> Debian's arm64 kernel + the payload."""
+    from lab import arm64
+
+    try:
+        tree = arm64.root()
+    except RuntimeError as e:
+        pytest.skip(str(e))
+    folder = tmp_path_factory.mktemp("lab-arm64")
+    net = LabNet().up()
+    try:
+        config = pxetwist_server.write_config(
+            folder, net, "full",
+            f"efi_loader = shim\nshim_dir = {tree}/usr/lib/shim\n"
+            f"grub_dir = {tree}/usr/lib/grub\n")
+        entry = folder / "catalog" / "arm64"
+        payload.build(entry, arm64.kernel(tree), tree / "bin" / "busybox", "ttyAMA0")
+        (entry / "entry.ini").write_text(
+            "[entry]\nname = arm64 payload\nkind = linux\nkernel = vmlinuz\n"
+            "initrd = initrd.img\ncmdline = console=ttyAMA0 panic=-1 pxelab_token=arm64\n")
+        server = pxetwist_server.start(net, folder, config)
+        try:
+            mac = "52:54:00:5b:00:41"
+            server.api("PUT", f"/machines/{mac}", {"entry": "arm64", "once": False})
+            vm = arm64.start_vm(net, folder, mac, secure_boot=True)
+            try:
+                took = vm.wait_marker("arm64", 420)
+                serial = vm.serial.read_bytes().decode("utf-8", "replace")
+            finally:
+                vm.stop()
+            assert took is not None, re.sub(r"Downloading\.\.\.\d+%\s*", "", serial)[-3000:]
+            done = " ".join(_transfers(server, mac))
+            assert "shimaa64.efi complete" in done and "grubaa64.efi complete" in done, done
+            print(f"arm64, Secure Boot on, shim -> GRUB -> entry: marker after {took:.1f} s")
+        finally:
+            server.stop()
+    finally:
+        net.down()
