@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import re
 import shutil
-import subprocess
 import time
 from collections.abc import Iterator
 
@@ -17,6 +16,8 @@ import pytest
 from lab import payload, pxetwist_server
 from lab.netns import LabNet
 from lab.qemu import OVMF_4M_CODE, OVMF_SB_CODE, start_vm
+from lab.ra import stop
+from lab.site_dhcp import start_site_dhcp
 from pxetwist.config import BootConfig
 from pxetwist.signed import FAMILIES, signed_files
 
@@ -82,12 +83,7 @@ def sb_proxy_lab(tmp_path_factory: pytest.TempPathFactory
     net = LabNet().up(with_peer=True)
     dnsmasq = None
     try:
-        dnsmasq = subprocess.Popen(net.exec_argv(
-            "dnsmasq", "--no-daemon", "--port=0", "--interface=pxlv1", "--bind-interfaces",
-            "--dhcp-range=10.77.0.160,10.77.0.200,12h", "--no-ping", "--conf-file=/dev/null",
-            f"--dhcp-boot=,,{net.address}", f"--dhcp-leasefile={folder}/dnsmasq.leases",
-            "--pid-file=", "--log-dhcp", peer=True),
-            stdout=(folder / "dnsmasq.log").open("wb"), stderr=subprocess.STDOUT)
+        dnsmasq = start_site_dhcp(net, folder, f"--dhcp-boot=,,{net.address}")
         config = pxetwist_server.write_config(folder, net, "proxy", "efi_loader = shim\n")
         payload.write_entry(folder / "catalog", "lab", "proxy", "Lab payload",
                             kernel=payload.secure_boot_kernel_path())
@@ -97,9 +93,7 @@ def sb_proxy_lab(tmp_path_factory: pytest.TempPathFactory
         finally:
             server.stop()
     finally:
-        if dnsmasq is not None and dnsmasq.poll() is None:
-            dnsmasq.terminate()
-            dnsmasq.wait(timeout=10)
+        stop(dnsmasq)
         net.down()
 
 
