@@ -663,7 +663,7 @@ class PxeApp:
         mac = api.path_mac(mac_text)
         body = api.read_json(request)
         loader_given, loader = api.loader_change(body)
-        if loader_given and "entry" not in body:  # only the loader changes
+        if loader_given and set(body) == {"loader"}:  # only the loader changes
             record = yield self.machines.set_loader(mac, loader)
             return json_body(request, machine_json(record))
         entry, once = api.assignment(body)
