@@ -53,6 +53,8 @@ def root() -> Path:
         shutil.rmtree(partial, ignore_errors=True)
         for deb in sorted(debs.glob("*.deb")):
             _run(["dpkg", "-x", str(deb), str(partial)])
+        for modules in ("lib/modules", "usr/lib/modules"):  # ~300 MB nobody boots here
+            shutil.rmtree(partial / modules, ignore_errors=True)
         shutil.rmtree(tree, ignore_errors=True)
         partial.rename(tree)
     except (subprocess.CalledProcessError, subprocess.TimeoutExpired, StopIteration,
