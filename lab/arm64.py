@@ -53,7 +53,8 @@ def root() -> Path:
         shutil.rmtree(partial, ignore_errors=True)
         for deb in sorted(debs.glob("*.deb")):
             _run(["dpkg", "-x", str(deb), str(partial)])
-        for modules in ("lib/modules", "usr/lib/modules"):  # ~300 MB nobody boots here
+        for modules in ("lib/modules", "usr/lib/modules", *(str(p.relative_to(partial)) for p in
+                        partial.glob("usr/lib/linux-image-*"))):  # ~330 MB nobody boots here
             shutil.rmtree(partial / modules, ignore_errors=True)
         shutil.rmtree(tree, ignore_errors=True)
         partial.rename(tree)
