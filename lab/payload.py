@@ -36,6 +36,22 @@ def kernel_path() -> Path:
     return Path(kernels[-1])
 
 
+#: Debian's signed installer kernel (debian-installer-12-netboot-amd64).
+DI_KERNEL = Path("/usr/lib/debian-installer/images/12/amd64/text/debian-installer/amd64/linux")
+
+
+def secure_boot_kernel_path() -> Path:
+    """A signed kernel that boots through shim and GRUB with Secure Boot on.
+
+    Seen here (docs/SECURE-BOOT.md): Debian's 6.1.0-57 kernel stops in its EFI stub under
+    Secure Boot when GRUB 2.06 hands over ("XZ-compressed data is corrupt"), while it boots
+    with Secure Boot off, and the installer's 6.1.0-50 kernel boots either way."""
+    if not DI_KERNEL.is_file():
+        raise FileNotFoundError(f"{DI_KERNEL} missing (install "
+                                "debian-installer-12-netboot-amd64)")
+    return DI_KERNEL
+
+
 def busybox_path() -> Path:
     for candidate in ("/bin/busybox", "/usr/bin/busybox"):
         if os.path.exists(candidate):
@@ -91,13 +107,18 @@ def modules_folder() -> Path:
     return Path("/lib/modules") / version
 
 
-def build(folder: Path, init: str = INIT, modules: tuple[str, ...] = ()) -> tuple[Path, Path]:
+def build(folder: Path, init: str = INIT, modules: tuple[str, ...] = (),
+          kernel: Path | None = None, busybox: Path | None = None,
+          console: str = "ttyS0") -> tuple[Path, Path]:
     """``vmlinuz`` and ``initrd.img`` in ``folder`` (built once, then copied from a cache
     keyed by the kernel and busybox files); ``modules`` (names of the kernel's modules) go
-    into the initrd's ``/lib/modules``."""
-    kernel, busybox = kernel_path(), busybox_path()
-    key = hashlib.sha256(f"{kernel}:{kernel.stat().st_mtime}:{busybox.stat().st_mtime}:"
-                         f"{init}:{modules}".encode()).hexdigest()[:16]
+    into the initrd's ``/lib/modules``; another architecture's ``kernel`` and ``busybox``
+    and its serial ``console`` (arm64: ``ttyAMA0``) may be given."""
+    kernel = kernel or kernel_path()
+    busybox = busybox or busybox_path()
+    init = init.replace("/dev/ttyS0", f"/dev/{console}")
+    key = hashlib.sha256(f"{kernel}:{kernel.stat().st_mtime}:{busybox}:"
+                         f"{busybox.stat().st_mtime}:{init}:{modules}".encode()).hexdigest()[:16]
     cached = CACHE / key
     if not (cached / "initrd.img").exists():
         cached.mkdir(parents=True, exist_ok=True)
@@ -133,11 +154,14 @@ def build(folder: Path, init: str = INIT, modules: tuple[str, ...] = ()) -> tupl
 
 
 def write_entry(catalog: Path, name: str, token: str, label: str = "Lab payload",
-                extra_args: str = "") -> Path:
+                extra_args: str = "", kernel: Path | None = None) -> Path:
     """A linux catalog entry booting the payload with ``pxelab_token=token`` (and
-    ``extra_args`` after it, as an operator would write them in entry.ini)."""
+    ``extra_args`` after it, as an operator would write them in entry.ini); ``kernel``
+    replaces Debian's installed kernel."""
     folder = catalog / name
     build(folder)
+    if kernel is not None:
+        shutil.copy(kernel, folder / "vmlinuz")
     (folder / "entry.ini").write_text(
         f"[entry]\nname = {label}\nkind = linux\nkernel = vmlinuz\ninitrd = initrd.img\n"
         f"cmdline = console=ttyS0 panic=-1 pxelab_token={token} {extra_args}\n")

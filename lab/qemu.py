@@ -19,6 +19,12 @@ from lab.payload import MARKER
 
 OVMF_CODE = Path("/usr/share/OVMF/OVMF_CODE.fd")
 OVMF_VARS = Path("/usr/share/OVMF/OVMF_VARS.fd")
+#: Secure Boot on, Microsoft keys enrolled (needs q35 with SMM and secure pflash).
+OVMF_SB_CODE = Path("/usr/share/OVMF/OVMF_CODE_4M.ms.fd")
+OVMF_SB_VARS = Path("/usr/share/OVMF/OVMF_VARS_4M.ms.fd")
+#: The same 4M build with Secure Boot off (no keys enrolled).
+OVMF_4M_CODE = Path("/usr/share/OVMF/OVMF_CODE_4M.fd")
+OVMF_4M_VARS = Path("/usr/share/OVMF/OVMF_VARS_4M.fd")
 
 
 def qemu_missing() -> str | None:
@@ -60,9 +66,13 @@ class VM:
 
 
 def start_vm(net: LabNet, folder: Path, mac: str, firmware: str = "bios",
-             nic_rom: bool = True, memory: int = 256) -> VM:
+             nic_rom: bool = True, secure_boot: bool | None = None, memory: int = 256,
+             extra: tuple[str, ...] = ()) -> VM:
     """Boot a VM from the network on a new tap of ``net``. ``firmware``: bios | uefi;
-    ``memory`` in MiB."""
+    ``memory`` in MiB.
+
+    :param secure_boot: UEFI on q35 with the 4M OVMF build: ``True`` with Secure Boot on
+        (Microsoft keys), ``False`` with it off; ``None``: the plain OVMF build."""
     tap = net.add_tap()
     folder.mkdir(parents=True, exist_ok=True)
     serial = folder / f"serial-{mac.replace(':', '')}.log"
@@ -81,10 +91,17 @@ def start_vm(net: LabNet, folder: Path, mac: str, firmware: str = "bios",
         port_file.write_bytes(b"\xf8\x03")
         argv += ["-fw_cfg", f"name=etc/sercon-port,file={port_file}"]
     else:
+        code, template = OVMF_CODE, OVMF_VARS
+        if secure_boot is not None:
+            code, template = ((OVMF_SB_CODE, OVMF_SB_VARS) if secure_boot
+                              else (OVMF_4M_CODE, OVMF_4M_VARS))
+            argv += ["-machine", "q35,smm=on",
+                     "-global", "driver=cfi.pflash01,property=secure,value=on"]
         variables = folder / f"OVMF_VARS-{mac.replace(':', '')}.fd"
-        shutil.copy(OVMF_VARS, variables)
-        argv += ["-drive", f"if=pflash,format=raw,readonly=on,file={OVMF_CODE}",
+        shutil.copy(template, variables)
+        argv += ["-drive", f"if=pflash,format=raw,readonly=on,file={code}",
                  "-drive", f"if=pflash,format=raw,file={variables}"]
+    argv += extra
     log = (folder / f"qemu-{mac.replace(':', '')}.log").open("wb")
     process = subprocess.Popen(net.exec_argv(*argv), stdout=log, stderr=subprocess.STDOUT,
                                stdin=subprocess.DEVNULL)

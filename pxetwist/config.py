@@ -59,7 +59,9 @@ DEFAULTS: dict[str, dict[str, str]] = {
     },
     "http": {"port": "8080", "interface": "", "public_url": "", "api_token": ""},
     "catalog": {"paths": "../catalog", "rescan_interval": "60", "pxe_default": "yes"},
-    "boot": {"unknown": "local", "menu_timeout": "10", "api_url": "", "max_machines": "10000"},
+    "boot": {"unknown": "local", "menu_timeout": "10", "api_url": "", "max_machines": "10000",
+             "efi_loader": "ipxe", "shim_second_stage": "grub", "shim_dir": "/usr/lib/shim",
+             "grub_dir": "/usr/lib/grub"},
 }
 
 #: Sections whose keys are data (MACs, architectures), not fixed names.
@@ -173,12 +175,23 @@ class BootConfig:
         one by asking for a boot script); beyond, the one seen longest ago is forgotten.
     :ivar files: architecture name or option-93 code (as text), or ``default`` ->
         boot file name or URL.
+    :ivar efi_loader: ``ipxe`` or ``shim``: what UEFI x64 and arm64 clients are sent
+        first (``shim``: the Microsoft-signed chain, for Secure Boot; :mod:`pxetwist.signed`).
+    :ivar shim_second_stage: ``grub`` or ``ipxe``: what that shim loads.
+    :ivar shim_dir: where ``shimx64.efi``/``shimaa64.efi`` are found (Debian's
+        ``shim-signed``: ``/usr/lib/shim``).
+    :ivar grub_dir: where the signed network GRUB is found (Debian's
+        ``grub-efi-*-signed``: ``/usr/lib/grub``).
     """
 
     unknown: str
     menu_timeout: int
     api_url: str
     max_machines: int = 10_000
+    efi_loader: str = "ipxe"
+    shim_second_stage: str = "grub"
+    shim_dir: Path = Path("/usr/lib/shim")
+    grub_dir: Path = Path("/usr/lib/grub")
     files: Mapping[str, str] = field(factory=dict, hash=False)
 
 
@@ -451,6 +464,10 @@ def _boot(r: _Reader, parser: configparser.RawConfigParser) -> BootConfig:
         menu_timeout=r.integer("boot", "menu_timeout", 0, 3600),
         api_url=r.url("boot", "api_url"),
         max_machines=r.integer("boot", "max_machines", 1, 10_000_000),
+        efi_loader=r.choice("boot", "efi_loader", ("ipxe", "shim")),
+        shim_second_stage=r.choice("boot", "shim_second_stage", ("grub", "ipxe")),
+        shim_dir=r.path("boot", "shim_dir"),
+        grub_dir=r.path("boot", "grub_dir"),
         files=files,
     )
 

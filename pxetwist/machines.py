@@ -63,7 +63,12 @@ def callback_token(secret: str, mac: str, assignment: int) -> str:
 
 def _unconfigured(machine: MachineRow) -> bool:
     """Whether no operator ever touched this record (it may be forgotten)."""
-    return machine.state == DISCOVERED and machine.entry is None and machine.assignment == 0
+    return (machine.state == DISCOVERED and machine.entry is None and machine.assignment == 0
+            and machine.loader is None)
+
+
+#: The ``loader`` of :meth:`MachineRegistry.assign` that leaves the machine's as it is.
+KEEP_LOADER = "keep"
 
 
 def machine_json(machine: MachineRow) -> dict[str, Any]:
@@ -81,6 +86,7 @@ def machine_json(machine: MachineRow) -> dict[str, Any]:
         "last_stage": machine.last_stage,
         "hostname": machine.hostname,
         "vars": dict(machine.vars),
+        "loader": machine.loader,
     }
 
 
@@ -198,19 +204,21 @@ class MachineRegistry:
     # -- lifecycle -------------------------------------------------------------------
 
     def assign(self, mac: str, entry: str | None, once: bool = False,
-               hostname: str | None = None,
-               vars: dict[str, str] | None = None) -> Deferred[MachineRow]:
+               hostname: str | None = None, vars: dict[str, str] | None = None,
+               loader: str | None = KEEP_LOADER) -> Deferred[MachineRow]:
         """Assign an entry (``once``: until installed; else for good) or ``None`` for local.
         Each assignment gets a new number, which voids the previous callback token.
-        ``hostname`` and ``vars``, when given, replace the machine's (else they stay)."""
-        updated, detail = self._assigned(mac, entry, once, hostname, vars)
+        ``hostname`` and ``vars``, when given, replace the machine's (else they stay);
+        ``loader`` (``ipxe``, ``shim``, ``None``: ``[boot] efi_loader``) likewise unless
+        :data:`KEEP_LOADER`."""
+        updated, detail = self._assigned(mac, entry, once, hostname, vars, loader)
         return self._save(updated, detail)
 
     def assign_many(self, rows: list[tuple[str, str | None, bool, str | None,
-                                           dict[str, str] | None]]
+                                           dict[str, str] | None, str | None]]
                     ) -> Deferred[list[MachineRow]]:
-        """:meth:`assign` for each ``(mac, entry, once, hostname, vars)`` row, written in
-        one transaction: all rows or none."""
+        """:meth:`assign` for each ``(mac, entry, once, hostname, vars, loader)`` row,
+        written in one transaction: all rows or none."""
         done = [self._assigned(*row) for row in rows]
         d = self._store.put_machines([machine for machine, _ in done])
 
@@ -222,9 +230,12 @@ class MachineRegistry:
         return d.addCallback(stored)
 
     def _assigned(self, mac: str, entry: str | None, once: bool, hostname: str | None,
-                  vars: dict[str, str] | None) -> tuple[MachineRow, str]:
+                  vars: dict[str, str] | None,
+                  loader: str | None = KEEP_LOADER) -> tuple[MachineRow, str]:
         machine = self._record(mac)
         number = machine.assignment + 1
+        if loader != KEEP_LOADER:
+            machine = evolve(machine, loader=loader)
         if hostname is not None:
             machine = evolve(machine, hostname=hostname)
         if vars is not None:
@@ -235,6 +246,16 @@ class MachineRegistry:
             updated = evolve(machine, entry=entry, once=once, assignment=number,
                              state=PENDING if once else ASSIGNED)
         return updated, f"assigned {entry or 'local'}{' once' if once else ''}"
+
+    def loader(self, mac: str) -> str | None:
+        """The machine's own EFI loader (``ipxe``/``shim``), or ``None``: the config's."""
+        machine = self._machines.get(mac)
+        return machine.loader if machine is not None else None
+
+    def set_loader(self, mac: str, loader: str | None) -> Deferred[MachineRow]:
+        """Give ``mac`` its own EFI loader, or ``None`` to follow ``[boot] efi_loader``."""
+        return self._save(evolve(self._record(mac), loader=loader),
+                          f"loader {loader or 'from [boot] efi_loader'}")
 
     def script_served(self, mac: str, entry: str,
                       kernel_seen: bool = True) -> Deferred[MachineRow] | None:

@@ -12,11 +12,13 @@ source's kernel, the menu, or local boot, and why). The boot script routes,
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from attrs import frozen
 
+from pxetwist import signed
 from pxetwist.arch import BY_CODE, BY_NAME, DEFAULT_KEY, Arch, firmware_of_code, firmware_of_file
 from pxetwist.catalog import EntryView, is_url
 from pxetwist.config import BootConfig
@@ -78,12 +80,22 @@ class BootPolicy:
 
     :param base_url: the HTTP base iPXE and HTTP-boot clients are sent to.
     :param server_address: next-server for TFTP answers.
+    :param loader_of: MAC -> the machine's own loader (``ipxe``/``shim``), or ``None``
+        to follow ``[boot] efi_loader``.
     """
 
-    def __init__(self, config: BootConfig, base_url: str, server_address: str) -> None:
+    def __init__(self, config: BootConfig, base_url: str, server_address: str,
+                 loader_of: Callable[[str], str | None] | None = None) -> None:
         self._files = dict(config.files)
         self._base_url = base_url
         self._server = server_address
+        self._config = config
+        self._loader_of = loader_of
+
+    def loader(self, mac: str) -> tuple[str, str]:
+        """``(loader, why)``: the EFI loader ``mac`` is sent (``ipxe`` or ``shim``)."""
+        own = self._loader_of(mac) if self._loader_of is not None else None
+        return signed.loader_for(own, self._config.efi_loader)
 
     def _file_for(self, code: int | None, arch: Arch | None) -> tuple[str, str] | None:
         """The configured file and which ``[boot.files]`` key gave it, or ``None`` when
@@ -123,6 +135,18 @@ class BootPolicy:
             return BootDecision("http", f"{self._base_url}/pxe/boot.ipxe", self._server,
                                 reply_class, name,
                                 "iPXE (option 77/175): its boot script over HTTP")
+        family = signed.family_of(facts.arch)
+        if family is not None:
+            loader, why = self.loader(facts.mac)
+            second = self._config.shim_second_stage
+            if loader == signed.SHIM and http_client:
+                url = signed.http_boot_url(self._base_url, facts.mac, second, family)
+                return BootDecision("http", url, self._server, "HTTPClient", name,
+                                    f"{why}: UEFI HTTP boot of the signed chain (then {second})")
+            if loader == signed.SHIM:
+                first = signed.first_stage(family, second)
+                return BootDecision("tftp", first, self._server, reply_class, name,
+                                    f"{why}: the signed chain ({first}, then {second})")
         found = self._file_for(facts.arch, arch)
         if found is None:
             return BootDecision("none", "", self._server, reply_class, name,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from treq.client import HTTPClient
@@ -19,17 +20,19 @@ from twisted.application.internet import TimerService
 from twisted.application.service import IService, MultiService, Service
 from twisted.internet.defer import Deferred
 from twisted.internet.error import CannotListenError
+from twisted.internet.threads import deferToThreadPool
 from twisted.logger import ILogObserver, Logger
 from twisted.web.client import Agent, HTTPConnectionPool
 from twisted.web.server import Site
 
 from pxetwist.catalog import CatalogService
+from pxetwist.chain import chain_files
 from pxetwist.config import Config
 from pxetwist.dhcp.leases import BOUND, LeasePool
 from pxetwist.dhcp.service import build_dhcp_service
 from pxetwist.events import BootEvent, EventBus
-from pxetwist.http import ipxe
 from pxetwist.http.app import PxeApp
+from pxetwist.http.unattended import Unattended
 from pxetwist.machine_source import MachineSource
 from pxetwist.machines import MachineRegistry
 from pxetwist.metrics import BOOT_EVENTS
@@ -213,23 +216,6 @@ def build_http(config: Config, app: PxeApp, reactor: Any) -> IService:
     return service
 
 
-def build_generated_files(config: Config, catalog: CatalogService,
-                          base_url: str) -> Callable[[str], bytes | None]:
-    """The files TFTP serves after its folders: ``boot.ipxe`` (the entry point, which
-    chains to HTTP with the MAC) and ``menu.ipxe``, for sites whose own DHCP server hands
-    iPXE a TFTP file name."""
-
-    def generate(name: str) -> bytes | None:
-        if name == "boot.ipxe":
-            return ipxe.entry_point_script(base_url).encode()
-        if name == "menu.ipxe":
-            return ipxe.menu_script(base_url, catalog.menu(), catalog.default_entry(),
-                                    config.boot.menu_timeout).encode()
-        return None
-
-    return generate
-
-
 def build_machine_source(config: Config, reactor: Any) -> MachineSource | None:
     """The external machine source of ``[boot] api_url``, or ``None`` when it is empty."""
     if not config.boot.api_url:
@@ -247,6 +233,11 @@ def current_lease_mac(pool: LeasePool) -> Callable[[str], str]:
         return row.mac if row is not None and row.state == BOUND else ""
 
     return lease_mac
+
+
+def in_thread(reactor: Any, work: Callable[..., Any], *args: Any) -> Deferred[Any]:
+    """Run blocking ``work`` in the reactor's thread pool."""
+    return deferToThreadPool(reactor, reactor.getThreadPool(), work, *args)
 
 
 def make_service(config: Config, reactor: Any) -> PxeService:
@@ -272,17 +263,22 @@ def make_service(config: Config, reactor: Any) -> PxeService:
     explain = None
     lease_mac = None
     if config.dhcp.mode != "off":
-        dhcp = build_dhcp_service(config, store, bus, reactor, address, base_url)
+        dhcp = build_dhcp_service(config, store, bus, reactor, address, base_url,
+                                  machines.loader)
         dhcp.setServiceParent(top)
         explain = dhcp.policy.explain
         if dhcp.pool is not None:
             lease_mac = current_lease_mac(dhcp.pool)
         running.append("dhcp")
+    unattended = Unattended(machines, base_url, config.dhcp.reservations)
     if config.tftp.enabled:
-        build_tftp_service(config, bus, reactor, build_generated_files(config, catalog, base_url),
-                           machines.mac_for_ip).setServiceParent(top)
+        generated, linked = chain_files(config, catalog, machines, base_url,
+                                        unattended.grub_args)
+        build_tftp_service(config, bus, reactor, generated, machines.mac_for_ip,
+                           linked).setServiceParent(top)
         running.append("tftp")
     app = PxeApp(config, catalog, machines, store, bus, base_url, tuple(running), explain,
-                 build_machine_source(config, reactor), lease_mac=lease_mac)
+                 build_machine_source(config, reactor), lease_mac=lease_mac,
+                 run_in_thread=partial(in_thread, reactor), unattended=unattended)
     build_http(config, app, reactor).setServiceParent(top)
     return top

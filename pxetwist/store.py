@@ -88,6 +88,9 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE machines ADD COLUMN hostname TEXT NOT NULL DEFAULT '';
     ALTER TABLE machines ADD COLUMN vars TEXT NOT NULL DEFAULT '{}';
     """,
+    """
+    ALTER TABLE machines ADD COLUMN loader TEXT;
+    """,
 )
 
 
@@ -120,6 +123,8 @@ class MachineRow:
         callback token is bound to it, so a new assignment voids the old token.
     :ivar hostname: the operator's hostname for it (templates' ``hostname``), or ``""``.
     :ivar vars: the operator's template variables for it, (name, value) pairs by name.
+    :ivar loader: the machine's own EFI loader (``ipxe``/``shim``), ``None``: ``[boot]
+        efi_loader``.
     """
 
     mac: str
@@ -135,6 +140,7 @@ class MachineRow:
     assignment: int = 0
     hostname: str = ""
     vars: tuple[tuple[str, str], ...] = ()
+    loader: str | None = None
 
 
 @frozen
@@ -298,7 +304,7 @@ class Store:
         """Every machine record, read at once in this thread; for startup only."""
         rows = self._read(
             "SELECT mac, first_seen, last_seen, ip, arch, uuid, state, entry, once, last_stage,"
-            " assignment, hostname, vars FROM machines ORDER BY mac"
+            " assignment, hostname, vars, loader FROM machines ORDER BY mac"
         )
         return [_machine_row(row) for row in rows]
 
@@ -435,10 +441,11 @@ def _machine_upsert(m: MachineRow) -> tuple[str, Sequence[object]]:
     return (
         "INSERT OR REPLACE INTO machines"
         " (mac, first_seen, last_seen, ip, arch, uuid, state, entry, once, last_stage,"
-        " assignment, hostname, vars) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        " assignment, hostname, vars, loader)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (m.mac, m.first_seen, m.last_seen, m.ip, m.arch, m.uuid, m.state, m.entry,
          int(m.once), m.last_stage, m.assignment, m.hostname,
-         json.dumps(dict(m.vars), sort_keys=True)),
+         json.dumps(dict(m.vars), sort_keys=True), m.loader),
     )
 
 

@@ -142,16 +142,20 @@ def test_tftp_serves_generated_scripts_after_its_folders(tmp_path: Path) -> None
     """TFTP's last fallback: boot.ipxe chains to HTTP with the MAC, menu.ipxe is the menu;
     a file of that name in the TFTP root wins; other names are not generated."""
     from pxetwist.catalog import CatalogService
-    from pxetwist.service import build_generated_files
+    from pxetwist.chain import chain_files
+    from pxetwist.events import EventBus
+    from pxetwist.machines import MachineRegistry
     from pxetwist.store import Store
     from pxetwist.tftp.files import FileRefusedError, FileResolver
 
     config = lab_config(tmp_path, "[boot]\nmenu_timeout = 7\n")
     (tmp_path / "catalog" / "hello.ipxe").write_text("#!ipxe\necho hi\n")
-    catalog = CatalogService(config.catalog, Store(tmp_path / "s.sqlite"), MemoryReactorClock())
+    store = Store(tmp_path / "s.sqlite")
+    catalog = CatalogService(config.catalog, store, MemoryReactorClock())
     catalog.load()
     base = "http://10.77.0.1:8080"
-    resolver = FileResolver((config.tftp.root,), build_generated_files(config, catalog, base))
+    machines = MachineRegistry(store, EventBus(MemoryReactorClock()), MemoryReactorClock())
+    resolver = FileResolver((config.tftp.root,), chain_files(config, catalog, machines, base)[0])
 
     def read(name: str) -> str:
         source = resolver.open(name)

@@ -10,12 +10,14 @@ that interface (``SO_BINDTODEVICE``) and handed to Twisted with
 from __future__ import annotations
 
 import socket
+from collections.abc import Callable
 from typing import Any
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, DeferredList
 from twisted.logger import Logger
 
+from pxetwist import signed
 from pxetwist.config import Config
 from pxetwist.dhcp.leases import LeasePool
 from pxetwist.dhcp.proxy import ProxyServer
@@ -54,10 +56,11 @@ class DhcpService(Service):
     _log = Logger()
 
     def __init__(self, config: Config, store: Store, events: EventBus, reactor: Any,
-                 server_address: str, base_url: str) -> None:
+                 server_address: str, base_url: str,
+                 loader_of: Callable[[str], str | None] | None = None) -> None:
         self.config = config
         self.reactor = reactor
-        self.policy = BootPolicy(config.boot, base_url, server_address)
+        self.policy = BootPolicy(config.boot, base_url, server_address, loader_of)
         self.pool: LeasePool | None = None
         self.main = DhcpDatagramProtocol(self._dispatch_main)
         self.boot_server = DhcpDatagramProtocol(self._dispatch_boot_server)
@@ -115,6 +118,9 @@ class DhcpService(Service):
         for entry in self.policy.files_not_found(folders):
             self._log.warn("[boot.files] {entry}: no such file in [tftp] root or ipxe_dir",
                            entry=entry)
+        chain_missing = signed.missing_line(self.config.boot, folders)
+        if chain_missing:
+            self._log.warn("{line}", line=chain_missing)
         super().startService()
 
     def stopService(self) -> Deferred[Any] | None:
@@ -125,6 +131,8 @@ class DhcpService(Service):
 
 
 def build_dhcp_service(config: Config, store: Store, events: EventBus, reactor: Any,
-                       server_address: str, base_url: str) -> DhcpService:
-    """The DHCP service for ``[dhcp] mode`` full or proxy (``off``: don't call this)."""
-    return DhcpService(config, store, events, reactor, server_address, base_url)
+                       server_address: str, base_url: str,
+                       loader_of: Callable[[str], str | None] | None = None) -> DhcpService:
+    """The DHCP service for ``[dhcp] mode`` full or proxy (``off``: don't call this);
+    ``loader_of``: MAC -> the machine's own EFI loader."""
+    return DhcpService(config, store, events, reactor, server_address, base_url, loader_of)

@@ -173,7 +173,7 @@ def toggle_state(body: dict[str, Any]) -> bool | None:
 def assignment(body: dict[str, Any]) -> tuple[str | None, bool]:
     """``(entry id or None for local, once)`` from a ``PUT /machines/{mac}`` body;
     ``once`` defaults to false (permanent), as the CLI's ``assign``."""
-    unknown = sorted(set(body) - {"entry", "once"})
+    unknown = sorted(set(body) - {"entry", "once", "loader"})
     if unknown:
         raise BadRequestError(f"unknown field {unknown[0]!r}")
     if "entry" not in body:
@@ -185,6 +185,17 @@ def assignment(body: dict[str, Any]) -> tuple[str | None, bool]:
     if not isinstance(once, bool):
         raise BadRequestError("once must be true or false")
     return entry, once
+
+
+def loader_change(body: dict[str, Any]) -> tuple[bool, str | None]:
+    """``(given, loader)`` of a ``PUT /machines/{mac}`` body: ``loader`` is ``"shim"``,
+    ``"ipxe"`` or ``null`` (follow ``[boot] efi_loader``)."""
+    if "loader" not in body:
+        return False, None
+    loader = body["loader"]
+    if loader is not None and loader not in ("ipxe", "shim"):
+        raise BadRequestError('loader must be "ipxe", "shim" or null')
+    return True, loader
 
 
 #: ``GET /machines`` page size when ``?limit=`` is not given, and the largest allowed.

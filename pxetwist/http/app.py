@@ -18,7 +18,7 @@ from typing import Any
 
 from klein import Klein
 from prometheus_client import generate_latest
-from twisted.internet.defer import Deferred, inlineCallbacks, succeed
+from twisted.internet.defer import Deferred, inlineCallbacks, maybeDeferred, succeed
 from twisted.logger import Logger
 from twisted.web.iweb import IRequest
 from twisted.web.pages import notFound
@@ -27,17 +27,19 @@ from twisted.web.server import NOT_DONE_YET, Request
 from twisted.web.static import File
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 
-from pxetwist import __version__
+from pxetwist import __version__, fatimage, signed
 from pxetwist.catalog import CatalogService, EntryView, is_url
+from pxetwist.chain import explain_chain, image_parts, machine_grub_config, plan_machine
 from pxetwist.config import Config
 from pxetwist.events import EventBus, Stage
 from pxetwist.http import api, ipxe
 from pxetwist.http.unattended import BulkError, Unattended, boot_file_seen, machine_data
 from pxetwist.machine_source import MachineSource, SourceAnswer
-from pxetwist.machines import MachineRegistry, machine_json
+from pxetwist.machines import KEEP_LOADER, MachineRegistry, machine_json
 from pxetwist.metrics import HTTP_BYTES, HTTP_REQUESTS, HTTP_SECONDS
 from pxetwist.paths import PathRefusedError, normalise, resolve_inside
-from pxetwist.policy import ENTRY, EXTERNAL, MENU, BootPlan, plan_boot
+from pxetwist.policy import ENTRY, EXTERNAL, MENU, BootPlan
+from pxetwist.signed import loader_for
 from pxetwist.store import Store
 from pxetwist.templates import TemplateRenderError
 
@@ -180,6 +182,8 @@ class PxeApp:
     :param lease_mac: IP -> the MAC holding a current DHCP lease on it, or ``""``: whom an
         HTTP fetch without ``?mac=`` is charged to (``None``: nobody, the IP alone is
         recorded; a NAT or a proxy puts many machines behind one address).
+    :param run_in_thread: runs blocking work (building a Secure Boot image) off the
+        reactor thread, returning a Deferred; ``None``: at once (tests).
     """
 
     app = Klein()
@@ -197,6 +201,8 @@ class PxeApp:
         dhcp_explain: Callable[[str], list[dict[str, Any]]] | None = None,
         machine_source: MachineSource | None = None,
         lease_mac: Callable[[str], str] | None = None,
+        run_in_thread: Callable[..., Deferred[Any]] | None = None,
+        unattended: Unattended | None = None,
     ) -> None:
         self.config = config
         self.catalog = catalog
@@ -208,8 +214,10 @@ class PxeApp:
         self.dhcp_explain = dhcp_explain
         self.machine_source = machine_source
         self.lease_mac = lease_mac
+        self.run_in_thread = run_in_thread or maybeDeferred
         self.file_folders = (config.tftp.root, config.tftp.ipxe_dir)
-        self.unattended = Unattended(machines, base_url, config.dhcp.reservations)
+        self.unattended = unattended or Unattended(machines, base_url,
+                                                   config.dhcp.reservations)
 
     def resource(self) -> IResource:
         """The root resource to serve."""
@@ -258,10 +266,7 @@ class PxeApp:
 
     def _plan(self, mac: str, source: SourceAnswer | None) -> BootPlan:
         """What ``mac`` boots next (:func:`pxetwist.policy.plan_boot` over what we know)."""
-        entry_id = self.machines.boot_entry(mac)
-        return plan_boot(entry_id, self.catalog.view(entry_id) if entry_id else None,
-                         self.machines.is_local(mac), self.config.boot.unknown, source,
-                         self.config.boot.api_url)
+        return plan_machine(self.machines, self.catalog, self.config.boot, mac, source)
 
     def _planned(self, mac: str) -> BootPlan | Deferred[BootPlan]:
         """:meth:`_plan`, after asking the machine source when one is configured (without
@@ -411,6 +416,37 @@ class PxeApp:
         self._count("menu", request)
         return script_body(request, self._menu())
 
+    @app.route("/pxe/secureboot/<name>", methods=["GET", "HEAD"])
+    def secure_boot_image(self, request: IRequest, name: str) -> Any:
+        """UEFI HTTP Boot under Secure Boot: the FAT image (``<MAC>-<family>.img``) that
+        holds shim, GRUB, the GRUB config of this MAC's plan and its entry's files."""
+        stem, _, suffix = name.rpartition(".")
+        mac_text, _, family_name = stem.rpartition("-")
+        mac = api.mac_or_none(mac_text)
+        family = next((f for f in signed.FAMILIES if f.name == family_name), None)
+        if suffix != "img" or mac is None or family is None:
+            return json_body(request, {"error": f"no image {name!r}"}, 404)
+        plan = self._plan(mac, None)
+        parts = image_parts(self.config, self.catalog, plan, mac, family,
+                            self.unattended.grub_args)
+        if isinstance(parts, str):
+            self._publish(request, Stage.HTTP_FILE, mac, f"no Secure Boot image: {parts}")
+            return json_body(request, {"error": parts}, 404)
+        if plan.action == ENTRY and plan.entry is not None:
+            self._fetched(mac, plan.entry, "Secure Boot image")  # it holds the kernel
+        self._publish(request, Stage.HTTP_SCRIPT, mac, f"Secure Boot image: {plan.reason}")
+        files, text = parts
+        folder = self.config.server.state.parent / "secureboot-images"
+        built = self.run_in_thread(fatimage.build_image, folder, files, text)
+
+        def failed(failure: Any) -> bytes:
+            failure.trap(fatimage.ImageError)
+            self._log.warn("Secure Boot image for {mac}: {error}", mac=mac,
+                           error=failure.value)
+            return json_body(request, {"error": str(failure.value)}, 500)
+
+        return built.addCallbacks(lambda path: _serve_file(request, str(path)), failed)
+
     @app.route("/containers/<entry_id>/boot.ipxe", methods=["GET"])
     def entry_boot_script(self, request: IRequest, entry_id: str) -> bytes:
         """One entry's boot script."""
@@ -497,6 +533,9 @@ class PxeApp:
                     return _serve_file(request, real)
         except PathRefusedError:
             pass
+        if name in ("autoexec.ipxe", "boot.ipxe"):  # what a signed iPXE reads beside itself
+            self._publish(request, Stage.HTTP_SCRIPT, None, name)
+            return script_body(request, ipxe.entry_point_script(self.base_url))
         self._count("files", request, 404)
         return json_body(request, {"error": f"no file {name!r}"}, 404)
 
@@ -657,11 +696,16 @@ class PxeApp:
         self._require_mutation(request)
         mac = api.path_mac(mac_text)
         body = api.read_json(request)
+        loader_given, loader = api.loader_change(body)
+        if loader_given and set(body) == {"loader"}:  # only the loader changes
+            record = yield self.machines.set_loader(mac, loader)
+            return json_body(request, machine_json(record))
         hostname, variables = machine_data(body)
         entry, once = api.assignment(body)
         if entry is not None:
             self._known_entry(entry)
-        record = yield self.machines.assign(mac, entry, once, hostname, variables)
+        record = yield self.machines.assign(mac, entry, once, hostname, variables,
+                                            loader if loader_given else KEEP_LOADER)
         return json_body(request, machine_json(record))
 
     @app.route("/machines", methods=["POST"])
@@ -737,6 +781,10 @@ class PxeApp:
             "entry": plan.entry.as_json() if plan.entry else None,
             "dhcp": self.dhcp_explain(mac) if self.dhcp_explain else [],
             "script": self._explained_script(plan, mac),
+            "grub": machine_grub_config(self.machines, self.catalog, self.config, mac,
+                                        self.unattended.grub_args)[1],
+            "secure_boot": explain_chain(self.config, *self._loader(mac), plan, mac,
+                                         self.unattended.grub_args),
         })
 
     def _explained_script(self, plan: BootPlan, mac: str) -> str:
@@ -745,6 +793,9 @@ class PxeApp:
             return self._script_for(plan, mac)
         except TemplateRenderError as e:
             return f"(cannot be rendered: {e})"
+
+    def _loader(self, mac: str) -> tuple[str, str]:
+        return loader_for(self.machines.loader(mac), self.config.boot.efi_loader)
 
     @app.route("/leases", methods=["GET"])
     @inlineCallbacks

@@ -17,10 +17,11 @@ from typing import Any
 
 from twisted.internet.defer import Deferred
 
+from pxetwist import grub
 from pxetwist.catalog import EntryView, is_url
 from pxetwist.config import normalise_mac
 from pxetwist.http import api, ipxe
-from pxetwist.machines import MachineRegistry
+from pxetwist.machines import KEEP_LOADER, MachineRegistry
 from pxetwist.store import MachineRow
 from pxetwist.templates import (
     MachineFacts,
@@ -29,6 +30,7 @@ from pxetwist.templates import (
     is_templated,
     kernel_arguments,
     machine_variables,
+    render_cmdline,
 )
 
 #: One RFC 1123 label: letters, digits and inner hyphens, 1-63 characters.
@@ -147,6 +149,31 @@ class Unattended:
                             installed_url=self._machines.installed_url(self._base_url, mac)
                             or "")
 
+    def cmdline_text(self, view: EntryView, mac: str) -> str:
+        """``view``'s ``cmdline`` rendered for ``mac`` (as written when not templated).
+
+        :raises TemplateRenderError: it cannot be rendered for ``mac``.
+        """
+        entry = view.entry
+        if not is_templated(entry.cmdline):
+            return entry.cmdline
+        variables = machine_variables(self._base_url, entry, self.facts(mac))
+        try:
+            text = render_cmdline(entry, variables)
+        except TemplateRenderError as e:
+            self.renderer.failed(entry, "cmdline", f"{e} (for {mac})")
+            raise
+        self.renderer.succeeded(entry, "cmdline")
+        return text
+
+    def grub_args(self, view: EntryView, mac: str) -> tuple[list[str], list[str]]:
+        """:func:`pxetwist.grub.entry_args` with the ``cmdline`` rendered for ``mac``: the
+        GRUB configs' :data:`pxetwist.grub.ArgsFor`.
+
+        :raises TemplateRenderError: see :meth:`cmdline_text`.
+        """
+        return grub.entry_args(view, mac, self.cmdline_text(view, mac))
+
     def kernel_args(self, view: EntryView, mac: str | None) -> tuple[str, ...]:
         """``view``'s kernel arguments for ``mac`` (:func:`pxetwist.templates.
         kernel_arguments` over what is known of it): what an iPXE script or a GRUB config
@@ -221,7 +248,8 @@ class Unattended:
                                       '{"machines": [...]})')
         if len(value) > MAX_ROWS:
             raise api.BadRequestError(f"at most {MAX_ROWS} machines at once")
-        rows: list[tuple[str, str | None, bool, str | None, dict[str, str] | None]] = []
+        rows: list[tuple[str, str | None, bool, str | None, dict[str, str] | None,
+                         str | None]] = []
         errors: list[dict[str, Any]] = []
         seen: set[str] = set()
         for index, row in enumerate(value):
@@ -238,10 +266,12 @@ class Unattended:
                     raise api.BadRequestError(f"{mac} is listed twice")
                 seen.add(mac)
                 hostname, variables = machine_data(body)
+                loader_given, loader = api.loader_change(body)
                 entry, once = api.assignment(body)
                 if entry is not None and view_of(entry) is None:
                     raise api.BadRequestError(f"no entry {entry!r}")
-                rows.append((mac, entry, once, hostname, variables))
+                rows.append((mac, entry, once, hostname, variables,
+                             loader if loader_given else KEEP_LOADER))
             except api.ApiError as e:
                 errors.append({"row": index, "mac": given if isinstance(given, str) else None,
                                "error": str(e)})

@@ -159,6 +159,9 @@ class FileResolver:
 
     :ivar folders: searched in order (``root``, then ``ipxe_dir``).
     :ivar generated: ``name -> bytes`` for files the catalog makes, or ``None``.
+    :ivar linked: ``name -> path`` for files served under another name than their own
+        (the signed shim and GRUB, an entry's kernel and initrd), looked up after the
+        folders; the path it gives is trusted (it is not in a searched folder).
     :ivar trusted: folders whose own symlinks may point elsewhere (``ipxe_dir``: see
         :func:`pxetwist.paths.resolve_inside`).
     :ivar open_descriptors: how many descriptors sessions hold right now.
@@ -167,6 +170,7 @@ class FileResolver:
     folders: tuple[Path, ...]
     generated: Callable[[str], bytes | None] | None = None
     trusted: tuple[Path, ...] = ()
+    linked: Callable[[str], Path | None] | None = None
     open_descriptors: int = 0
     _cache: OrderedDict[_CacheKey, bytes] = field(factory=OrderedDict)
     _cache_bytes: int = 0
@@ -185,6 +189,10 @@ class FileResolver:
             source = self._open_in(folder, relative)
             if source is not None:
                 return NetasciiSource(source) if netascii else source
+        target = self.linked(relative) if self.linked is not None else None
+        if target is not None:
+            source = self._open_real(str(target), relative)
+            return NetasciiSource(source) if netascii else source
         if self.generated is not None:
             content = self.generated(relative)
             if content is not None:
@@ -199,6 +207,9 @@ class FileResolver:
             raise FileRefusedError(2, "access violation") from None
         if real is None:
             return None
+        return self._open_real(real, relative)
+
+    def _open_real(self, real: str, relative: str) -> FileSource:
         try:
             fd = os.open(real, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
         except OSError:

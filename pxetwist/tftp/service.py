@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from twisted.application.service import Service
@@ -69,9 +70,11 @@ def build_tftp_service(
     reactor: Any,
     generated: Callable[[str], bytes | None] | None = None,
     mac_for_ip: Callable[[str], str] | None = None,
+    linked: Callable[[str], Path | None] | None = None,
 ) -> TftpService:
-    """The TFTP service over ``[tftp] root`` then ``ipxe_dir`` then ``generated`` files."""
+    """The TFTP service over ``[tftp] root`` then ``ipxe_dir`` then ``linked`` files
+    (served under another name) then ``generated`` files."""
     resolver = FileResolver((config.tftp.root, config.tftp.ipxe_dir), generated,
-                            trusted=(config.tftp.ipxe_dir,))
+                            trusted=(config.tftp.ipxe_dir,), linked=linked)
     protocol = TftpServerProtocol(config.tftp, resolver, events, reactor, mac_for_ip)
     return TftpService(protocol, config.tftp.port, config.tftp.address, reactor)

@@ -13,6 +13,7 @@ from lab import payload, pxetwist_server
 from lab.netns import LabNet, ip
 from lab.qemu import qemu_missing
 from lab.ra import RA_PREFIX, start_ra, stop
+from lab.site_dhcp import start_site_dhcp
 
 #: Kernel arguments an operator writes in entry.ini (issue 13 item 6): a query with `?` and
 #: `&`, a literal `$`, and an iPXE setting iPXE must expand per machine.
@@ -77,19 +78,14 @@ def full_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[pxetwist_serv
 def proxy_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[pxetwist_server.Server]:
     """pxetwist in proxy mode beside dnsmasq as the site's plain DHCP server (peer ns),
     which also sends the IPv6 router advertisements."""
-    import subprocess
 
     folder: Path = tmp_path_factory.mktemp("lab-proxy")
     net = LabNet().up(with_peer=True)
     dnsmasq = None
     try:
         ip("-n", net.peer, "addr", "add", f"{RA_PREFIX}2/64", "dev", "pxlv1", "nodad")
-        dnsmasq = subprocess.Popen(net.exec_argv(
-            "dnsmasq", "--no-daemon", "--port=0", "--interface=pxlv1", "--bind-interfaces",
-            "--dhcp-range=10.77.0.160,10.77.0.200,12h", "--no-ping", "--conf-file=/dev/null",
-            "--enable-ra", f"--dhcp-range={RA_PREFIX},ra-only,64",
-            f"--dhcp-leasefile={folder}/dnsmasq.leases", "--pid-file=", "--log-dhcp",
-            peer=True), stdout=(folder / "dnsmasq.log").open("wb"), stderr=subprocess.STDOUT)
+        dnsmasq = start_site_dhcp(net, folder, "--enable-ra",
+                                  f"--dhcp-range={RA_PREFIX},ra-only,64")
         config = pxetwist_server.write_config(folder, net, "proxy")
         payload.write_entry(folder / "catalog", "lab", "proxy")
         server = pxetwist_server.start(net, folder, config)
@@ -98,7 +94,5 @@ def proxy_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[pxetwist_ser
         finally:
             server.stop()
     finally:
-        if dnsmasq is not None and dnsmasq.poll() is None:
-            dnsmasq.terminate()
-            dnsmasq.wait(timeout=10)
+        stop(dnsmasq)
         net.down()
