@@ -27,6 +27,7 @@ from pxetwist.catalog import CatalogService
 from pxetwist.config import Config
 from pxetwist.dhcp.leases import BOUND, LeasePool
 from pxetwist.dhcp.service import build_dhcp_service
+from pxetwist.dhcp6.service import build_dhcp6_service
 from pxetwist.events import BootEvent, EventBus
 from pxetwist.http import ipxe
 from pxetwist.http.app import PxeApp
@@ -249,6 +250,17 @@ def current_lease_mac(pool: LeasePool) -> Callable[[str], str]:
     return lease_mac
 
 
+def _with_dhcp6(explain: Callable[[str], list[dict[str, Any]]] | None,
+                identity: Callable[[str], dict[str, Any]]
+                ) -> Callable[[str], list[dict[str, Any]]]:
+    """Explain's DHCP rows plus one saying how DHCPv6 knew the MAC (and its DUID)."""
+
+    def rows(mac: str) -> list[dict[str, Any]]:
+        return [*(explain(mac) if explain is not None else []), identity(mac)]
+
+    return rows
+
+
 def make_service(config: Config, reactor: Any) -> PxeService:
     """Assemble the whole server from ``config``, using ``reactor`` for all I/O and time.
 
@@ -269,7 +281,7 @@ def make_service(config: Config, reactor: Any) -> PxeService:
     catalog.setServiceParent(top)
 
     running = ["http"]
-    explain = None
+    explain: Callable[[str], list[dict[str, Any]]] | None = None
     lease_mac = None
     if config.dhcp.mode != "off":
         dhcp = build_dhcp_service(config, store, bus, reactor, address, base_url)
@@ -278,6 +290,11 @@ def make_service(config: Config, reactor: Any) -> PxeService:
         if dhcp.pool is not None:
             lease_mac = current_lease_mac(dhcp.pool)
         running.append("dhcp")
+    if config.dhcp6.mode != "off":
+        dhcp6 = build_dhcp6_service(config, store, bus, reactor)
+        dhcp6.setServiceParent(top)
+        explain = _with_dhcp6(explain, dhcp6.identity)
+        running.append("dhcp6")
     if config.tftp.enabled:
         build_tftp_service(config, bus, reactor, build_generated_files(config, catalog, base_url),
                            machines.mac_for_ip).setServiceParent(top)

@@ -271,6 +271,7 @@ class DhcpServer:
             DHCP_DROPPED.labels(reason="pool-exhausted").inc()
             self._warn_exhausted(packet.mac)
             return
+        assert isinstance(ip, IPv4Address)  # an IPv4 pool
         self._reply(packet, source, opt.OFFER, ip, Stage.DHCP_OFFER)
 
     def _warn_exhausted(self, mac: str) -> None:
