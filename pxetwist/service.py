@@ -118,9 +118,10 @@ class PxeService(MultiService):
     def status(self) -> dict[str, int]:
         """Counts for the status line: leases in use, transfers running, boot events."""
         counts: dict[str, int] = {}
-        dhcp: Any = self.namedServices.get("dhcp")
-        if dhcp is not None and hasattr(dhcp, "leases_in_use"):
-            counts["leases"] = dhcp.leases_in_use()
+        for name in ("dhcp", "dhcp6"):
+            dhcp: Any = self.namedServices.get(name)
+            if dhcp is not None and hasattr(dhcp, "leases_in_use"):
+                counts["leases"] = counts.get("leases", 0) + dhcp.leases_in_use()
         tftp: Any = self.namedServices.get("tftp")
         if tftp is not None and hasattr(tftp, "active_transfers"):
             counts["transfers"] = tftp.active_transfers
