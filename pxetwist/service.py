@@ -28,6 +28,7 @@ from pxetwist.config import Config
 from pxetwist.dhcp.leases import BOUND, LeasePool
 from pxetwist.dhcp.service import build_dhcp_service
 from pxetwist.dhcp6.service import build_dhcp6_service
+from pxetwist.dualstack import DualStackTCPServer
 from pxetwist.events import BootEvent, EventBus
 from pxetwist.http import ipxe
 from pxetwist.http.app import PxeApp
@@ -205,12 +206,22 @@ def build_catalog(config: Config, store: Store, reactor: Any) -> CatalogService:
     return CatalogService(config.catalog, store, reactor)
 
 
-def build_http(config: Config, app: PxeApp, reactor: Any) -> IService:
-    """The HTTP listener serving the Klein app on ``[http] interface``:``port``."""
-    description = f"tcp:{config.http.port}"
-    if config.http.interface:
-        description += ":interface=" + config.http.interface.replace(":", "\\:")
-    service = strports.service(description, Site(app.resource()), reactor=reactor)
+def build_http(config: Config, app: PxeApp, reactor: Any, app6: PxeApp | None = None
+               ) -> IService:
+    """The HTTP listener serving the Klein app on ``[http] interface``:``port``; an empty
+    interface serves both families, IPv6 clients from ``app6`` (scripts with the IPv6
+    base URL) when given."""
+    app6 = app6 or app
+    if not config.http.interface:  # both families (pxetwist.dualstack)
+        both = DualStackTCPServer(config.http.port, Site(app.resource()), reactor,
+                                  Site(app6.resource()))
+        both.setName("http")
+        return both
+    family = "tcp6" if ":" in config.http.interface else "tcp"
+    description = f"{family}:{config.http.port}"
+    description += ":interface=" + config.http.interface.replace(":", "\\:")
+    served = app6 if family == "tcp6" else app
+    service = strports.service(description, Site(served.resource()), reactor=reactor)
     service.setName("http")
     return service
 
@@ -249,6 +260,22 @@ def current_lease_mac(pool: LeasePool) -> Callable[[str], str]:
         return row.mac if row is not None and row.state == BOUND else ""
 
     return lease_mac
+
+
+def _either(lease_mac: Callable[[str], str] | None, pool6: LeasePool | None
+            ) -> Callable[[str], str] | None:
+    """The MAC charged for an IP: the IPv4 pool's answer, else the IPv6 pool's."""
+    if pool6 is None:
+        return lease_mac
+    mac6 = current_lease_mac(pool6)
+    if lease_mac is None:
+        return mac6
+    first = lease_mac
+
+    def either(ip: str) -> str:
+        return (mac6 if ":" in ip else first)(ip)
+
+    return either
 
 
 def _with_dhcp6(explain: Callable[[str], list[dict[str, Any]]] | None,
@@ -291,6 +318,7 @@ def make_service(config: Config, reactor: Any) -> PxeService:
         if dhcp.pool is not None:
             lease_mac = current_lease_mac(dhcp.pool)
         running.append("dhcp")
+    dhcp6 = None
     if config.dhcp6.mode != "off":
         dhcp6 = build_dhcp6_service(config, store, bus, reactor)
         dhcp6.setServiceParent(top)
@@ -300,7 +328,12 @@ def make_service(config: Config, reactor: Any) -> PxeService:
         build_tftp_service(config, bus, reactor, build_generated_files(config, catalog, base_url),
                            machines.mac_for_ip).setServiceParent(top)
         running.append("tftp")
+    source = build_machine_source(config, reactor)
     app = PxeApp(config, catalog, machines, store, bus, base_url, tuple(running), explain,
-                 build_machine_source(config, reactor), lease_mac=lease_mac)
-    build_http(config, app, reactor).setServiceParent(top)
+                 source, lease_mac=lease_mac)
+    app6 = None
+    if dhcp6 is not None:  # IPv6 clients get scripts naming http://[addr]:port
+        app6 = PxeApp(config, catalog, machines, store, bus, dhcp6.base_url, tuple(running),
+                      explain, source, lease_mac=_either(lease_mac, dhcp6.pool))
+    build_http(config, app, reactor, app6).setServiceParent(top)
     return top

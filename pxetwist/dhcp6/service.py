@@ -86,6 +86,7 @@ class Dhcp6Service(Service):
 
     :ivar address: our IPv6 address (in ``tftp://[addr]/`` and ``http://[addr]:port``).
     :ivar pool: full mode's pool, ``None`` in stateless mode.
+    :ivar base_url: the HTTP base written into IPv6 clients' URLs and scripts.
     """
 
     name = "dhcp6"
@@ -98,6 +99,7 @@ class Dhcp6Service(Service):
         self.reactor = reactor
         self.address = address
         self.interface = interface
+        self.base_url = base_url
         self.policy = BootPolicy(config.boot, base_url, str(address))
         dhcp6 = config.dhcp6
         self.pool = LeasePool(dhcp6, store, reactor) if dhcp6.mode == "full" else None
