@@ -60,8 +60,9 @@ class VM:
 
 
 def start_vm(net: LabNet, folder: Path, mac: str, firmware: str = "bios",
-             nic_rom: bool = True) -> VM:
-    """Boot a VM from the network on a new tap of ``net``. ``firmware``: bios | uefi."""
+             nic_rom: bool = True, extra: tuple[str, ...] = ()) -> VM:
+    """Boot a VM from the network on a new tap of ``net``. ``firmware``: bios | uefi;
+    ``extra``: more QEMU arguments (fw_cfg switches, ``-boot`` menu)."""
     tap = net.add_tap()
     folder.mkdir(parents=True, exist_ok=True)
     serial = folder / f"serial-{mac.replace(':', '')}.log"
@@ -84,6 +85,7 @@ def start_vm(net: LabNet, folder: Path, mac: str, firmware: str = "bios",
         shutil.copy(OVMF_VARS, variables)
         argv += ["-drive", f"if=pflash,format=raw,readonly=on,file={OVMF_CODE}",
                  "-drive", f"if=pflash,format=raw,file={variables}"]
+    argv += extra
     log = (folder / f"qemu-{mac.replace(':', '')}.log").open("wb")
     process = subprocess.Popen(net.exec_argv(*argv), stdout=log, stderr=subprocess.STDOUT,
                                stdin=subprocess.DEVNULL)

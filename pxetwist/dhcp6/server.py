@@ -335,7 +335,8 @@ class Dhcp6Server:
         addresses = [str(a.address) for body in reply.all(p6.IA_NA)
                      for a in p6.parse_ia_na(body).addresses if a.valid]
         url = (reply.option(p6.BOOTFILE_URL) or b"").decode("latin-1")
-        if request.msg_type in (p6.REQUEST, p6.RENEW, p6.REBIND, p6.SOLICIT):
+        if request.msg_type in (p6.REQUEST, p6.RENEW, p6.REBIND, p6.SOLICIT,
+                                p6.INFORMATION_REQUEST):
             stage = Stage.DHCP_OFFER if reply.msg_type == p6.ADVERTISE else Stage.DHCP_ACK
             if self.pool is None or self.boot_server:
                 stage = Stage.PROXY_OFFER if reply.msg_type == p6.ADVERTISE else Stage.PROXY_ACK
