@@ -18,8 +18,9 @@ from twisted.logger import Logger
 
 from pxetwist.config import Config
 from pxetwist.dhcp.leases import LeasePool
+from pxetwist.dhcp.protocol import DhcpDatagramProtocol
 from pxetwist.dhcp.proxy import ProxyServer
-from pxetwist.dhcp.server import DhcpDatagramProtocol, DhcpServer
+from pxetwist.dhcp.server import DhcpServer
 from pxetwist.events import EventBus
 from pxetwist.policy import BootPolicy
 from pxetwist.store import Store
@@ -59,25 +60,22 @@ class DhcpService(Service):
         self.reactor = reactor
         self.policy = BootPolicy(config.boot, base_url, server_address)
         self.pool: LeasePool | None = None
-        self.main = DhcpDatagramProtocol(self._dispatch_main)
-        self.boot_server = DhcpDatagramProtocol(self._dispatch_boot_server)
+        self.main = DhcpDatagramProtocol()
+        self.boot_server = DhcpDatagramProtocol()
         dhcp = config.dhcp
+        self.main_controller: DhcpServer | ProxyServer
         if dhcp.mode == "full":
             self.pool = LeasePool(dhcp, store, reactor)
-            self._main_controller: Any = DhcpServer(dhcp, self.pool, self.policy, events,
-                                                    reactor, server_address, self.main.send)
+            self.main_controller = DhcpServer(dhcp, self.pool, self.policy, events, reactor,
+                                              server_address, self.main.send)
         else:
-            self._main_controller = ProxyServer(dhcp, self.policy, events, reactor,
-                                                server_address, self.main.send, False)
-        self._boot_controller = ProxyServer(dhcp, self.policy, events, reactor,
-                                            server_address, self.boot_server.send, True)
+            self.main_controller = ProxyServer(dhcp, self.policy, events, reactor,
+                                               server_address, self.main.send, False)
+        self.boot_controller = ProxyServer(dhcp, self.policy, events, reactor,
+                                           server_address, self.boot_server.send, True)
+        self.main.controller = self.main_controller
+        self.boot_server.controller = self.boot_controller
         self._ports: list[Any] = []
-
-    def _dispatch_main(self, packet: Any, source: Any) -> None:
-        self._main_controller(packet, source)
-
-    def _dispatch_boot_server(self, packet: Any, source: Any) -> None:
-        self._boot_controller(packet, source)
 
     def leases_in_use(self) -> int:
         """Bound, unexpired leases (for the status line)."""

@@ -26,7 +26,7 @@ from twisted.python.failure import Failure
 from pxetwist.arch import BY_CODE
 from pxetwist.config import Dhcp6Config
 from pxetwist.dhcp.leases import LeasePool
-from pxetwist.dhcp.server import OncePerKey, RateLimiter
+from pxetwist.dhcp.replies import OncePerKey, RateLimiter
 from pxetwist.dhcp6 import packet as p6
 from pxetwist.dhcp6.packet import Dhcp6PacketError, IaAddress, IaNa, Message6, Packet, Relay6
 from pxetwist.events import EventBus, Stage
