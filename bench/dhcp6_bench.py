@@ -14,11 +14,8 @@ nothing asserts a timing. Needs root, perfdhcp (kea-admin) and dnsmasq.
 
 from __future__ import annotations
 
-import argparse
 import os
-import re
 import sqlite3
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -33,6 +30,7 @@ import dhcp_bench as v4
 SERVER6 = "fd78::1"
 CLIENT6 = "fd78::2"
 RANGE6 = ("fd78::1:0", "fd78::ff:ffff")
+STAGES = ("SOLICIT-ADVERTISE", "REQUEST-REPLY")
 
 
 def pxetwist_config(folder: Path) -> Path:
@@ -95,33 +93,6 @@ def durable_leases(kind: str, folder: Path) -> int:
                if len(line.split()) > 2 and ":" in line.split()[2])
 
 
-def parse_perfdhcp6(text: str) -> dict[str, Any]:
-    """Rate, per-stage counts and latencies (``-x t``) of one ``perfdhcp -6`` run."""
-    result: dict[str, Any] = {"rate": float("nan"), "stages": {}}
-    match = re.search(r"Rate: ([\d.]+) 4-way exchanges/second", text)
-    if match:
-        result["rate"] = float(match.group(1))
-    for stage in ("SOLICIT-ADVERTISE", "REQUEST-REPLY"):
-        block = re.search(r"\*\*\*Statistics for: " + stage + r"\*\*\*(.*?)(\*\*\*|$)", text,
-                          re.S)
-        counts: dict[str, Any] = {}
-        if block:
-            for key in ("sent packets", "received packets", "drops", "orphans"):
-                found = re.search(key + r": (\d+)", block.group(1))
-                counts[key] = int(found.group(1)) if found else 0
-        latencies = []
-        times = re.search(r"\*\*\*Timestamps for packets: " + stage + r"\*\*\*(.*?)(\*\*\*|$)",
-                          text, re.S)
-        if times:
-            for sent, received in re.findall(r"sent / received: ([\d.]+) / ([\d.]+)",
-                                             times.group(1)):
-                latencies.append((float(received) - float(sent)) * 1000)
-        counts["p50"] = v4.percentile(latencies, 0.50)
-        counts["p99"] = v4.percentile(latencies, 0.99)
-        result["stages"][stage] = counts
-    return result
-
-
 def run_once(kind: str, server_ns: str, client_ns: str, rate: int, seconds: float
              ) -> dict[str, Any]:
     folder = Path(tempfile.mkdtemp(prefix=f"pxetwist-dhcp6-bench-{kind}-"))
@@ -133,7 +104,7 @@ def run_once(kind: str, server_ns: str, client_ns: str, rate: int, seconds: floa
         time.sleep(1.0)  # let the last commits land before the kill
     finally:
         v4.kill(process)
-    result = parse_perfdhcp6(out.stdout + out.stderr)
+    result = v4.parse_perfdhcp(out.stdout + out.stderr, STAGES)
     if result["rate"] != result["rate"]:
         print(f"# perfdhcp failed: {(out.stdout + out.stderr)[-800:]}", file=sys.stderr)
     result["durable"] = durable_leases(kind, folder)
@@ -141,60 +112,15 @@ def run_once(kind: str, server_ns: str, client_ns: str, rate: int, seconds: floa
     return result
 
 
+def setup(server_ns: str, client_ns: str) -> None:
+    v4.ip("-n", server_ns, "addr", "add", f"{SERVER6}/64", "dev", "pxdv0", "nodad")
+    v4.ip("-n", client_ns, "addr", "add", f"{CLIENT6}/64", "dev", "pxdv1", "nodad")
+    time.sleep(2)  # link-local addresses leave DAD
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--seconds", type=float, default=10.0, help="perfdhcp -p (max 120)")
-    parser.add_argument("--rate", type=int, action="append",
-                        help="offered exchanges/s (perfdhcp -r, max 20000); repeatable; "
-                             "default 2000 and 300")
-    parser.add_argument("--rounds", type=int, default=3, help="max 10")
-    parser.add_argument("--servers", default="pxetwist,dnsmasq")
-    parser.add_argument("--keep", action="store_true", help="keep state folders")
-    args = parser.parse_args()
-    seconds = min(max(args.seconds, 1.0), 120.0)
-    rates = [min(max(r, 1), 20000) for r in (args.rate or [2000, 300])]
-    rounds = min(max(args.rounds, 1), 10)
-    servers = args.servers.split(",")
-    if os.geteuid() != 0:
-        sys.exit("needs root (network namespaces, port 547)")
-    results: dict[tuple[int, str], list[dict[str, Any]]] = {}
-    with v4.namespaces() as (server_ns, client_ns):
-        v4.ip("-n", server_ns, "addr", "add", f"{SERVER6}/64", "dev", "pxdv0", "nodad")
-        v4.ip("-n", client_ns, "addr", "add", f"{CLIENT6}/64", "dev", "pxdv1", "nodad")
-        time.sleep(2)  # link-local addresses leave DAD
-        for round_number in range(rounds):
-            for rate in rates:
-                order = servers if round_number % 2 == 0 else servers[::-1]
-                for kind in order:
-                    result = run_once(kind, server_ns, client_ns, rate, seconds)
-                    results.setdefault((rate, kind), []).append(result)
-                    rr = result["stages"]["REQUEST-REPLY"]
-                    print(f"# round {round_number + 1} rate {rate} {kind}: "
-                          f"{result['rate']:.0f}/s, Replies {rr.get('received packets')}, "
-                          f"durable {result['durable']}", file=sys.stderr, flush=True)
-                    if not args.keep:
-                        subprocess.run(["rm", "-rf", result["folder"]], check=False)
-    print("| offered/s | server | completed exchanges/s | Solicits sent | Advertise drops | "
-          "Replies received | Request drops | leases durable after kill -9 | "
-          "S-A p50 / p99 ms | R-R p50 / p99 ms |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
-    for (rate, kind), runs in results.items():
-        def med(stage: str, key: str, runs: list[dict[str, Any]] = runs) -> float:
-            return statistics.median(r["stages"][stage].get(key, float("nan")) for r in runs)
-        short = min(r["durable"] - r["stages"]["REQUEST-REPLY"].get("received packets", 0)
-                    for r in runs)
-        print(f"| {rate} | {kind} | {statistics.median(r['rate'] for r in runs):.0f} | "
-              f"{med('SOLICIT-ADVERTISE', 'sent packets'):.0f} | "
-              f"{med('SOLICIT-ADVERTISE', 'drops'):.0f} | "
-              f"{med('REQUEST-REPLY', 'received packets'):.0f} | "
-              f"{med('REQUEST-REPLY', 'drops'):.0f} | "
-              f"{statistics.median(r['durable'] for r in runs):.0f} "
-              f"(min durable - Replies: {short}) | "
-              f"{med('SOLICIT-ADVERTISE', 'p50'):.1f} / {med('SOLICIT-ADVERTISE', 'p99'):.1f} | "
-              f"{med('REQUEST-REPLY', 'p50'):.1f} / {med('REQUEST-REPLY', 'p99'):.1f} |")
-    print(f"\n{rounds} rounds, medians; perfdhcp -6 -p {seconds:g} -R 1000000; "
-          f"servers alternate within each round.")
+    v4.bench_main(__doc__ or "", run_once, STAGES,
+                  ("exchanges", "Solicit", "Advertise", "Replies", "Request"), setup)
 
 
 if __name__ == "__main__":

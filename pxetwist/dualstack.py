@@ -16,6 +16,13 @@ from twisted.internet.protocol import ServerFactory
 from twisted.logger import Logger
 
 
+def stop_listening(ports: list[Any]) -> Deferred[Any] | None:
+    """Stop every port; a Deferred firing when all have stopped, or ``None`` if none
+    needed waiting for (what ``stopService`` returns)."""
+    stopping = [d for port in ports if isinstance(d := port.stopListening(), Deferred)]
+    return DeferredList(stopping) if stopping else None
+
+
 def ipv6_only_tcp_socket(port: int) -> socket.socket:
     """A listening, non-blocking TCP socket on ``[::]:port`` for IPv6 alone."""
     sock = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
@@ -79,5 +86,4 @@ class DualStackTCPServer(Service):
     def stopService(self) -> Deferred[Any] | None:
         super().stopService()
         ports, self.ports = self.ports, []
-        stopping = [d for port in ports if isinstance(d := port.stopListening(), Deferred)]
-        return DeferredList(stopping) if stopping else None
+        return stop_listening(ports)

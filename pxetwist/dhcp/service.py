@@ -13,7 +13,7 @@ import socket
 from typing import Any
 
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred, DeferredList
+from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
 from pxetwist.config import Config
@@ -21,6 +21,7 @@ from pxetwist.dhcp.leases import LeasePool
 from pxetwist.dhcp.protocol import DhcpDatagramProtocol
 from pxetwist.dhcp.proxy import ProxyServer
 from pxetwist.dhcp.server import DhcpServer
+from pxetwist.dualstack import stop_listening
 from pxetwist.events import EventBus
 from pxetwist.policy import BootPolicy
 from pxetwist.store import Store
@@ -118,8 +119,7 @@ class DhcpService(Service):
     def stopService(self) -> Deferred[Any] | None:
         super().stopService()
         ports, self._ports = self._ports, []
-        stopping = [d for port in ports if isinstance(d := port.stopListening(), Deferred)]
-        return DeferredList(stopping) if stopping else None
+        return stop_listening(ports)
 
 
 def build_dhcp_service(config: Config, store: Store, events: EventBus, reactor: Any,

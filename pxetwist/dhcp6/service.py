@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred, DeferredList
+from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
 from pxetwist.config import Config, ConfigError
@@ -23,6 +23,7 @@ from pxetwist.dhcp.leases import LeasePool
 from pxetwist.dhcp6.packet import duid_ll
 from pxetwist.dhcp6.protocol import Dhcp6DatagramProtocol
 from pxetwist.dhcp6.server import Dhcp6Server
+from pxetwist.dualstack import stop_listening
 from pxetwist.events import EventBus
 from pxetwist.policy import BootPolicy
 from pxetwist.store import Store
@@ -155,8 +156,7 @@ class Dhcp6Service(Service):
     def stopService(self) -> Deferred[Any] | None:
         super().stopService()
         ports, self._ports = self._ports, []
-        stopping = [d for port in ports if isinstance(d := port.stopListening(), Deferred)]
-        return DeferredList(stopping) if stopping else None
+        return stop_listening(ports)
 
 
 def dhcp6_address(config: Config) -> IPv6Address:

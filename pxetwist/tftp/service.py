@@ -12,12 +12,13 @@ from collections.abc import Callable
 from typing import Any
 
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred, DeferredList
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorSocket
 from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
 
 from pxetwist.config import Config
+from pxetwist.dualstack import stop_listening
 from pxetwist.events import EventBus
 from pxetwist.tftp.files import FileResolver
 from pxetwist.tftp.server import TftpServerProtocol
@@ -115,8 +116,8 @@ class TftpService(Service):
         self.protocol.stop_sessions()
         ports = [port for port in (self._listening, self._listening6) if port is not None]
         self._listening = self._listening6 = None
-        stopping = [d for port in ports if isinstance(d := port.stopListening(), Deferred)]
-        return DeferredList(stopping).addCallback(lambda _: None) if stopping else None
+        stopped = stop_listening(ports)
+        return stopped.addCallback(lambda _: None) if stopped is not None else None
 
 
 def build_tftp_service(

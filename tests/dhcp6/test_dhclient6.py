@@ -12,7 +12,6 @@ from __future__ import annotations
 import signal
 import sqlite3
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from lab.netns import veth_pair
+from tests.dhcp import test_dhclient as dhclient_v4
 from tests.markers import in_namespaces
 
 REPO = Path(__file__).resolve().parents[2]
@@ -67,15 +67,11 @@ def netns() -> Iterator[tuple[str, str]]:
         yield server, client
 
 
-class Server:
+class Server(dhclient_v4.Server):
     """pxetwist with ``[dhcp6] mode`` in the server namespace (IPv4 DHCP off)."""
 
     def __init__(self, folder: Path, netns: str, mode: str) -> None:
-        self.folder = folder
-        self.netns = netns
-        for name in ("tftproot", "catalog"):
-            (folder / name).mkdir(exist_ok=True)
-        self.config = folder / "pxe.ini"
+        super().__init__(folder, netns)
         self.config.write_text(
             f"[server]\naddress = 127.0.0.1\ninterface = {netns}\nstate = state.sqlite\n"
             "[dhcp]\nmode = off\n"
@@ -83,28 +79,8 @@ class Server:
             "lease_time = 600\npreferred_lifetime = 300\ndns = fd79::53\n"
             "[tftp]\nenabled = no\nroot = tftproot\n"
             "[http]\nport = 8080\n[catalog]\npaths = catalog\n")
-        self.process: subprocess.Popen[bytes] | None = None
 
-    def start(self) -> None:
-        log = (self.folder / "server.log").open("ab")
-        self.process = subprocess.Popen(
-            ["ip", "netns", "exec", self.netns, sys.executable, "-c",
-             "from twisted.scripts.twistd import run; run()", "-n", "--pidfile=", "pxeboot",
-             "--config", str(self.config)], cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            if "pxetwist serving" in (self.folder / "server.log").read_text():
-                return
-            assert self.process.poll() is None, (self.folder / "server.log").read_text()
-            time.sleep(0.1)
-        raise AssertionError("server did not start")
-
-    def stop(self, sig: int = signal.SIGTERM) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(sig)
-            self.process.wait(timeout=15)
-
-    def leases(self) -> list[tuple[str, str, str, str]]:
+    def leases6(self) -> list[tuple[str, str, str, str]]:
         conn = sqlite3.connect(self.folder / "state.sqlite")
         try:
             return conn.execute("SELECT ip, mac, client_id, state FROM leases ORDER BY ip"
@@ -150,16 +126,16 @@ def test_full_mode_leases_with_boot_url_then_releases(netns: tuple[str, str],
         assert "new_dhcp6_bootfile_url=tftp://[fd79::1]/ipxe.efi" in seen
         assert "new_dhcp6_name_servers=fd79::53" in seen
         leased = seen.split("new_ip6_address=")[1].split()[0]
-        [(ip, mac, client_id, state)] = server.leases()
+        [(ip, mac, client_id, state)] = server.leases6()
         assert (ip, state) == (leased, "bound")
         assert mac == mac_of(client_ns)
         assert client_id.startswith("duid:0001")  # dhclient's DUID-LLT
         released, _ = dhclient6(client_ns, tmp_path, "-r")
         assert released.returncode == 0, released.stderr
         deadline = time.monotonic() + 5
-        while server.leases()[0][3] != "released" and time.monotonic() < deadline:
+        while server.leases6()[0][3] != "released" and time.monotonic() < deadline:
             time.sleep(0.1)
-        assert server.leases()[0][3] == "released"
+        assert server.leases6()[0][3] == "released"
     finally:
         server.stop()
 
@@ -176,7 +152,7 @@ def test_stateless_answers_information_request_with_boot_url(netns: tuple[str, s
         assert got.returncode == 0, got.stderr
         assert "new_dhcp6_bootfile_url=tftp://[fd79::1]/ipxe.efi" in seen, seen + got.stderr
         assert "new_ip6_address" not in seen
-        assert server.leases() == []
+        assert server.leases6() == []
     finally:
         server.stop()
 
@@ -191,7 +167,7 @@ def test_ipv6_leases_survive_kill_9(netns: tuple[str, str], tmp_path: Path) -> N
     assert got.returncode == 0, got.stderr
     leased = seen.split("new_ip6_address=")[1].split()[0]
     server.stop(signal.SIGKILL)
-    assert [(row[0], row[3]) for row in server.leases()] == [(leased, "bound")]
+    assert [(row[0], row[3]) for row in server.leases6()] == [(leased, "bound")]
     server.start()
     try:
         other = tmp_path / "other"

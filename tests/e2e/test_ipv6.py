@@ -22,8 +22,8 @@ from lab import payload, pxetwist_server
 from lab.netns import LabNet, ip
 from lab.qemu import start_vm
 from lab.ra import start_radvd, stop
+from tests.e2e.test_boot import BOOT_TIMEOUT, boot
 
-BOOT_TIMEOUT = 150
 SERVER6 = "fd77::1"
 #: OVMF: no 60 s PXEv4 attempt first.
 NO_PXE4 = ("-fw_cfg", "name=opt/org.tianocore/IPv4PXESupport,string=n")
@@ -73,15 +73,6 @@ def full6(tmp_path_factory: pytest.TempPathFactory) -> Iterator[pxetwist_server.
 @pytest.fixture(scope="module")
 def stateless6(tmp_path_factory: pytest.TempPathFactory) -> Iterator[pxetwist_server.Server]:
     yield from ipv6_lab(tmp_path_factory.mktemp("lab-ipv6-stateless"), "stateless")
-
-
-def boot(server: pxetwist_server.Server, mac: str, firmware: str, token: str,
-         nic_rom: bool = True, extra: tuple[str, ...] = ()) -> float | None:
-    vm = start_vm(server.net, server.folder, mac, firmware, nic_rom, extra)
-    try:
-        return vm.wait_marker(token, BOOT_TIMEOUT)
-    finally:
-        vm.stop()
 
 
 def events(server: pxetwist_server.Server, mac: str) -> list[dict[str, str]]:
