@@ -46,7 +46,7 @@ def start_radvd(net: LabNet, folder: Path, managed: bool, other: bool, autonomou
     ``folder/radvd.log``. Stop it with :func:`stop`."""
     folder.mkdir(parents=True, exist_ok=True)
     ip("-n", net.peer, "addr", "add", f"{prefix}2/64", "dev", "pxlv1", "nodad")
-    subprocess.run(net.exec_argv("sysctl", "-qw", "net.ipv6.conf.all.forwarding=1",
+    subprocess.run(net.exec_argv("sh", "-c", "echo 1 > /proc/sys/net/ipv6/conf/all/forwarding",
                                  peer=True), check=True, capture_output=True, timeout=10)
     on = {True: "on", False: "off"}
     conf = folder / "radvd.conf"
