@@ -3,11 +3,14 @@ Clock: leases, boot options (RFC 5970), relays, and which MAC a client is."""
 
 from __future__ import annotations
 
+import uuid
 from ipaddress import IPv6Address
 from pathlib import Path
 
 import pytest
 from attrs import define
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from twisted.internet.testing import FakeDatagramTransport
 
 from pxetwist.config import load_text
@@ -289,3 +292,16 @@ def test_bad_messages_are_dropped_and_counted(tmp_path: Path, message: Message6)
     after = sum(DHCP_DROPPED.labels(reason=r)._value.get()
                 for r in ("malformed", "unexpected-type", "bad-request"))
     assert after == before + 1
+
+
+@settings(max_examples=100, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.binary(max_size=400))
+def test_garbage_through_the_protocol_raises_nothing(tmp_path: Path, data: bytes) -> None:
+    """Random datagrams into the protocol (full mode): nothing raised, and whatever is
+    sent is a server's message (a reply to what happened to decode as a request)."""
+    rig = make_rig(tmp_path / uuid.uuid4().hex)
+    rig.protocol.datagramReceived(data, (LINK_LOCAL, 546))
+    rig.reactor.advance(0)
+    for sent, _ in rig.transport.written:
+        assert p6.parse(sent).msg_type in (p6.ADVERTISE, p6.REPLY, p6.RELAY_REPL)
+    rig.store.close()
