@@ -346,7 +346,10 @@ class Dhcp6Server:
                                mac=client.mac or "-", matched=client.matched_on,
                                boot=f" ({arch_name(client.facts) or '-'}) boot {url}"
                                if url else "")
-            self.events.publish(stage, mac=client.mac, ip=", ".join(addresses),
+            # no address of ours: the one it asks from (the site server's lease, on port
+            # 4011), so that its TFTP and HTTP fetches are charged to its MAC
+            own = "" if client.address.is_link_local else str(client.address)
+            self.events.publish(stage, mac=client.mac, ip=", ".join(addresses) or own,
                                 detail=f"DHCPv6 {name} {url}".rstrip()
                                 + f" (MAC from {client.matched_on})",
                                 arch=arch_name(client.facts), uuid=client.facts.uuid)

@@ -132,3 +132,56 @@ def test_ipxe_rom_stateless_mode(stateless6: pxetwist_server.Server) -> None:
     mac = "52:54:00:e6:00:05"
     assert boot(stateless6, mac, "bios", "stateless") is not None
     assert any(e["stage"] == "proxy.ack" for e in events(stateless6, mac))
+
+
+@pytest.fixture(scope="module")
+def beside_site(tmp_path_factory: pytest.TempPathFactory
+                ) -> Iterator[pxetwist_server.Server]:
+    """``stateless`` beside dnsmasq as the site's DHCPv6 server (peer namespace: it leases
+    the addresses, sends the RAs with M=1, and hands iPXE the boot script URL, as README
+    says a site server must)."""
+    import subprocess
+
+    folder = tmp_path_factory.mktemp("lab-ipv6-site")
+    net = LabNet().up(with_peer=True)
+    dnsmasq = None
+    try:
+        ip("-n", net.ns, "-4", "addr", "flush", "dev", net.bridge)
+        ip("-n", net.peer, "-4", "addr", "flush", "dev", "pxlv1")
+        ip("-n", net.ns, "addr", "add", f"{SERVER6}/64", "dev", net.bridge, "nodad")
+        ip("-n", net.peer, "addr", "add", "fd77::2/64", "dev", "pxlv1", "nodad")
+        dnsmasq = subprocess.Popen(net.exec_argv(
+            "dnsmasq", "--no-daemon", "--port=0", "--interface=pxlv1", "--bind-interfaces",
+            "--conf-file=/dev/null", "--pid-file=", "--log-dhcp", "--enable-ra",
+            "--dhcp-range=fd77::200,fd77::2ff,64,1h", f"--dhcp-leasefile={folder}/leases",
+            "--dhcp-userclass=set:ipxe6,iPXE",
+            f"--dhcp-option=tag:ipxe6,option6:bootfile-url,http://[{SERVER6}]:8080/pxe/boot.ipxe",
+            peer=True), stdout=(folder / "dnsmasq.log").open("wb"), stderr=subprocess.STDOUT)
+        config = pxetwist_server.write_config(
+            folder, net, "off", f"[dhcp6]\nmode = stateless\naddress = {SERVER6}\n")
+        config.write_text(config.read_text().replace(f"address = {net.address}\n", ""))
+        payload.write_entry(folder / "catalog", "lab", "site")
+        server = pxetwist_server.start(net, folder, config)
+        try:
+            yield server
+        finally:
+            server.stop()
+    finally:
+        stop(dnsmasq)
+        net.down()
+
+
+def test_ovmf_pxev6_stateless_beside_site_server(beside_site: pxetwist_server.Server
+                                                 ) -> None:
+    """OVMF takes its address from the site's server and its boot file from pxetwist's
+    proxy Advertise and the Reply on port 4011; TFTP from pxetwist, then the chained iPXE
+    (boot script URL from the site server) boots the payload over IPv6."""
+    mac = "52:54:00:e6:00:06"
+    assert boot(beside_site, mac, "uefi", "site", nic_rom=False, extra=NO_PXE4) is not None
+    stages = [e["stage"] for e in events(beside_site, mac)]
+    assert "proxy.offer" in stages and "proxy.ack" in stages, stages
+    # OVMF asks port 4011 from its link-local address and fetches by TFTP from the site
+    # server's lease, so the transfer is not charged to its MAC: look at every event
+    every = beside_site.api("GET", "/events")["events"]
+    assert any(e["stage"] == "tftp.end" and e["detail"].startswith("ipxe.efi complete")
+               for e in every), every
