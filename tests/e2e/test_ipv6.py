@@ -37,23 +37,32 @@ HTTP6_ONLY = ("-fw_cfg", "name=opt/org.tianocore/IPv4PXESupport,string=n",
 pytestmark = pytest.mark.skipif(shutil.which("radvd") is None, reason="radvd is needed")
 
 
+def ipv6_only(net: LabNet) -> None:
+    """No IPv4 address on the link; the bridge gets fd77::1/64 (no DAD)."""
+    ip("-n", net.ns, "-4", "addr", "flush", "dev", net.bridge)
+    ip("-n", net.peer, "-4", "addr", "flush", "dev", "pxlv1")
+    ip("-n", net.ns, "addr", "add", f"{SERVER6}/64", "dev", net.bridge, "nodad")
+
+
+def without_ipv4(config: Path, net: LabNet) -> None:
+    """Drop ``[server] address`` from a lab config: no IPv4 address anywhere."""
+    config.write_text(config.read_text().replace(f"address = {net.address}\n", ""))
+
+
 def ipv6_lab(folder: Path, mode: str) -> Iterator[pxetwist_server.Server]:
     """The lab: the bridge loses its IPv4 address and gets fd77::1/64 (no DAD); radvd with
     M=1 O=1 A=0 for ``full`` or M=0 O=1 A=1 for ``stateless``; pxetwist with DHCPv6 only."""
     net = LabNet().up(with_peer=True)
     radvd = None
     try:
-        ip("-n", net.ns, "-4", "addr", "flush", "dev", net.bridge)
-        ip("-n", net.peer, "-4", "addr", "flush", "dev", "pxlv1")
-        ip("-n", net.ns, "addr", "add", f"{SERVER6}/64", "dev", net.bridge, "nodad")
+        ipv6_only(net)
         full = mode == "full"
         radvd = start_radvd(net, folder, managed=full, other=True, autonomous=not full)
         config = pxetwist_server.write_config(
             folder, net, "off",
             f"[dhcp6]\nmode = {mode}\naddress = {SERVER6}\nrange_start = fd77::100\n"
             "range_end = fd77::10b\nlease_time = 600\npreferred_lifetime = 300\n")
-        text = config.read_text().replace(f"address = {net.address}\n", "")
-        config.write_text(text)  # no IPv4 address anywhere
+        without_ipv4(config, net)
         payload.write_entry(folder / "catalog", "lab", mode)
         server = pxetwist_server.start(net, folder, config)
         try:
@@ -146,9 +155,7 @@ def beside_site(tmp_path_factory: pytest.TempPathFactory
     net = LabNet().up(with_peer=True)
     dnsmasq = None
     try:
-        ip("-n", net.ns, "-4", "addr", "flush", "dev", net.bridge)
-        ip("-n", net.peer, "-4", "addr", "flush", "dev", "pxlv1")
-        ip("-n", net.ns, "addr", "add", f"{SERVER6}/64", "dev", net.bridge, "nodad")
+        ipv6_only(net)
         ip("-n", net.peer, "addr", "add", "fd77::2/64", "dev", "pxlv1", "nodad")
         dnsmasq = subprocess.Popen(net.exec_argv(
             "dnsmasq", "--no-daemon", "--port=0", "--interface=pxlv1", "--bind-interfaces",
@@ -159,7 +166,7 @@ def beside_site(tmp_path_factory: pytest.TempPathFactory
             peer=True), stdout=(folder / "dnsmasq.log").open("wb"), stderr=subprocess.STDOUT)
         config = pxetwist_server.write_config(
             folder, net, "off", f"[dhcp6]\nmode = stateless\naddress = {SERVER6}\n")
-        config.write_text(config.read_text().replace(f"address = {net.address}\n", ""))
+        without_ipv4(config, net)
         payload.write_entry(folder / "catalog", "lab", "site")
         server = pxetwist_server.start(net, folder, config)
         try:
