@@ -148,13 +148,15 @@ def percentile(values: list[float], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
 
 
-def parse_perfdhcp(text: str) -> dict[str, Any]:
-    """Rate, per-stage counts, and per-exchange latencies (``-x t``) of one run."""
+def parse_perfdhcp(text: str, stages: tuple[str, str] = ("DISCOVER-OFFER", "REQUEST-ACK")
+                   ) -> dict[str, Any]:
+    """Rate, per-stage counts, and per-exchange latencies (``-x t``) of one run
+    (``stages``: perfdhcp's names of the two exchanges, IPv4 or IPv6)."""
     result: dict[str, Any] = {"rate": float("nan"), "stages": {}}
     match = re.search(r"Rate: ([\d.]+) 4-way exchanges/second", text)
     if match:
         result["rate"] = float(match.group(1))
-    for stage in ("DISCOVER-OFFER", "REQUEST-ACK"):
+    for stage in stages:
         block = re.search(r"\*\*\*Statistics for: " + stage + r"\*\*\*(.*?)(\*\*\*|$)", text,
                           re.S)
         counts: dict[str, Any] = {}
@@ -196,12 +198,18 @@ def run_once(kind: str, server_ns: str, client_ns: str, rate: int, seconds: floa
     return result
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
+def bench_main(doc: str, run: Any, stages: tuple[str, str], names: tuple[str, ...],
+               setup: Any = None) -> None:
+    """The command line, the rounds (servers alternating) and the table, for
+    ``run(kind, server_ns, client_ns, rate, seconds)`` (this module's :func:`run_once`, or
+    dhcp6_bench's); ``names``: column names of the exchange, its first and second message,
+    the first reply and the last replies (``DORA``, ``DISCOVER``, ``OFFER``, ``ACKs``,
+    ``REQUEST``); ``setup(server_ns, client_ns)`` runs once the namespaces exist."""
+    parser = argparse.ArgumentParser(description=doc,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=10.0, help="perfdhcp -p (max 120)")
     parser.add_argument("--rate", type=int, action="append",
-                        help="offered DORA/s (perfdhcp -r, max 20000); repeatable; "
+                        help="offered exchanges/s (perfdhcp -r, max 20000); repeatable; "
                              "default 2000 and 300")
     parser.add_argument("--rounds", type=int, default=3, help="max 10")
     parser.add_argument("--servers", default="pxetwist,dnsmasq")
@@ -212,39 +220,48 @@ def main() -> None:
     rounds = min(max(args.rounds, 1), 10)
     servers = args.servers.split(",")
     if os.geteuid() != 0:
-        sys.exit("needs root (network namespaces, port 67)")
+        sys.exit("needs root (network namespaces, DHCP ports)")
+    first, second = stages
+    exchange, sent, offer, ack, request = names
     results: dict[tuple[int, str], list[dict[str, Any]]] = {}
     with namespaces() as (server_ns, client_ns):
+        if setup is not None:
+            setup(server_ns, client_ns)
         for round_number in range(rounds):
             for rate in rates:
                 order = servers if round_number % 2 == 0 else servers[::-1]
                 for kind in order:
-                    result = run_once(kind, server_ns, client_ns, rate, seconds)
+                    result = run(kind, server_ns, client_ns, rate, seconds)
                     results.setdefault((rate, kind), []).append(result)
-                    ra = result["stages"]["REQUEST-ACK"]
+                    got = result["stages"][second]
                     print(f"# round {round_number + 1} rate {rate} {kind}: "
-                          f"{result['rate']:.0f}/s, ACKs {ra.get('received packets')}, "
+                          f"{result['rate']:.0f}/s, {ack} {got.get('received packets')}, "
                           f"durable {result['durable']}", file=sys.stderr, flush=True)
                     if not args.keep:
                         subprocess.run(["rm", "-rf", result["folder"]], check=False)
-    print("| offered DORA/s | server | completed DORA/s | DISCOVERs sent | OFFER drops | "
-          "ACKs received | REQUEST drops | leases durable after kill -9 | "
-          "D-O p50 / p99 ms | R-A p50 / p99 ms |")
+    print(f"| offered {exchange}/s | server | completed {exchange}/s | {sent}s sent | "
+          f"{offer} drops | {ack} received | {request} drops | leases durable after "
+          f"kill -9 | {sent[0]}-{offer[0]} p50 / p99 ms | {request[0]}-{ack[0]} p50 / p99 ms |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     for (rate, kind), runs in results.items():
         def med(stage: str, key: str, runs: list[dict[str, Any]] = runs) -> float:
             return statistics.median(r["stages"][stage].get(key, float("nan")) for r in runs)
+        short = min(r["durable"] - r["stages"][second].get("received packets", 0)
+                    for r in runs)
         print(f"| {rate} | {kind} | {statistics.median(r['rate'] for r in runs):.0f} | "
-              f"{med('DISCOVER-OFFER', 'sent packets'):.0f} | "
-              f"{med('DISCOVER-OFFER', 'drops'):.0f} | "
-              f"{med('REQUEST-ACK', 'received packets'):.0f} | "
-              f"{med('REQUEST-ACK', 'drops'):.0f} | "
+              f"{med(first, 'sent packets'):.0f} | {med(first, 'drops'):.0f} | "
+              f"{med(second, 'received packets'):.0f} | {med(second, 'drops'):.0f} | "
               f"{statistics.median(r['durable'] for r in runs):.0f} "
-              f"(min durable - ACKs: {min(r['durable'] - r['stages']['REQUEST-ACK'].get('received packets', 0) for r in runs)}) | "  # noqa: E501
-              f"{med('DISCOVER-OFFER', 'p50'):.1f} / {med('DISCOVER-OFFER', 'p99'):.1f} | "
-              f"{med('REQUEST-ACK', 'p50'):.1f} / {med('REQUEST-ACK', 'p99'):.1f} |")
+              f"(min durable - {ack}: {short}) | "
+              f"{med(first, 'p50'):.1f} / {med(first, 'p99'):.1f} | "
+              f"{med(second, 'p50'):.1f} / {med(second, 'p99'):.1f} |")
     print(f"\n{rounds} rounds, medians; perfdhcp -p {seconds:g} -R 1000000; "
           f"servers alternate within each round.")
+
+
+def main() -> None:
+    bench_main(__doc__ or "", run_once, ("DISCOVER-OFFER", "REQUEST-ACK"),
+               ("DORA", "DISCOVER", "OFFER", "ACKs", "REQUEST"))
 
 
 if __name__ == "__main__":

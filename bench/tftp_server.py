@@ -19,7 +19,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("root")
     parser.add_argument("--port", type=int, default=0)
-    parser.add_argument("--address", default="127.0.0.1")
+    parser.add_argument("--address", default="127.0.0.1", help="IPv4 or IPv6; \"\": both")
     parser.add_argument("--max-sessions", type=int, default=5000)
     parser.add_argument("--max-sessions-per-client", type=int, default=5000)
     parser.add_argument("--quiet", action="store_true", help="log nothing per transfer")

@@ -15,7 +15,7 @@ import atheris
 with atheris.instrument_imports():
     from pxetwist.dhcp import options as opt
     from pxetwist.dhcp.packet import DhcpPacketError, encode, parse
-    from pxetwist.dhcp.server import arch_name, echoed, facts_of
+    from pxetwist.dhcp.replies import arch_name, echoed, facts_of
 
 
 def test_one_input(data: bytes) -> None:

@@ -70,7 +70,7 @@ class _Rig:
         self.full = DhcpService(full, self.store, events, self.reactor, _SERVER,
                                 "http://10.77.0.1:8080")
         self.full.privilegedStartService()
-        controller = self.full._main_controller
+        controller = self.full.main_controller
         controller.send = _checked_send(self, controller.send)
         self.ports = dict(self.reactor.ports)  # 67 and 4011 of full mode
         self.reactor.ports.clear()
@@ -153,8 +153,8 @@ def _deliver_dhcp(ports: dict[int, Any], service: DhcpService, boot: bool, data:
         return
     if request.op != BOOTREQUEST:
         return
-    controller = service._boot_controller if boot else service._main_controller
-    controller(request, ("10.77.0.254", 67) if request.giaddr != IPv4Address(0)
+    controller = service.boot_controller if boot else service.main_controller
+    controller.message_received(request, ("10.77.0.254", 67) if request.giaddr != IPv4Address(0)
                else ("0.0.0.0", 68))
     for port in ports.values():
         _check_replies(port)
@@ -178,7 +178,7 @@ def test_one_input(data: bytes) -> None:
             except tftp.TftpPacketError:
                 continue
             if isinstance(request, tftp.Request):
-                rig.tftp._request(request, client)
+                rig.tftp._request(request, client, rig.listener)
             rig.listener.take()
         elif step in (4, 5):
             sessions = [p for n, p in rig.reactor.ports.items() if n != 69]

@@ -5,7 +5,7 @@
 set -u
 N=${1:-1000000}
 [ $# -gt 0 ] && shift
-TARGETS=${*:-config dhcp_packet tftp_packet api_bodies protocols}
+TARGETS=${*:-config dhcp_packet dhcp6_packet tftp_packet api_bodies protocols}
 OUT=${OUT:-/tmp/pxetwist-fuzz}
 cd "$(dirname "$0")/.." || exit 1
 export PYTHONPATH=$PWD

@@ -69,7 +69,8 @@ def start_vm(net: LabNet, folder: Path, mac: str, firmware: str = "bios",
              nic_rom: bool = True, secure_boot: bool | None = None, memory: int = 256,
              extra: tuple[str, ...] = ()) -> VM:
     """Boot a VM from the network on a new tap of ``net``. ``firmware``: bios | uefi;
-    ``memory`` in MiB.
+    ``memory`` in MiB;
+    ``extra``: more QEMU arguments (fw_cfg switches, ``-boot`` menu).
 
     :param secure_boot: UEFI on q35 with the 4M OVMF build: ``True`` with Secure Boot on
         (Microsoft keys), ``False`` with it off; ``None``: the plain OVMF build."""

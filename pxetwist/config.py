@@ -13,7 +13,7 @@ import os.path
 import re
 import socket
 from collections.abc import Callable, Iterable, Mapping
-from ipaddress import IPv4Address, IPv4Network
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 from pathlib import Path
 from typing import TypeVar
 from urllib.parse import urlparse
@@ -62,6 +62,16 @@ DEFAULTS: dict[str, dict[str, str]] = {
     "boot": {"unknown": "local", "menu_timeout": "10", "api_url": "", "max_machines": "10000",
              "efi_loader": "ipxe", "shim_second_stage": "grub", "shim_dir": "/usr/lib/shim",
              "grub_dir": "/usr/lib/grub"},
+    "dhcp6": {
+        "mode": "off",
+        "interface": "",
+        "address": "",
+        "range_start": "",
+        "range_end": "",
+        "lease_time": "3600",
+        "preferred_lifetime": "1800",
+        "dns": "",
+    },
 }
 
 #: Sections whose keys are data (MACs, architectures), not fixed names.
@@ -196,6 +206,29 @@ class BootConfig:
 
 
 @frozen
+class Dhcp6Config:
+    """``[dhcp6]``: DHCPv6 (RFC 8415) with the RFC 5970 boot options.
+
+    :ivar mode: ``off``, ``stateless`` (boot options only, the IPv6 counterpart of proxy
+        mode) or ``full`` (addresses from the pool too).
+    :ivar interface: the interface it listens on; ``""`` = ``[server] interface``.
+    :ivar address: our IPv6 address written into URLs; ``None`` = the interface's first
+        global address.
+    :ivar range_start: full mode's first pool address (the pool's /64 is the link).
+    :ivar preferred_lifetime: seconds; ``lease_time`` is the valid lifetime.
+    """
+
+    mode: str = "off"
+    interface: str = ""
+    address: IPv6Address | None = None
+    range_start: IPv6Address | None = None
+    range_end: IPv6Address | None = None
+    lease_time: int = 3600
+    preferred_lifetime: int = 1800
+    dns: tuple[IPv6Address, ...] = ()
+
+
+@frozen
 class Config:
     """The whole configuration. :ivar path: the file it came from (``None`` if built in code)."""
 
@@ -206,6 +239,7 @@ class Config:
     http: HttpConfig
     catalog: CatalogConfig
     boot: BootConfig
+    dhcp6: Dhcp6Config = field(factory=Dhcp6Config)
 
     def base_url(self, fallback_address: str = "127.0.0.1") -> str:
         """The base URL iPXE is told to fetch from (no trailing ``/``)."""
@@ -406,7 +440,7 @@ def _check_reservation(r: _Reader, key: str, ip: IPv4Address, start: IPv4Address
 def _tftp(r: _Reader) -> TftpConfig:
     address = r.raw("tftp", "address")
     if address:
-        r.address("tftp", "address")
+        r.convert("tftp", "address", ipaddress.ip_address, "an IPv4 or IPv6 address")
     enabled = r.boolean("tftp", "enabled")
     return TftpConfig(
         enabled=enabled,
@@ -470,6 +504,62 @@ def _boot(r: _Reader, parser: configparser.RawConfigParser) -> BootConfig:
         grub_dir=r.path("boot", "grub_dir"),
         files=files,
     )
+
+
+def _v6(r: _Reader, key: str) -> IPv6Address | None:
+    text = r.raw("dhcp6", key)
+    if not text:
+        return None
+    return r.convert("dhcp6", key, IPv6Address, "an IPv6 address")
+
+
+def _dhcp6(r: _Reader, server_interface: str) -> Dhcp6Config:
+    mode = r.choice("dhcp6", "mode", ("off", "stateless", "full"))
+    interface = r.raw("dhcp6", "interface")
+    if interface:
+        if not re.fullmatch(r"[A-Za-z0-9_.:@-]{1,15}", interface):
+            raise r.error("dhcp6", "interface", f"{interface!r} is not an interface name")
+        try:
+            socket.if_nametoindex(interface)
+        except OSError:
+            raise r.error("dhcp6", "interface",
+                          f"no network interface {interface!r} on this machine") from None
+    if mode != "off" and not (interface or server_interface):
+        raise r.error("dhcp6", "interface", "DHCPv6 listens on one link: name the interface "
+                      "here or in [server] interface")
+    address = _v6(r, "address")
+    if address is not None and (address.is_link_local or address.is_multicast
+                                or address.is_unspecified):
+        raise r.error("dhcp6", "address", f"{address} is not a unicast address clients "
+                      "can reach beyond the link (no link-local, multicast or ::)")
+    start, end = _v6(r, "range_start"), _v6(r, "range_end")
+    if mode == "full":
+        if start is None:
+            raise r.error("dhcp6", "range_start", "full mode needs a pool (range_start)")
+        if end is None:
+            raise r.error("dhcp6", "range_end", "full mode needs a pool (range_end)")
+    if start is not None and end is not None:
+        if end < start:
+            raise r.error("dhcp6", "range_end", f"{end} comes before range_start {start}")
+        network = IPv6Network(f"{start}/64", strict=False)
+        if end not in network:
+            raise r.error("dhcp6", "range_end", f"{end} is outside {network} (range_start's "
+                          "/64)")
+    lease_time = r.integer("dhcp6", "lease_time", 60, 2**31 - 1)
+    preferred = r.integer("dhcp6", "preferred_lifetime", 0, 2**31 - 1)
+    if preferred > lease_time:
+        raise r.error("dhcp6", "preferred_lifetime", f"{preferred} is longer than "
+                      f"lease_time {lease_time} (the valid lifetime)")
+    dns = []
+    for part in (p.strip() for p in r.raw("dhcp6", "dns").split(",")):
+        if part:
+            try:
+                dns.append(IPv6Address(part))
+            except ValueError:
+                raise r.error("dhcp6", "dns", f"{part!r} is not an IPv6 address") from None
+    return Dhcp6Config(mode=mode, interface=interface, address=address, range_start=start,
+                       range_end=end, lease_time=lease_time, preferred_lifetime=preferred,
+                       dns=tuple(dns))
 
 
 def _new_parser() -> configparser.RawConfigParser:
@@ -541,14 +631,16 @@ def load_text(
         parser.set(section, key, value)
         overridden[(section, key)] = f"{section}.{key}={value}"
     reader = _Reader(parser, source, folder, overridden)
+    server = _server(reader)
     return Config(
         path=None,
-        server=_server(reader),
+        server=server,
         dhcp=_dhcp(reader, parser),
         tftp=_tftp(reader),
         http=_http(reader),
         catalog=_catalog(reader),
         boot=_boot(reader, parser),
+        dhcp6=_dhcp6(reader, server.interface),
     )
 
 

@@ -30,6 +30,8 @@ from pxetwist.chain import chain_files
 from pxetwist.config import Config
 from pxetwist.dhcp.leases import BOUND, LeasePool
 from pxetwist.dhcp.service import build_dhcp_service
+from pxetwist.dhcp6.service import build_dhcp6_service
+from pxetwist.dualstack import DualStackTCPServer
 from pxetwist.events import BootEvent, EventBus
 from pxetwist.http.app import PxeApp
 from pxetwist.http.unattended import Unattended
@@ -120,9 +122,10 @@ class PxeService(MultiService):
     def status(self) -> dict[str, int]:
         """Counts for the status line: leases in use, transfers running, boot events."""
         counts: dict[str, int] = {}
-        dhcp: Any = self.namedServices.get("dhcp")
-        if dhcp is not None and hasattr(dhcp, "leases_in_use"):
-            counts["leases"] = dhcp.leases_in_use()
+        for name in ("dhcp", "dhcp6"):
+            dhcp: Any = self.namedServices.get(name)
+            if dhcp is not None and hasattr(dhcp, "leases_in_use"):
+                counts["leases"] = counts.get("leases", 0) + dhcp.leases_in_use()
         tftp: Any = self.namedServices.get("tftp")
         if tftp is not None and hasattr(tftp, "active_transfers"):
             counts["transfers"] = tftp.active_transfers
@@ -206,12 +209,22 @@ def build_catalog(config: Config, store: Store, reactor: Any) -> CatalogService:
     return CatalogService(config.catalog, store, reactor)
 
 
-def build_http(config: Config, app: PxeApp, reactor: Any) -> IService:
-    """The HTTP listener serving the Klein app on ``[http] interface``:``port``."""
-    description = f"tcp:{config.http.port}"
-    if config.http.interface:
-        description += ":interface=" + config.http.interface.replace(":", "\\:")
-    service = strports.service(description, Site(app.resource()), reactor=reactor)
+def build_http(config: Config, app: PxeApp, reactor: Any, app6: PxeApp | None = None
+               ) -> IService:
+    """The HTTP listener serving the Klein app on ``[http] interface``:``port``; an empty
+    interface serves both families, IPv6 clients from ``app6`` (scripts with the IPv6
+    base URL) when given."""
+    app6 = app6 or app
+    if not config.http.interface:  # both families (pxetwist.dualstack)
+        both = DualStackTCPServer(config.http.port, Site(app.resource()), reactor,
+                                  Site(app6.resource()))
+        both.setName("http")
+        return both
+    family = "tcp6" if ":" in config.http.interface else "tcp"
+    description = f"{family}:{config.http.port}"
+    description += ":interface=" + config.http.interface.replace(":", "\\:")
+    served = app6 if family == "tcp6" else app
+    service = strports.service(description, Site(served.resource()), reactor=reactor)
     service.setName("http")
     return service
 
@@ -238,6 +251,31 @@ def current_lease_mac(pool: LeasePool) -> Callable[[str], str]:
 def in_thread(reactor: Any, work: Callable[..., Any], *args: Any) -> Deferred[Any]:
     """Run blocking ``work`` in the reactor's thread pool."""
     return deferToThreadPool(reactor, reactor.getThreadPool(), work, *args)
+def _either(lease_mac: Callable[[str], str] | None, pool6: LeasePool | None
+            ) -> Callable[[str], str] | None:
+    """The MAC charged for an IP: the IPv4 pool's answer, else the IPv6 pool's."""
+    if pool6 is None:
+        return lease_mac
+    mac6 = current_lease_mac(pool6)
+    if lease_mac is None:
+        return mac6
+    first = lease_mac
+
+    def either(ip: str) -> str:
+        return (mac6 if ":" in ip else first)(ip)
+
+    return either
+
+
+def _with_dhcp6(explain: Callable[[str], list[dict[str, Any]]] | None,
+                identity: Callable[[str], dict[str, Any]]
+                ) -> Callable[[str], list[dict[str, Any]]]:
+    """Explain's DHCP rows plus one saying how DHCPv6 knew the MAC (and its DUID)."""
+
+    def rows(mac: str) -> list[dict[str, Any]]:
+        return [*(explain(mac) if explain is not None else []), identity(mac)]
+
+    return rows
 
 
 def make_service(config: Config, reactor: Any) -> PxeService:
@@ -260,7 +298,7 @@ def make_service(config: Config, reactor: Any) -> PxeService:
     catalog.setServiceParent(top)
 
     running = ["http"]
-    explain = None
+    explain: Callable[[str], list[dict[str, Any]]] | None = None
     lease_mac = None
     if config.dhcp.mode != "off":
         dhcp = build_dhcp_service(config, store, bus, reactor, address, base_url,
@@ -270,6 +308,12 @@ def make_service(config: Config, reactor: Any) -> PxeService:
         if dhcp.pool is not None:
             lease_mac = current_lease_mac(dhcp.pool)
         running.append("dhcp")
+    dhcp6 = None
+    if config.dhcp6.mode != "off":
+        dhcp6 = build_dhcp6_service(config, store, bus, reactor)
+        dhcp6.setServiceParent(top)
+        explain = _with_dhcp6(explain, dhcp6.identity)
+        running.append("dhcp6")
     unattended = Unattended(machines, base_url, config.dhcp.reservations)
     if config.tftp.enabled:
         generated, linked = chain_files(config, catalog, machines, base_url,
@@ -277,8 +321,16 @@ def make_service(config: Config, reactor: Any) -> PxeService:
         build_tftp_service(config, bus, reactor, generated, machines.mac_for_ip,
                            linked).setServiceParent(top)
         running.append("tftp")
+    source = build_machine_source(config, reactor)
     app = PxeApp(config, catalog, machines, store, bus, base_url, tuple(running), explain,
-                 build_machine_source(config, reactor), lease_mac=lease_mac,
-                 run_in_thread=partial(in_thread, reactor), unattended=unattended)
-    build_http(config, app, reactor).setServiceParent(top)
+                 source, lease_mac=lease_mac, run_in_thread=partial(in_thread, reactor),
+                 unattended=unattended)
+    app6 = None
+    if dhcp6 is not None:  # IPv6 clients get scripts naming http://[addr]:port
+        app6 = PxeApp(config, catalog, machines, store, bus, dhcp6.base_url, tuple(running),
+                      explain, source, lease_mac=_either(lease_mac, dhcp6.pool),
+                      run_in_thread=partial(in_thread, reactor),
+                      unattended=Unattended(machines, dhcp6.base_url,
+                                            config.dhcp.reservations))
+    build_http(config, app, reactor, app6).setServiceParent(top)
     return top

@@ -129,7 +129,7 @@ def makeService(options: Options) -> IService:
     assert options.config is not None
     try:
         service = make_service(options.config, reactor)
-    except StoreError as e:
+    except (StoreError, ConfigError) as e:
         raise SystemExit(f"pxetwist: {e}") from None
     _hand_state_to(options, options.config)
     service.log_observer = _log_observer(options)

@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-TARGETS = {"config": "config", "dhcp_packet": "dhcp", "tftp_packet": "tftp",
+TARGETS = {"config": "config", "dhcp_packet": "dhcp", "dhcp6_packet": "dhcp6",
+           "tftp_packet": "tftp",
            "api_bodies": "api", "protocols": "protocols"}
 
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("atheris") is None,

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from pxetwist.dhcp import options as opt
 from pxetwist.dhcp.leases import OFFER_HOLD
-from pxetwist.dhcp.server import EXHAUSTED_LOG_INTERVAL, RATE_LIMIT
+from pxetwist.dhcp.replies import EXHAUSTED_LOG_INTERVAL, RATE_LIMIT
 from pxetwist.tftp import packet
 from pxetwist.tftp.session import PRE_ANSWER_RESENDS
 from tests.dhcp.clients import ipxe_rom, plain, requested, server_id
@@ -53,7 +53,7 @@ def test_pool_exhaustion_warns_once_a_minute_not_per_client(tmp_path: Path) -> N
 
     rig = make_dhcp_rig(tmp_path)
     logged: list[dict[str, object]] = []
-    rig.service._main_controller._log = Logger(observer=logged.append)
+    rig.service.main_controller._log = Logger(observer=logged.append)
     for i in range(4):
         dora(rig, mac=flood_mac(i))
     for i in range(10_000):

@@ -13,15 +13,15 @@ the pool is rebuilt from the store, so no ACKed address is handed out twice.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from ipaddress import IPv4Address, IPv4Network
+from collections.abc import Iterator, Mapping
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_address
 from typing import Any
 
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from pxetwist.config import DhcpConfig
+from pxetwist.config import Dhcp6Config, DhcpConfig
 from pxetwist.metrics import DHCP_LEASES
 from pxetwist.store import LeaseRow, Store
 
@@ -34,30 +34,42 @@ BOUND = "bound"
 RELEASED = "released"
 DECLINED = "declined"
 
+Address = IPv4Address | IPv6Address
+
 
 class LeasePool:
     """Allocation and bookkeeping for ``[dhcp] range_start..range_end``.
 
-    Clients are identified by a key (``id:<option 61 hex>`` or ``mac:<mac>``).
+    Clients are identified by a key (``id:<option 61 hex>`` or ``mac:<mac>``; DHCPv6:
+    ``duid:<hex>/<iaid>``). The same pool serves ``[dhcp6]``'s IPv6 range: IPv4 and
+    IPv6 leases share the store's table and each pool loads its own family.
 
     :param clock: ``seconds`` and ``callLater`` (times in leases are epoch seconds).
     """
 
     _log = Logger()
 
-    def __init__(self, config: DhcpConfig, store: Store, clock: Any) -> None:
+    def __init__(self, config: DhcpConfig | Dhcp6Config, store: Store, clock: Any) -> None:
         assert config.range_start is not None and config.range_end is not None
         self._config = config
         self._store = store
         self._clock = clock
-        self.network = IPv4Network(f"{config.range_start}/{config.netmask}", strict=False)
+        self._address: type[IPv4Address] | type[IPv6Address] = type(config.range_start)
+        self.network: IPv4Network | IPv6Network
+        if isinstance(config, DhcpConfig):
+            self.network = IPv4Network(f"{config.range_start}/{config.netmask}", strict=False)
+            reservations: Mapping[str, Address] = config.reservations
+        else:
+            self.network = IPv6Network(f"{config.range_start}/64", strict=False)
+            reservations = {}
+        self._reservations = reservations
         self._start = int(config.range_start)
         self._end = int(config.range_end)
         self._by_ip: dict[str, LeaseRow] = {}
         self._by_key: dict[str, str] = {}
         self._offers: dict[str, tuple[str, float]] = {}  # ip -> (key, until)
         self._offer_of: dict[str, str] = {}  # key -> ip offered to it
-        self._reserved_ips = {str(ip): mac for mac, ip in config.reservations.items()}
+        self._reserved_ips = {str(ip): mac for mac, ip in reservations.items()}
         self._next_free = self._start
         #: Rows waiting for the next commit, each with the Deferred of whoever waits for
         #: it (``None`` for the old address a client's new lease frees: nobody waits).
@@ -68,6 +80,8 @@ class LeasePool:
     def load(self) -> None:
         """Rebuild the pool from the store (startup)."""
         for row in self._store.leases_now():
+            if not isinstance(ip_address(row.ip), self._address):
+                continue  # the other family's pool
             self._by_ip[row.ip] = row
             self._by_key[row.client_id or "mac:" + row.mac] = row.ip
         # Counted when scraped, not on every change: counting walks every lease, and
@@ -88,7 +102,7 @@ class LeasePool:
             return None
         return row
 
-    def holds(self, ip: IPv4Address, key: str, mac: str) -> bool:
+    def holds(self, ip: Address, key: str, mac: str) -> bool:
         """Whether this client (same client id or MAC key, same MAC) holds a bound,
         unexpired lease on ``ip``: only such a client may give it back or decline it."""
         row = self.holder(str(ip))
@@ -99,16 +113,16 @@ class LeasePool:
         now = self._clock.seconds()
         return sum(1 for r in self._by_ip.values() if r.state == BOUND and r.expires > now)
 
-    def in_pool(self, ip: IPv4Address) -> bool:
+    def in_pool(self, ip: Address) -> bool:
         return self._start <= int(ip) <= self._end or str(ip) in self._reserved_ips
 
     # -- allocation ------------------------------------------------------------------
 
-    def available_for(self, ip: IPv4Address, key: str, mac: str) -> bool:
+    def available_for(self, ip: Address, key: str, mac: str) -> bool:
         """Whether ``ip`` may be given to this client now."""
         return self.unavailable_because(ip, key, mac) is None
 
-    def unavailable_because(self, ip: IPv4Address, key: str, mac: str) -> str | None:
+    def unavailable_because(self, ip: Address, key: str, mac: str) -> str | None:
         """Why ``ip`` may not be given to this client now (a NAK's message), or ``None``
         when it may."""
         text = str(ip)
@@ -126,20 +140,20 @@ class LeasePool:
             return "address offered to another client"
         return None
 
-    def allocate(self, key: str, mac: str, requested: IPv4Address | None) -> IPv4Address | None:
+    def allocate(self, key: str, mac: str, requested: Address | None) -> Address | None:
         """An address for this client (its reservation, its previous address, the one it
         asks for, or a free one), held for it for :data:`OFFER_HOLD` seconds; ``None``
         when the pool is exhausted."""
-        reservation = self._config.reservations.get(mac)
-        candidates: list[IPv4Address] = []
+        reservation = self._reservations.get(mac)
+        candidates: list[Address] = []
         if reservation is not None:
             candidates.append(reservation)
         offered = self._offer_of.get(key)
         if offered is not None:  # a repeated DISCOVER gets the same offer, not a new one
-            candidates.append(IPv4Address(offered))
+            candidates.append(self._address(offered))
         previous = self._by_key.get(key)
         if previous is not None:
-            candidates.append(IPv4Address(previous))
+            candidates.append(self._address(previous))
         if requested is not None:
             candidates.append(requested)
         for ip in candidates:
@@ -150,20 +164,20 @@ class LeasePool:
                 return self._hold(ip, key)
         return None
 
-    def _free_addresses(self) -> Iterator[IPv4Address]:
+    def _free_addresses(self) -> Iterator[Address]:
         """Never-used addresses first (round robin), then the longest-expired ones."""
         size = self._end - self._start + 1
         for step in range(size):
             number = self._start + (self._next_free - self._start + step) % size
-            if str(IPv4Address(number)) not in self._by_ip:
+            if str(self._address(number)) not in self._by_ip:
                 self._next_free = number + 1 if number < self._end else self._start
-                yield IPv4Address(number)
+                yield self._address(number)
         expired = sorted((r.expires, r.ip) for r in self._by_ip.values()
                          if self.holder(r.ip) is None)
         for _, ip in expired:
-            yield IPv4Address(ip)
+            yield self._address(ip)
 
-    def _hold(self, ip: IPv4Address, key: str) -> IPv4Address:
+    def _hold(self, ip: Address, key: str) -> Address:
         previous = self._offer_of.get(key)
         if previous is not None and previous != str(ip):
             self._offers.pop(previous, None)
@@ -183,7 +197,7 @@ class LeasePool:
 
     # -- changes (durable) -----------------------------------------------------------
 
-    def bind(self, ip: IPv4Address, key: str, mac: str, name: str) -> Deferred[None]:
+    def bind(self, ip: Address, key: str, mac: str, name: str) -> Deferred[None]:
         """Bind ``ip`` to the client for ``lease_time``; fires once it is on disk."""
         row = LeaseRow(str(ip), mac, key, name, self._clock.seconds() + self._config.lease_time,
                        BOUND)
@@ -191,7 +205,7 @@ class LeasePool:
         self._offer_of.pop(key, None)
         return self._set(row)
 
-    def release(self, ip: IPv4Address, key: str, mac: str) -> Deferred[None] | None:
+    def release(self, ip: Address, key: str, mac: str) -> Deferred[None] | None:
         """The client gives ``ip`` back; its claim to it is kept for next time.
         ``None`` (nothing changes) unless it :meth:`holds` the lease."""
         row = self._by_ip.get(str(ip))
@@ -200,7 +214,7 @@ class LeasePool:
         return self._set(LeaseRow(row.ip, row.mac, row.client_id, row.hostname,
                                   self._clock.seconds(), RELEASED))
 
-    def decline(self, ip: IPv4Address, key: str, mac: str) -> Deferred[None] | None:
+    def decline(self, ip: Address, key: str, mac: str) -> Deferred[None] | None:
         """The client found ``ip`` in use: keep it out of the pool for a while.
         ``None`` (nothing changes) unless it :meth:`holds` the lease."""
         if not self.in_pool(ip) or not self.holds(ip, key, mac):

@@ -18,7 +18,7 @@ from twisted.logger import Logger
 from pxetwist.config import DhcpConfig
 from pxetwist.dhcp import options as opt
 from pxetwist.dhcp.packet import BOOTREPLY, ZERO, DhcpPacket, encode
-from pxetwist.dhcp.server import (
+from pxetwist.dhcp.replies import (
     BROADCAST,
     CLIENT_PORT,
     SERVER_PORT,
@@ -57,7 +57,7 @@ class ProxyServer:
         self.limiter = RateLimiter(clock)
         self._no_loader = OncePerKey()
 
-    def __call__(self, packet: DhcpPacket, source: Address) -> None:
+    def message_received(self, packet: DhcpPacket, source: Address) -> None:
         arrived = self.clock.seconds()
         kind = opt.message_type(packet)
         DHCP_PACKETS.labels(type=opt.MESSAGE_NAMES.get(kind or 0, "BOOTP")).inc()

@@ -1,221 +1,48 @@
-"""DHCP decisions: the full-mode server (RFC 2131) and what both modes share.
+"""The full-mode DHCP server (RFC 2131): the controller behind port 67 in full mode.
 
-:class:`DhcpDatagramProtocol` only decodes and hands each message to a
-controller; :class:`DhcpServer` (full mode, here) and
-:class:`~pxetwist.dhcp.proxy.ProxyServer` decide. A controller answers by
-calling its ``send`` with the reply and where it goes, chosen per RFC 2131
-4.1 by :func:`destination`.
+:class:`~pxetwist.dhcp.protocol.DhcpDatagramProtocol` only decodes and hands each
+request to :meth:`DhcpServer.message_received`; this module (and
+:class:`~pxetwist.dhcp.proxy.ProxyServer`) decides, with the helpers both modes share
+in :mod:`pxetwist.dhcp.replies`. A controller answers by calling its ``send`` with the
+reply and where it goes, chosen per RFC 2131 4.1 by
+:func:`~pxetwist.dhcp.replies.destination`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from functools import partial
 from ipaddress import IPv4Address
 from typing import Any
 from weakref import WeakKeyDictionary
 
-from attrs import define, field
-from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from pxetwist.arch import BY_CODE
 from pxetwist.config import DhcpConfig
 from pxetwist.dhcp import options as opt
 from pxetwist.dhcp.leases import LeasePool
 from pxetwist.dhcp.packet import (
     BOOTREPLY,
-    BOOTREQUEST,
     ZERO,
     DhcpPacket,
-    DhcpPacketError,
     encode,
-    parse,
+)
+from pxetwist.dhcp.replies import (
+    EXHAUSTED_LOG_INTERVAL,
+    Address,
+    OncePerKey,
+    RateLimiter,
+    Send,
+    ThrottledWarning,
+    arch_name,
+    boot_fields,
+    destination,
+    echoed,
+    facts_of,
+    log_no_loader,
 )
 from pxetwist.events import EventBus, Stage
 from pxetwist.metrics import DHCP_DROPPED, DHCP_PACKETS, DHCP_REPLIES, DHCP_REPLY_SECONDS
-from pxetwist.policy import BootDecision, BootPolicy, ClientFacts
-
-Address = tuple[str, int]
-Send = Callable[[bytes, Address], None]
-BROADCAST = "255.255.255.255"
-CLIENT_PORT = 68
-SERVER_PORT = 67
-
-#: Per-MAC rate limit: at most this many messages per :data:`RATE_WINDOW` seconds.
-RATE_LIMIT = 20
-RATE_WINDOW = 1.0
-#: Seconds between two "pool exhausted" warnings.
-EXHAUSTED_LOG_INTERVAL = 60.0
-
-
-class DhcpDatagramProtocol(DatagramProtocol):
-    """Decodes datagrams and hands them to ``controller(packet, addr)``; drops and counts
-    garbage. Never lets an exception out of ``datagramReceived``."""
-
-    noisy = False
-    _log = Logger()
-
-    def __init__(self, controller: Callable[[DhcpPacket, Address], None]) -> None:
-        self.controller = controller
-
-    def startProtocol(self) -> None:
-        assert self.transport is not None
-        self.transport.setBroadcastAllowed(True)
-
-    def send(self, data: bytes, addr: Address) -> None:
-        assert self.transport is not None
-        # Decoded only if the line is written (--verbose): twisted.logger calls
-        # {summary()} when it formats the event, never when debug is filtered out.
-        self._log.debug("DHCP out to {addr[0]}:{addr[1]}: {summary()}", addr=addr,
-                        summary=partial(_describe_datagram, data))
-        try:
-            self.transport.write(data, addr)
-        except OSError as e:
-            DHCP_DROPPED.labels(reason="send-failed").inc()
-            self._log.warn("DHCP reply to {addr} not sent: {error}", addr=addr, error=e)
-
-    def datagramReceived(self, data: bytes, addr: Address) -> None:
-        try:
-            packet = parse(data)
-        except DhcpPacketError as e:
-            DHCP_DROPPED.labels(reason="malformed").inc()
-            self._log.debug("dropped malformed DHCP datagram from {addr}: {error}", addr=addr,
-                            error=e)
-            return
-        self._log.debug("DHCP in from {addr[0]}:{addr[1]}: {summary()}", addr=addr,
-                        summary=partial(opt.describe, packet))
-        if packet.op != BOOTREQUEST:
-            DHCP_DROPPED.labels(reason="not-a-request").inc()
-            return
-        try:
-            self.controller(packet, addr)
-        except Exception:
-            DHCP_DROPPED.labels(reason="internal-error").inc()
-            self._log.failure("DHCP message from {addr} failed", addr=addr)
-
-
-def _describe_datagram(data: bytes) -> str:
-    """:func:`~pxetwist.dhcp.options.describe` of a datagram we send."""
-    try:
-        return opt.describe(parse(data))
-    except DhcpPacketError as e:
-        return f"undecodable ({len(data)} bytes: {e})"
-
-
-def facts_of(packet: DhcpPacket) -> ClientFacts:
-    """The client facts the boot policy needs, read from a request."""
-    return ClientFacts(packet.mac, opt.client_arch(packet), opt.vendor_class(packet),
-                       opt.is_ipxe(packet), opt.machine_uuid(packet))
-
-
-def arch_name(facts: ClientFacts) -> str:
-    arch = BY_CODE.get(facts.arch) if facts.arch is not None else None
-    return arch.name if arch else ("" if facts.arch is None else f"unknown-{facts.arch}")
-
-
-def destination(request: DhcpPacket, reply_type: int, source: Address) -> Address:
-    """Where a reply goes (RFC 2131 4.1): via the relay, to the client's address, or
-    broadcast (the client has no address yet, asked for broadcast, or gets a NAK).
-
-    Unicast to ``yiaddr`` before the client has it would need an ARP entry set from
-    user space; broadcast reaches it just as well.
-    """
-    if request.giaddr != ZERO:
-        return str(request.giaddr), SERVER_PORT
-    if reply_type == opt.NAK:
-        return BROADCAST, CLIENT_PORT
-    if request.ciaddr != ZERO:
-        return str(request.ciaddr), source[1] if source[1] != SERVER_PORT else CLIENT_PORT
-    return BROADCAST, CLIENT_PORT
-
-
-def boot_fields(decision: BootDecision, server: str) -> tuple[IPv4Address, bytes,
-                                                              list[tuple[int, bytes]]]:
-    """``siaddr``, ``file`` and options 66/67 for a boot decision."""
-    filename = decision.filename.encode("latin-1", "replace")
-    siaddr = IPv4Address(decision.next_server or server)
-    options = [(opt.TFTP_SERVER, str(siaddr).encode()), (opt.BOOTFILE, filename)]
-    return siaddr, filename if len(filename) <= 127 else b"", options
-
-
-def echoed(request: DhcpPacket) -> list[tuple[int, bytes]]:
-    """Options a reply must carry back unchanged: 97 (UUID) and 82 (relay agent)."""
-    return [(code, value) for code in (opt.CLIENT_UUID, opt.RELAY_AGENT)
-            if (value := request.option(code)) is not None]
-
-
-class RateLimiter:
-    """At most :data:`RATE_LIMIT` messages per MAC per :data:`RATE_WINDOW` seconds, so one
-    client (or a flood of one) cannot starve the rest; memory stays bounded."""
-
-    def __init__(self, clock: Any, limit: int = RATE_LIMIT, window: float = RATE_WINDOW,
-                 max_clients: int = 50_000) -> None:
-        self._clock = clock
-        self._limit = limit
-        self._window = window
-        self._max_clients = max_clients
-        self._seen: dict[str, tuple[float, int]] = {}
-
-    def allow(self, mac: str) -> bool:
-        now = self._clock.seconds()
-        start, count = self._seen.get(mac, (now, 0))
-        if now - start >= self._window:
-            start, count = now, 0
-        if count >= self._limit:
-            return False
-        if len(self._seen) >= self._max_clients and mac not in self._seen:
-            self._seen = {m: v for m, v in self._seen.items() if now - v[0] < self._window}
-            if len(self._seen) >= self._max_clients:
-                return False
-        self._seen[mac] = (start, count + 1)
-        return True
-
-
-@define
-class ThrottledWarning:
-    """A warning logged at most once per ``interval`` seconds, saying how many more
-    occurrences went unlogged since: a flood must not become a flood of log lines."""
-
-    clock: Any
-    interval: float
-    _logged_at: float = float("-inf")
-    _unlogged: int = 0
-
-    def due(self) -> int | None:
-        """Count one occurrence: how many went unlogged before it if it is to be logged
-        now, else ``None``."""
-        now = self.clock.seconds()
-        if now - self._logged_at < self.interval:
-            self._unlogged += 1
-            return None
-        more, self._unlogged, self._logged_at = self._unlogged, 0, now
-        return more
-
-
-@define
-class OncePerKey:
-    """Says yes the first time it sees a key (a MAC), for one log line per client;
-    forgets everything after ``limit`` keys, so a flood of MACs cannot grow it."""
-
-    limit: int = 10_000
-    _seen: set[str] = field(factory=set)
-
-    def first(self, key: str) -> bool:
-        if key in self._seen:
-            return False
-        if len(self._seen) >= self.limit:
-            self._seen.clear()
-        self._seen.add(key)
-        return True
-
-
-def log_no_loader(log: Logger, once: OncePerKey, mac: str, decision: BootDecision) -> None:
-    """Once per MAC: this client gets no boot file, and why."""
-    if once.first(mac):
-        log.warn("no boot file for {mac} ({arch}): {reason}", mac=mac, arch=decision.arch,
-                 reason=decision.reason)
+from pxetwist.policy import BootPolicy
 
 
 class DhcpServer:
@@ -244,7 +71,7 @@ class DhcpServer:
 
     # -- dispatch --------------------------------------------------------------------
 
-    def __call__(self, packet: DhcpPacket, source: Address) -> None:
+    def message_received(self, packet: DhcpPacket, source: Address) -> None:
         self._arrived[packet] = self.clock.seconds()
         kind = opt.message_type(packet)
         DHCP_PACKETS.labels(type=opt.MESSAGE_NAMES.get(kind or 0, "BOOTP")).inc()
@@ -271,6 +98,7 @@ class DhcpServer:
             DHCP_DROPPED.labels(reason="pool-exhausted").inc()
             self._warn_exhausted(packet.mac)
             return
+        assert isinstance(ip, IPv4Address)  # an IPv4 pool
         self._reply(packet, source, opt.OFFER, ip, Stage.DHCP_OFFER)
 
     def _warn_exhausted(self, mac: str) -> None:

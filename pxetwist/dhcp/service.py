@@ -14,14 +14,16 @@ from collections.abc import Callable
 from typing import Any
 
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred, DeferredList
+from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
 from pxetwist import signed
 from pxetwist.config import Config
 from pxetwist.dhcp.leases import LeasePool
+from pxetwist.dhcp.protocol import DhcpDatagramProtocol
 from pxetwist.dhcp.proxy import ProxyServer
-from pxetwist.dhcp.server import DhcpDatagramProtocol, DhcpServer
+from pxetwist.dhcp.server import DhcpServer
+from pxetwist.dualstack import stop_listening
 from pxetwist.events import EventBus
 from pxetwist.policy import BootPolicy
 from pxetwist.store import Store
@@ -62,25 +64,22 @@ class DhcpService(Service):
         self.reactor = reactor
         self.policy = BootPolicy(config.boot, base_url, server_address, loader_of)
         self.pool: LeasePool | None = None
-        self.main = DhcpDatagramProtocol(self._dispatch_main)
-        self.boot_server = DhcpDatagramProtocol(self._dispatch_boot_server)
+        self.main = DhcpDatagramProtocol()
+        self.boot_server = DhcpDatagramProtocol()
         dhcp = config.dhcp
+        self.main_controller: DhcpServer | ProxyServer
         if dhcp.mode == "full":
             self.pool = LeasePool(dhcp, store, reactor)
-            self._main_controller: Any = DhcpServer(dhcp, self.pool, self.policy, events,
-                                                    reactor, server_address, self.main.send)
+            self.main_controller = DhcpServer(dhcp, self.pool, self.policy, events, reactor,
+                                              server_address, self.main.send)
         else:
-            self._main_controller = ProxyServer(dhcp, self.policy, events, reactor,
-                                                server_address, self.main.send, False)
-        self._boot_controller = ProxyServer(dhcp, self.policy, events, reactor,
-                                            server_address, self.boot_server.send, True)
+            self.main_controller = ProxyServer(dhcp, self.policy, events, reactor,
+                                               server_address, self.main.send, False)
+        self.boot_controller = ProxyServer(dhcp, self.policy, events, reactor,
+                                           server_address, self.boot_server.send, True)
+        self.main.controller = self.main_controller
+        self.boot_server.controller = self.boot_controller
         self._ports: list[Any] = []
-
-    def _dispatch_main(self, packet: Any, source: Any) -> None:
-        self._main_controller(packet, source)
-
-    def _dispatch_boot_server(self, packet: Any, source: Any) -> None:
-        self._boot_controller(packet, source)
 
     def leases_in_use(self) -> int:
         """Bound, unexpired leases (for the status line)."""
@@ -126,8 +125,7 @@ class DhcpService(Service):
     def stopService(self) -> Deferred[Any] | None:
         super().stopService()
         ports, self._ports = self._ports, []
-        stopping = [d for port in ports if isinstance(d := port.stopListening(), Deferred)]
-        return DeferredList(stopping) if stopping else None
+        return stop_listening(ports)
 
 
 def build_dhcp_service(config: Config, store: Store, events: EventBus, reactor: Any,

@@ -36,25 +36,26 @@ def open_session_port(reactor: Any, interface: str, session: TftpSession,
     reactor.listenUDP(0, session, interface=interface)
 
 
-def _reusable_socket() -> socket.socket:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+def _reusable_socket(family: int) -> socket.socket:
+    sock = socket.socket(family, socket.SOCK_DGRAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     sock.setblocking(False)
     return sock
 
 
 def _open_connected_pair(reactor: Any, interface: str, session: TftpSession) -> None:
-    stranger = _reusable_socket()
-    own = _reusable_socket()
+    family = socket.AF_INET6 if ":" in session.client[0] else socket.AF_INET
+    stranger = _reusable_socket(family)
+    own = _reusable_socket(family)
     try:
         stranger.bind((interface, 0))
         own.bind((interface, stranger.getsockname()[1]))
         own.connect(session.client)
         # adopting dups the descriptor; ours are closed on the way out
-        session.sibling = reactor.adoptDatagramPort(stranger.fileno(), socket.AF_INET,
+        session.sibling = reactor.adoptDatagramPort(stranger.fileno(), family,
                                                     StrangerProtocol(session))
         try:
-            reactor.adoptDatagramPort(own.fileno(), socket.AF_INET, session)
+            reactor.adoptDatagramPort(own.fileno(), family, session)
         except Exception:
             session.sibling.stopListening()
             session.sibling = None

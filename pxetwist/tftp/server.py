@@ -49,6 +49,14 @@ ANSWER_GRACE = 1.0
 PROVEN_HOSTS = 4096
 
 
+def session_interface(address: str, client: str) -> str:
+    """The address a transfer's port binds to for ``client``: ``[tftp] address`` when it
+    is of the client's family, else that family's any-address."""
+    if ":" in client:
+        return address if ":" in address else "::"
+    return "" if ":" in address else address
+
+
 def negotiate(options: dict[str, str], size: int | None, config: TftpConfig
               ) -> tuple[int, int, float, dict[str, str]]:
     """Accept the options we support, clamped to the config.
@@ -117,6 +125,11 @@ class TftpServerProtocol(DatagramProtocol):
         self._proven: OrderedDict[str, None] = OrderedDict()
 
     def datagramReceived(self, data: bytes, addr: tuple[str, int]) -> None:
+        assert self.transport is not None
+        self.request_received(data, addr, self.transport)
+
+    def request_received(self, data: bytes, addr: tuple[str, int], transport: Any) -> None:
+        """A datagram on a listening port (``transport``: the IPv4 or the IPv6 one)."""
         log_packet(self._log, "<-", addr, data)
         try:
             request = packet.parse(data)
@@ -127,26 +140,27 @@ class TftpServerProtocol(DatagramProtocol):
             TFTP_DROPPED.labels(reason="not-a-request").inc()
             return
         try:
-            self._request(request, addr)
+            self._request(request, addr, transport)
         except Exception:
             TFTP_DROPPED.labels(reason="internal-error").inc()
             self._log.failure("TFTP request from {addr} failed", addr=addr)
 
-    def _refuse(self, addr: tuple[str, int], code: int, message: str) -> None:
-        assert self.transport is not None
+    def _refuse(self, transport: Any, addr: tuple[str, int], code: int, message: str) -> None:
         error = packet.encode_error(code, message)
-        self.transport.write(error, addr)
+        transport.write(error, addr)
         log_packet(self._log, "->", addr, error)
 
-    def _request(self, request: packet.Request, addr: tuple[str, int]) -> None:
+    def _request(self, request: packet.Request, addr: tuple[str, int], transport: Any) -> None:
         host = addr[0]
         if request.opcode == packet.WRQ:
             TFTP_REQUESTS.labels(op="wrq").inc()
-            self._refuse(addr, packet.ERR_ACCESS, "write requests are not accepted")
+            self._refuse(transport, addr, packet.ERR_ACCESS,
+                         "write requests are not accepted")
             return
         TFTP_REQUESTS.labels(op="rrq").inc()
         if request.mode not in ("octet", "netascii"):
-            self._refuse(addr, packet.ERR_ILLEGAL, f"mode {request.mode[:20]} not supported")
+            self._refuse(transport, addr, packet.ERR_ILLEGAL,
+                         f"mode {request.mode[:20]} not supported")
             return
         running = self._by_client.get(addr)
         if running is not None and (running.request_name, running.request_mode) == (
@@ -164,18 +178,18 @@ class TftpServerProtocol(DatagramProtocol):
             running.supersede()  # the client starts over: a new session below
         if self._per_client[host] >= self.config.max_sessions_per_client:
             TFTP_DROPPED.labels(reason="max-sessions-per-client").inc()
-            self._refuse(addr, packet.ERR_UNDEFINED, "too many transfers from you")
+            self._refuse(transport, addr, packet.ERR_UNDEFINED, "too many transfers from you")
             return
         if len(self.sessions) >= self.config.max_sessions and not self._evict_for(host):
             TFTP_DROPPED.labels(reason="max-sessions").inc()
-            self._refuse(addr, packet.ERR_UNDEFINED, "server busy, try again")
+            self._refuse(transport, addr, packet.ERR_UNDEFINED, "server busy, try again")
             return
         try:
             source = self.resolver.open(request.filename, request.mode == "netascii")
         except FileRefusedError as e:
             self._log.info("TFTP {file!r} refused to {client}: {reason}",
                            file=request.filename[:100], client=host, reason=e.message)
-            self._refuse(addr, e.code, e.message)
+            self._refuse(transport, addr, e.code, e.message)
             return
         blksize, windowsize, max_rto, oack = negotiate(request.options, source.size, self.config)
         session = TftpSession(source, addr, blksize, windowsize, oack, self.reactor,
@@ -191,8 +205,8 @@ class TftpServerProtocol(DatagramProtocol):
         self.events.publish(Stage.TFTP_START, mac=self.mac_for_ip(host), ip=host,
                             detail=source.name)
         try:
-            open_session_port(self.reactor, self.config.address, session,
-                              connected=self._only_session())
+            open_session_port(self.reactor, session_interface(self.config.address, host),
+                              session, connected=self._only_session())
         except Exception:
             session.result = "error"
             self._forget(session)

@@ -117,6 +117,18 @@ def _raw_sender(sock: socket.socket) -> Callable[[bytes, Address], None]:
     return send_to_peer
 
 
+def _without_scope(recvfrom: Callable[[int], tuple[bytes, Any]]
+                   ) -> Callable[[int], tuple[bytes, Address]]:
+    """``recvfrom`` of an IPv6 socket gives ``(host, port, flow, scope)``; the session
+    compares ``(host, port)`` as Twisted hands it (IPv4 sockets are read unwrapped)."""
+
+    def receive(size: int) -> tuple[bytes, Address]:
+        data, addr = recvfrom(size)
+        return data, (addr[0], addr[1])
+
+    return receive
+
+
 class TftpSession(DatagramProtocol):
     """Sends one file to one client.
 
@@ -209,6 +221,8 @@ class TftpSession(DatagramProtocol):
         sock = getattr(self.transport, "socket", None)
         self._send = _raw_sender(sock) if sock is not None else self.transport.write
         self._recvfrom = sock.recvfrom if sock is not None else None
+        if sock is not None and getattr(sock, "family", None) == socket.AF_INET6:
+            self._recvfrom = _without_scope(sock.recvfrom)
         self._transmit(self._clock.seconds())
 
     def datagramReceived(self, data: bytes, addr: Address) -> None:

@@ -251,7 +251,7 @@ def test_decline_or_release_from_stranger_ignored(tmp_path: Path, kind: int,
     rig = make_rig(tmp_path)
     ack = dora(rig)
     logged: list[dict[str, object]] = []
-    rig.service._main_controller._log = Logger(observer=logged.append)
+    rig.service.main_controller._log = Logger(observer=logged.append)
     before = dropped("not-lease-holder")
     client_id = who.get("options_id")
     for _ in range(5):
@@ -361,7 +361,7 @@ def test_rate_limit_per_mac(tmp_path: Path) -> None:
 def test_reply_delay(tmp_path: Path) -> None:
     """[dhcp] reply_delay holds each reply back that many milliseconds."""
     delayed = make_rig(tmp_path, extra="")
-    delayed.service._main_controller.config = evolve(delayed.service.config.dhcp,
+    delayed.service.main_controller.config = evolve(delayed.service.config.dhcp,
                                                      reply_delay=250)
     assert delayed.send(ipxe_rom(opt.DISCOVER)) == []
     delayed.reactor.advance(0.25)
@@ -457,7 +457,7 @@ def test_no_loader_no_boot_file_logged_once_per_mac(tmp_path: Path, mode: str) -
     its address without boot options), logged once per MAC, never the BIOS loader."""
     rig = make_rig(tmp_path, mode=mode)
     logged: list[dict[str, object]] = []
-    rig.service._main_controller._log = Logger(observer=logged.append)
+    rig.service.main_controller._log = Logger(observer=logged.append)
     for mac in ("52:54:00:00:0a:01", "52:54:00:00:0a:01", "52:54:00:00:0a:02"):
         replies = rig.send(arm32(opt.DISCOVER, mac))
         if mode == "proxy":
