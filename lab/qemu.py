@@ -65,7 +65,7 @@ class VM:
         self.process.wait(timeout=10)
 
 
-def start_vm(net: LabNet, folder: Path, mac: str, firmware: str = "bios",
+def start_vm(net: LabNet, folder: Path, mac: str, firmware: str = "bios", *,
              nic_rom: bool = True, secure_boot: bool | None = None, memory: int = 256,
              extra: tuple[str, ...] = ()) -> VM:
     """Boot a VM from the network on a new tap of ``net``. ``firmware``: bios | uefi;

@@ -16,7 +16,7 @@ BOOT_TIMEOUT = 150
 
 def boot(server: pxetwist_server.Server, mac: str, firmware: str, token: str,
          nic_rom: bool = True, extra: tuple[str, ...] = ()) -> float | None:
-    vm = start_vm(server.net, server.folder, mac, firmware, nic_rom, extra)
+    vm = start_vm(server.net, server.folder, mac, firmware, nic_rom=nic_rom, extra=extra)
     try:
         return vm.wait_marker(token, BOOT_TIMEOUT)
     finally:
