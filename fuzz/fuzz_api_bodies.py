@@ -3,7 +3,8 @@
 Bytes are a request body (and query string) for the mutation routes' checkers:
 ``read_json``, ``menu_changes``, ``assignment`` and ``events_query``. Each must
 return or raise BadRequestError; whatever ``menu_changes`` accepts must be text
-that cannot break out of an iPXE script line. Run:
+that cannot break out of an iPXE script line, and ``script_args`` must write only the
+caller's own arguments. Run:
 ``python fuzz/fuzz_api_bodies.py -atheris_runs=1000000 fuzz/corpus/api``.
 """
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import sys
 from typing import Any
 
@@ -36,6 +38,20 @@ def _safe(text: str, what: str) -> None:
     bad = _FORBIDDEN.intersection(text)
     if bad:
         raise AssertionError(f"{what} let {sorted(bad)} through: {text!r}")
+
+
+def _args_safe(text: str) -> None:
+    """``script_args`` writes arguments exactly (issue 13 item 6), so ``&`` or ``;`` may
+    stay inside one; what iPXE reads back must still be only kernel arguments: no line
+    break or control character, no ``${``, no token that starts a comment or separates
+    commands, and nothing that was not one of the caller's arguments."""
+    line = script_args(text)
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in line) or "${" in line:
+        raise AssertionError(f"script_args let a control character or setting through: {line!r}")
+    given = re.split("[ \t\n\r\f\v]+", text)  # iPXE's white space: ASCII only
+    for arg in line.split(" ") if line else []:
+        if arg.startswith("#") or arg in ("||", "&&", ";") or arg not in given:
+            raise AssertionError(f"script_args wrote {arg!r} from {text!r}")
 
 
 _ALPHABET = list("aZ09 _.,:/=+@%()[]-") * 12 + list("${}\n\r&|#;\\\"'`<>\t\x00\x0b") + [
@@ -98,9 +114,10 @@ def test_one_input(data: bytes) -> None:
         parsed: dict[str, Any] = api.read_json(_Request(body, {}))  # type: ignore[arg-type]
         if route == 0:
             changes = api.menu_changes(parsed)
-            for key in ("label", "kernel_args"):
-                if key in changes:
-                    _safe(changes[key], key)
+            if "label" in changes:
+                _safe(changes["label"], "label")
+            if "kernel_args" in changes:
+                _args_safe(changes["kernel_args"])
             if "order" in changes and changes["order"] is not None:
                 assert isinstance(changes["order"], int) and not isinstance(
                     changes["order"], bool)
@@ -112,7 +129,7 @@ def test_one_input(data: bytes) -> None:
             for value in parsed.values():
                 if isinstance(value, str):
                     _safe(script_text(value), "script_text")
-                    _safe(script_args(value), "script_args")
+                    _args_safe(value)
             api.mac_or_none(str(parsed.get("mac", "")))
     except api.BadRequestError:
         return
