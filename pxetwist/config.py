@@ -96,12 +96,16 @@ class ServerConfig:
 
     :ivar address: the IPv4 address clients reach us at; ``None`` = read it from ``interface``.
     :ivar interface: the interface DHCP binds to; ``""`` = all.
-    :ivar state: the SQLite state file.
+    :ivar state: the SQLite state file; with ``database``, only its folder is used (for
+        files this server makes, such as Secure Boot images).
+    :ivar database: the ``postgresql://`` URL ``state`` names instead of a file (several
+        servers sharing one state), or ``""``; it may hold a password: never log it.
     """
 
     address: IPv4Address | None
     interface: str
     state: Path
+    database: str = ""
 
 
 @frozen
@@ -330,10 +334,13 @@ def _server(r: _Reader) -> ServerConfig:
         except OSError:
             raise r.error("server", "interface",
                           f"no network interface {interface!r} on this machine") from None
+    state = r.raw("server", "state")
+    database = state if state.startswith(("postgresql://", "postgres://")) else ""
     return ServerConfig(
         address=r.address("server", "address"),
         interface=interface,
-        state=r.path("server", "state"),
+        state=r.path("server", "state", DEFAULTS["server"]["state"] if database else None),
+        database=database,
     )
 
 

@@ -38,6 +38,7 @@ from pxetwist.machines import MachineRegistry
 from pxetwist.metrics import BOOT_EVENTS
 from pxetwist.netinfo import port_holder, server_address
 from pxetwist.store import Store
+from pxetwist.store_postgres import open_store
 from pxetwist.tftp.service import build_tftp_service
 
 #: Seconds between two status lines in the log.
@@ -197,8 +198,9 @@ def bind_failure(config: Config, name: str | None, error: Exception) -> str:
 
 
 def build_store(config: Config, reactor: Any) -> Store:
-    """Open (and migrate) the state file. :raises StoreError: if it cannot be used."""
-    return Store(config.server.state, reactor)
+    """Open (and migrate) the state: the SQLite file or the PostgreSQL database of
+    ``[server] state``. :raises StoreError: if it cannot be used."""
+    return open_store(config.server.database or config.server.state, reactor)
 
 
 def build_catalog(config: Config, store: Store, reactor: Any) -> CatalogService:

@@ -1,0 +1,228 @@
+"""The PostgreSQL backend of the state, for several servers sharing one state.
+
+:class:`PostgresStore` is a :class:`pxetwist.store.Store` whose connection is a
+PostgreSQL one (psycopg 3): every public method, every Deferred and every
+guarantee are the same. SQL runs on the store's own thread, never on the
+reactor thread; every commit runs with ``synchronous_commit = on``, so a
+Deferred fires only once the change is on the database server's disk.
+
+The store's SQL is written once, in the SQLite dialect :mod:`pxetwist.store`
+speaks; :func:`to_postgres` turns it into PostgreSQL: ``?`` parameters,
+``INSERT OR REPLACE`` / ``INSERT OR IGNORE`` into ``ON CONFLICT`` on the
+table's primary key (read from the database's catalog, so a table a later
+migration adds needs nothing here), and the migrations' column types. The
+schema version lives in the table ``pxetwist_schema``; a migration runs under
+an advisory lock, so servers starting together migrate once.
+
+A lost connection fails the call it happened in (no ACK for a lease that was
+not committed) and the next call connects again.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from itertools import groupby
+from operator import itemgetter
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from twisted.internet.interfaces import IReactorThreads
+from twisted.python.threadpool import ThreadPool
+
+from pxetwist.store import MIGRATIONS, Store, StoreError
+
+#: Key of the advisory lock taken while the schema is migrated.
+MIGRATION_LOCK = 0x70786574  # "pxet"
+
+#: Seconds to wait for the database server when connecting.
+CONNECT_TIMEOUT = 5
+
+_URL_SCHEMES = ("postgresql://", "postgres://")
+
+
+def is_postgres_url(text: str) -> bool:
+    """Whether ``[server] state`` names a PostgreSQL database rather than a file."""
+    return text.startswith(_URL_SCHEMES)
+
+
+def redact(url: str) -> str:
+    """``url`` without its password, for logs and error messages."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "postgresql://(unparsable URL)"
+    netloc = parts.netloc
+    if "@" in netloc:
+        userinfo, _, hostport = netloc.rpartition("@")
+        user = userinfo.split(":", 1)[0]
+        netloc = f"{user}:***@{hostport}" if ":" in userinfo else f"{user}@{hostport}"
+    query = re.sub(r"(?i)(^|&)password=[^&]*", r"\1password=***", parts.query)
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
+_INSERT = re.compile(
+    r"^\s*INSERT\s+OR\s+(REPLACE|IGNORE)\s+INTO\s+(\w+)\s*\(([^)]*)\)(.*)$",
+    re.IGNORECASE | re.DOTALL,
+)
+
+
+def to_postgres(sql: str, primary_keys: dict[str, tuple[str, ...]]) -> str:
+    """One statement of the store's SQLite dialect in PostgreSQL's.
+
+    :param primary_keys: table -> its primary key columns, for ``INSERT OR REPLACE``.
+    """
+    match = _INSERT.match(sql)
+    if match:
+        verb, table, columns, rest = match.groups()
+        names = [c.strip() for c in columns.split(",")]
+        sql = f"INSERT INTO {table} ({', '.join(names)}){rest}"
+        if verb.upper() == "IGNORE":
+            sql += " ON CONFLICT DO NOTHING"
+        else:
+            keys = primary_keys[table]
+            updates = [f"{c} = EXCLUDED.{c}" for c in names if c not in keys]
+            sql += f" ON CONFLICT ({', '.join(keys)}) " + (
+                f"DO UPDATE SET {', '.join(updates)}" if updates else "DO NOTHING")
+    return sql.replace("%", "%%").replace("?", "%s")
+
+
+def migration_to_postgres(script: str) -> list[str]:
+    """A schema migration of :data:`pxetwist.store.MIGRATIONS` as PostgreSQL statements."""
+    script = re.sub(r"\bINTEGER\s+PRIMARY\s+KEY\s+AUTOINCREMENT\b", "BIGSERIAL PRIMARY KEY",
+                    script, flags=re.IGNORECASE)
+    script = re.sub(r"\bREAL\b", "DOUBLE PRECISION", script, flags=re.IGNORECASE)
+    return [s.strip() for s in script.split(";") if s.strip()]
+
+
+def _connect(url: str) -> Any:
+    import psycopg
+
+    conn = psycopg.connect(url, autocommit=True, connect_timeout=CONNECT_TIMEOUT)
+    conn.execute("SET synchronous_commit = on")
+    return conn
+
+
+def _migrate(conn: Any) -> None:
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
+        conn.execute("CREATE TABLE IF NOT EXISTS pxetwist_schema (version INTEGER NOT NULL)")
+        row = conn.execute("SELECT version FROM pxetwist_schema").fetchone()
+        if row is None:
+            conn.execute("INSERT INTO pxetwist_schema (version) VALUES (0)")
+            version = 0
+        else:
+            version = row[0]
+        if version > len(MIGRATIONS):
+            raise StoreError(f"schema version {version} is newer than this pxetwist"
+                             f" ({len(MIGRATIONS)})")
+        for number in range(version, len(MIGRATIONS)):
+            for statement in migration_to_postgres(MIGRATIONS[number]):
+                conn.execute(statement)
+        conn.execute("UPDATE pxetwist_schema SET version = %s", (len(MIGRATIONS),))
+
+
+def _primary_keys(conn: Any) -> dict[str, tuple[str, ...]]:
+    rows = conn.execute(
+        "SELECT tc.table_name, kcu.column_name FROM information_schema.table_constraints tc"
+        " JOIN information_schema.key_column_usage kcu"
+        " ON tc.constraint_name = kcu.constraint_name AND tc.table_schema = kcu.table_schema"
+        " WHERE tc.constraint_type = 'PRIMARY KEY' AND tc.table_schema = current_schema()"
+        " ORDER BY tc.table_name, kcu.ordinal_position"
+    ).fetchall()
+    keys: dict[str, tuple[str, ...]] = {}
+    for table, column in rows:
+        keys[table] = (*keys.get(table, ()), column)
+    return keys
+
+
+class PostgresStore(Store):
+    """The state in a PostgreSQL database. Methods return Deferreds that fire once the
+    change is committed durably.
+
+    :param url: a ``postgresql://`` URL (libpq: ``host=`` a socket folder or a host name,
+        the password from the URL, ``PGPASSFILE`` or ``PGPASSWORD``).
+    :param reactor: as for :class:`pxetwist.store.Store`.
+    :raises StoreError: when the database cannot be reached, or its schema is newer; the
+        message never holds the password.
+    """
+
+    def __init__(self, url: str, reactor: IReactorThreads | None = None) -> None:
+        self.url = url
+        self.path = Path()
+        self._reactor = reactor
+        self._pool: ThreadPool | None = None
+        self._pg: Any = None
+        try:
+            import psycopg
+        except ImportError:
+            raise StoreError(f"state {redact(url)}: the PostgreSQL driver psycopg is not"
+                             " installed (pip install 'psycopg[binary]')") from None
+        try:
+            self._pg = _connect(url)
+            _migrate(self._pg)
+            self._keys = _primary_keys(self._pg)
+        except psycopg.Error as e:
+            if self._pg is not None:
+                self._pg.close()
+            message = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise StoreError(f"state {redact(url)}: {message.replace(url, redact(url))}") \
+                from None
+        except StoreError as e:
+            self._pg.close()
+            raise StoreError(f"state {redact(url)}: {e}") from None
+        if reactor is not None:
+            self._pool = ThreadPool(minthreads=1, maxthreads=1, name="pxetwist-store")
+
+    def __repr__(self) -> str:
+        return f"<PostgresStore {redact(self.url)}>"
+
+    def close(self) -> None:
+        if self._pool is not None and self._pool.started:
+            self._pool.stop()
+        if self._pg is not None:
+            self._pg.close()
+            self._pg = None
+
+    def _connection(self) -> Any:
+        if self._pg is None or self._pg.closed:
+            self._pg = _connect(self.url)
+        return self._pg
+
+    def _lost(self) -> None:
+        """After an error: drop the connection if it broke, so the next call reconnects."""
+        conn = self._pg
+        if conn is not None and (conn.closed or conn.broken):
+            conn.close()
+            self._pg = None
+
+    def _write(self, statements: Iterable[tuple[str, Sequence[object]]]) -> None:
+        try:
+            conn = self._connection()
+            with conn.transaction(), conn.cursor() as cursor:
+                for sql, run in groupby(statements, key=itemgetter(0)):
+                    cursor.executemany(to_postgres(sql, self._keys),
+                                       [params for _, params in run])
+        except Exception:
+            self._lost()
+            raise
+
+    def _read(self, sql: str, params: Sequence[object] = ()) -> list[tuple[Any, ...]]:
+        try:
+            rows: list[tuple[Any, ...]] = \
+                self._connection().execute(to_postgres(sql, self._keys), params).fetchall()
+            return rows
+        except Exception:
+            self._lost()
+            raise
+
+
+def open_store(location: str | Path, reactor: IReactorThreads | None = None) -> Store:
+    """The store ``[server] state`` names: a PostgreSQL URL or an SQLite file.
+
+    :raises StoreError: when it cannot be used.
+    """
+    if isinstance(location, str) and is_postgres_url(location):
+        return PostgresStore(location, reactor)
+    return Store(Path(location), reactor)
