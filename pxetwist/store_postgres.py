@@ -28,13 +28,22 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorThreads
 from twisted.python.threadpool import ThreadPool
 
-from pxetwist.store import MIGRATIONS, Store, StoreError
+from pxetwist.store import MIGRATIONS, LeaseRow, Store, StoreError
 
 #: Key of the advisory lock taken while the schema is migrated.
 MIGRATION_LOCK = 0x70786574  # "pxet"
+
+#: Migrations of PostgreSQL's own, applied after :data:`pxetwist.store.MIGRATIONS`
+#: (``pxetwist_schema.postgres_version`` says how many ran): what several servers writing
+#: at once need and one server alone does not.
+POSTGRES_MIGRATIONS: tuple[str, ...] = (
+    # one bound address per client, whichever server bound it
+    "CREATE UNIQUE INDEX leases_bound_client ON leases (client_id) WHERE state = 'bound'",
+)
 
 #: Seconds to wait for the database server when connecting.
 CONNECT_TIMEOUT = 5
@@ -96,6 +105,23 @@ def migration_to_postgres(script: str) -> list[str]:
     return [s.strip() for s in script.split(";") if s.strip()]
 
 
+_LEASE_COLUMNS = "SELECT ip, mac, client_id, hostname, expires, state FROM leases"
+
+#: A client's other bound addresses are freed when it binds one (one address per client).
+_RELEASE_OTHERS = ("UPDATE leases SET state = 'released', expires = LEAST(expires, %s)"
+                   " WHERE client_id = %s AND ip <> %s AND state = 'bound'")
+
+#: Write a lease unless another client holds the address (whoever bound it, unexpired).
+_CONDITIONAL_UPSERT = (
+    "INSERT INTO leases AS l (ip, mac, client_id, hostname, expires, state)"
+    " VALUES (%s, %s, %s, %s, %s, %s)"
+    " ON CONFLICT (ip) DO UPDATE SET mac = EXCLUDED.mac, client_id = EXCLUDED.client_id,"
+    " hostname = EXCLUDED.hostname, expires = EXCLUDED.expires, state = EXCLUDED.state"
+    " WHERE l.client_id = %s OR l.state = 'released' OR l.expires <= %s"
+    " RETURNING ip"
+)
+
+
 def _connect(url: str) -> Any:
     import psycopg
 
@@ -107,20 +133,23 @@ def _connect(url: str) -> Any:
 def _migrate(conn: Any) -> None:
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
-        conn.execute("CREATE TABLE IF NOT EXISTS pxetwist_schema (version INTEGER NOT NULL)")
-        row = conn.execute("SELECT version FROM pxetwist_schema").fetchone()
+        conn.execute("CREATE TABLE IF NOT EXISTS pxetwist_schema (version INTEGER NOT NULL,"
+                     " postgres_version INTEGER NOT NULL DEFAULT 0)")
+        row = conn.execute("SELECT version, postgres_version FROM pxetwist_schema").fetchone()
         if row is None:
             conn.execute("INSERT INTO pxetwist_schema (version) VALUES (0)")
-            version = 0
-        else:
-            version = row[0]
-        if version > len(MIGRATIONS):
-            raise StoreError(f"schema version {version} is newer than this pxetwist"
-                             f" ({len(MIGRATIONS)})")
+            row = (0, 0)
+        version, own_version = row
+        if version > len(MIGRATIONS) or own_version > len(POSTGRES_MIGRATIONS):
+            raise StoreError(f"schema version {version}.{own_version} is newer than this"
+                             f" pxetwist ({len(MIGRATIONS)}.{len(POSTGRES_MIGRATIONS)})")
         for number in range(version, len(MIGRATIONS)):
             for statement in migration_to_postgres(MIGRATIONS[number]):
                 conn.execute(statement)
-        conn.execute("UPDATE pxetwist_schema SET version = %s", (len(MIGRATIONS),))
+        for number in range(own_version, len(POSTGRES_MIGRATIONS)):
+            conn.execute(POSTGRES_MIGRATIONS[number])
+        conn.execute("UPDATE pxetwist_schema SET version = %s, postgres_version = %s",
+                     (len(MIGRATIONS), len(POSTGRES_MIGRATIONS)))
 
 
 def _primary_keys(conn: Any) -> dict[str, tuple[str, ...]]:
@@ -207,6 +236,33 @@ class PostgresStore(Store):
         except Exception:
             self._lost()
             raise
+
+    def bind_leases(
+        self, rows: Sequence[tuple[LeaseRow, str]], now: float
+    ) -> Deferred[dict[str, LeaseRow]]:
+        """Bind in one transaction; a row whose address another client holds in the database
+        (bound by another server, unexpired) is not written, and the holder's row is
+        returned for it. A bound row first releases its client's other bound addresses."""
+        return self._run(self._bind, rows, now)
+
+    def _bind(self, rows: Sequence[tuple[LeaseRow, str]], now: float) -> dict[str, LeaseRow]:
+        lost: dict[str, LeaseRow] = {}
+        try:
+            conn = self._connection()
+            with conn.transaction(), conn.cursor() as cursor:
+                for row, owner in rows:
+                    if row.state == "bound":
+                        cursor.execute(_RELEASE_OTHERS, (now, row.client_id, row.ip))
+                    cursor.execute(_CONDITIONAL_UPSERT, (
+                        row.ip, row.mac, row.client_id, row.hostname, row.expires, row.state,
+                        owner, now))
+                    if cursor.fetchone() is None:
+                        cursor.execute(f"{_LEASE_COLUMNS} WHERE ip = %s", (row.ip,))
+                        lost[row.ip] = LeaseRow(*cursor.fetchone())
+        except Exception:
+            self._lost()
+            raise
+        return lost
 
     def _read(self, sql: str, params: Sequence[object] = ()) -> list[tuple[Any, ...]]:
         try:

@@ -116,3 +116,16 @@ def test_lost_connection_fails_one_call_then_reconnects(pg_cluster: Any) -> None
     store.put_lease(LeaseRow("10.0.0.6", "m", "k", "", 1.0, "bound"))
     assert [r.ip for r in store.leases_now()] == ["10.0.0.6"]
     store.close()
+
+
+def test_a_client_binding_elsewhere_frees_its_other_address(pg_cluster: Any) -> None:
+    """One client bound on one server, then on another (which did not know): its first
+    address is released in the same transaction, so it never holds two."""
+    url = pg_cluster.new_database()
+    one, two = PostgresStore(url), PostgresStore(url)
+    one.bind_leases([(LeaseRow("10.0.0.5", "m", "k", "", 2e9, "bound"), "k")], 1e9)
+    two.bind_leases([(LeaseRow("10.0.0.6", "m", "k", "", 2e9, "bound"), "k")], 1e9)
+    assert [(r.ip, r.state) for r in one.leases_now()] == [("10.0.0.5", "released"),
+                                                            ("10.0.0.6", "bound")]
+    one.close()
+    two.close()

@@ -36,6 +36,7 @@ from pxetwist.dhcp.packet import (
 from pxetwist.events import EventBus, Stage
 from pxetwist.metrics import DHCP_DROPPED, DHCP_PACKETS, DHCP_REPLIES, DHCP_REPLY_SECONDS
 from pxetwist.policy import BootDecision, BootPolicy, ClientFacts
+from pxetwist.store import LeaseTakenError
 
 Address = tuple[str, int]
 Send = Callable[[bytes, Address], None]
@@ -316,8 +317,15 @@ class DhcpServer:
     def _ack(self, packet: DhcpPacket, source: Address, ip: IPv4Address, key: str) -> None:
         """Commit the lease, then (and only then) send the ACK."""
         d = self.pool.bind(ip, key, packet.mac, opt.hostname(packet))
+
+        def not_bound(failure: Failure) -> None:
+            if failure.check(LeaseTakenError):  # another server sharing the state won
+                self._nak(packet, source, "address taken by another server")
+            else:
+                self._not_stored(failure, "DHCPREQUEST", ip, packet.mac)
+
         d.addCallbacks(lambda _: self._reply(packet, source, opt.ACK, ip, Stage.DHCP_ACK),
-                       self._not_stored, errbackArgs=("DHCPREQUEST", ip, packet.mac))
+                       not_bound)
         d.addErrback(lambda f: self._log.failure("DHCPACK of {ip} to {mac} failed", f, ip=ip,
                                                  mac=packet.mac))
 
