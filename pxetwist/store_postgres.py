@@ -43,6 +43,8 @@ MIGRATION_LOCK = 0x70786574  # "pxet"
 POSTGRES_MIGRATIONS: tuple[str, ...] = (
     # one bound address per client, whichever server bound it
     "CREATE UNIQUE INDEX leases_bound_client ON leases (client_id) WHERE state = 'bound'",
+    # the DHCP servers' heartbeats ([dhcp] peers), in the database's clock
+    "CREATE TABLE peers (server TEXT PRIMARY KEY, beat DOUBLE PRECISION NOT NULL)",
 )
 
 #: Seconds to wait for the database server when connecting.
@@ -120,6 +122,10 @@ _CONDITIONAL_UPSERT = (
     " WHERE l.client_id = %s OR l.state = 'released' OR l.expires <= %s"
     " RETURNING ip"
 )
+
+
+_BEAT = ("INSERT INTO peers (server, beat) VALUES (?, extract(epoch FROM clock_timestamp()))"
+         " ON CONFLICT (server) DO UPDATE SET beat = EXCLUDED.beat")
 
 
 def _connect(url: str) -> Any:
@@ -263,6 +269,19 @@ class PostgresStore(Store):
             self._lost()
             raise
         return lost
+
+    def heartbeat(self, server: str, timeout: float) -> Deferred[list[str]]:
+        """Record that ``server`` is alive now (the database's clock, so the servers' own
+        clocks need not agree); fires with the servers that beat within ``timeout``."""
+
+        def beat() -> list[str]:
+            self._write([(_BEAT, (server,))])
+            rows = self._read("SELECT server FROM peers WHERE beat >="
+                              " extract(epoch FROM clock_timestamp()) - ? ORDER BY server",
+                              (timeout,))
+            return [row[0] for row in rows]
+
+        return self._run(beat)
 
     def _read(self, sql: str, params: Sequence[object] = ()) -> list[tuple[Any, ...]]:
         try:

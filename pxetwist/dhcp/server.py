@@ -23,6 +23,7 @@ from twisted.python.failure import Failure
 from pxetwist.arch import BY_CODE
 from pxetwist.config import DhcpConfig
 from pxetwist.dhcp import options as opt
+from pxetwist.dhcp.balance import Balancer
 from pxetwist.dhcp.leases import LeasePool
 from pxetwist.dhcp.packet import (
     BOOTREPLY,
@@ -242,6 +243,8 @@ class DhcpServer:
         self._not_holder = ThrottledWarning(clock, EXHAUSTED_LOG_INTERVAL)
         self._no_loader = OncePerKey()
         self._arrived: WeakKeyDictionary[DhcpPacket, float] = WeakKeyDictionary()
+        #: With ``[dhcp] peers``: whose DISCOVERs this server answers (RFC 3074 buckets).
+        self.balancer: Balancer | None = None
 
     # -- dispatch --------------------------------------------------------------------
 
@@ -266,6 +269,9 @@ class DhcpServer:
     # -- messages --------------------------------------------------------------------
 
     def _discover(self, packet: DhcpPacket, source: Address) -> None:
+        if self.balancer is not None and not self.balancer.serves(packet):
+            DHCP_DROPPED.labels(reason="peer-bucket").inc()  # a peer's client
+            return
         key = opt.client_key(packet)
         ip = self.pool.allocate(key, packet.mac, opt.requested_ip(packet))
         if ip is None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Callable
+from ipaddress import IPv4Address
 from typing import Any
 
 from twisted.application.service import Service
@@ -19,6 +20,7 @@ from twisted.logger import Logger
 
 from pxetwist import signed
 from pxetwist.config import Config
+from pxetwist.dhcp.balance import Balancer, HeartbeatService
 from pxetwist.dhcp.leases import LeasePool
 from pxetwist.dhcp.proxy import ProxyServer
 from pxetwist.dhcp.server import DhcpDatagramProtocol, DhcpServer
@@ -75,6 +77,11 @@ class DhcpService(Service):
         self._boot_controller = ProxyServer(dhcp, self.policy, events, reactor,
                                             server_address, self.boot_server.send, True)
         self._ports: list[Any] = []
+        self.heartbeat: HeartbeatService | None = None
+        if dhcp.mode == "full" and dhcp.peers:  # proxies answer every client: no buckets
+            balancer = Balancer(dhcp.peers, IPv4Address(server_address))
+            self._main_controller.balancer = balancer
+            self.heartbeat = HeartbeatService(balancer, store, dhcp.peer_timeout, reactor)
 
     def _dispatch_main(self, packet: Any, source: Any) -> None:
         self._main_controller(packet, source)
@@ -121,10 +128,14 @@ class DhcpService(Service):
         chain_missing = signed.missing_line(self.config.boot, folders)
         if chain_missing:
             self._log.warn("{line}", line=chain_missing)
+        if self.heartbeat is not None:
+            self.heartbeat.startService()
         super().startService()
 
     def stopService(self) -> Deferred[Any] | None:
         super().stopService()
+        if self.heartbeat is not None and self.heartbeat.running:
+            self.heartbeat.stopService()
         ports, self._ports = self._ports, []
         stopping = [d for port in ports if isinstance(d := port.stopListening(), Deferred)]
         return DeferredList(stopping) if stopping else None
