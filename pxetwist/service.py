@@ -37,8 +37,9 @@ from pxetwist.machine_source import MachineSource
 from pxetwist.machines import MachineRegistry
 from pxetwist.metrics import BOOT_EVENTS
 from pxetwist.netinfo import port_holder, server_address
+from pxetwist.shared import SharedStateService
 from pxetwist.store import Store
-from pxetwist.store_postgres import open_store
+from pxetwist.store_postgres import PostgresStore, open_store
 from pxetwist.tftp.service import build_tftp_service
 
 #: Seconds between two status lines in the log.
@@ -260,6 +261,8 @@ def make_service(config: Config, reactor: Any) -> PxeService:
 
     catalog = build_catalog(config, store, reactor)
     catalog.setServiceParent(top)
+    if isinstance(store, PostgresStore):  # other servers may change the shared state
+        SharedStateService(store, machines, catalog).setServiceParent(top)
 
     running = ["http"]
     explain = None

@@ -20,8 +20,11 @@ not committed) and the next call connects again.
 
 from __future__ import annotations
 
+import json
 import re
-from collections.abc import Iterable, Sequence
+import secrets
+import threading
+from collections.abc import Callable, Iterable, Sequence
 from itertools import groupby
 from operator import itemgetter
 from pathlib import Path
@@ -30,9 +33,10 @@ from urllib.parse import urlsplit, urlunsplit
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorThreads
+from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
 
-from pxetwist.store import MIGRATIONS, LeaseRow, Store, StoreError
+from pxetwist.store import MIGRATIONS, LeaseRow, MachineRow, Store, StoreError, _machine_row
 
 #: Key of the advisory lock taken while the schema is migrated.
 MIGRATION_LOCK = 0x70786574  # "pxet"
@@ -45,7 +49,27 @@ POSTGRES_MIGRATIONS: tuple[str, ...] = (
     "CREATE UNIQUE INDEX leases_bound_client ON leases (client_id) WHERE state = 'bound'",
     # the DHCP servers' heartbeats ([dhcp] peers), in the database's clock
     "CREATE TABLE peers (server TEXT PRIMARY KEY, beat DOUBLE PRECISION NOT NULL)",
+    # every change of a machine or a catalog setting is announced to the other servers
+    """
+    CREATE FUNCTION pxetwist_notify() RETURNS trigger LANGUAGE plpgsql AS $$
+    DECLARE changed jsonb;
+    BEGIN
+        IF TG_OP = 'DELETE' THEN changed := to_jsonb(OLD); ELSE changed := to_jsonb(NEW);
+        END IF;
+        PERFORM pg_notify('pxetwist', json_build_object(
+            'table', TG_TABLE_NAME, 'key', changed ->> TG_ARGV[0],
+            'origin', current_setting('application_name'))::text);
+        RETURN NULL;
+    END $$;
+    CREATE TRIGGER machines_notify AFTER INSERT OR UPDATE OR DELETE ON machines
+        FOR EACH ROW EXECUTE FUNCTION pxetwist_notify('mac');
+    CREATE TRIGGER catalog_settings_notify AFTER INSERT OR UPDATE OR DELETE
+        ON catalog_settings FOR EACH ROW EXECUTE FUNCTION pxetwist_notify('entry_id');
+    """,
 )
+
+#: The channel of :data:`POSTGRES_MIGRATIONS`' change announcements.
+CHANNEL = "pxetwist"
 
 #: Seconds to wait for the database server when connecting.
 CONNECT_TIMEOUT = 5
@@ -107,6 +131,8 @@ def migration_to_postgres(script: str) -> list[str]:
     return [s.strip() for s in script.split(";") if s.strip()]
 
 
+_MACHINE_COLUMNS = ("SELECT mac, first_seen, last_seen, ip, arch, uuid, state, entry, once,"
+                    " last_stage, assignment, hostname, vars, loader FROM machines")
 _LEASE_COLUMNS = "SELECT ip, mac, client_id, hostname, expires, state FROM leases"
 
 #: A client's other bound addresses are freed when it binds one (one address per client).
@@ -128,10 +154,11 @@ _BEAT = ("INSERT INTO peers (server, beat) VALUES (?, extract(epoch FROM clock_t
          " ON CONFLICT (server) DO UPDATE SET beat = EXCLUDED.beat")
 
 
-def _connect(url: str) -> Any:
+def _connect(url: str, name: str = "pxetwist") -> Any:
     import psycopg
 
-    conn = psycopg.connect(url, autocommit=True, connect_timeout=CONNECT_TIMEOUT)
+    conn = psycopg.connect(url, autocommit=True, connect_timeout=CONNECT_TIMEOUT,
+                           application_name=name)
     conn.execute("SET synchronous_commit = on")
     return conn
 
@@ -183,19 +210,25 @@ class PostgresStore(Store):
         message never holds the password.
     """
 
+    _log = Logger()
+
     def __init__(self, url: str, reactor: IReactorThreads | None = None) -> None:
         self.url = url
         self.path = Path()
         self._reactor = reactor
         self._pool: ThreadPool | None = None
         self._pg: Any = None
+        #: This store's name in the database: its own change announcements are skipped.
+        self.origin = "pxetwist-" + secrets.token_hex(6)
+        self._stopping = threading.Event()
+        self._listener: threading.Thread | None = None
         try:
             import psycopg
         except ImportError:
             raise StoreError(f"state {redact(url)}: the PostgreSQL driver psycopg is not"
                              " installed (pip install 'psycopg[binary]')") from None
         try:
-            self._pg = _connect(url)
+            self._pg = _connect(url, self.origin)
             _migrate(self._pg)
             self._keys = _primary_keys(self._pg)
         except psycopg.Error as e:
@@ -214,6 +247,9 @@ class PostgresStore(Store):
         return f"<PostgresStore {redact(self.url)}>"
 
     def close(self) -> None:
+        self._stopping.set()
+        if self._listener is not None:
+            self._listener.join(10)
         if self._pool is not None and self._pool.started:
             self._pool.stop()
         if self._pg is not None:
@@ -222,7 +258,7 @@ class PostgresStore(Store):
 
     def _connection(self) -> Any:
         if self._pg is None or self._pg.closed:
-            self._pg = _connect(self.url)
+            self._pg = _connect(self.url, self.origin)
         return self._pg
 
     def _lost(self) -> None:
@@ -269,6 +305,59 @@ class PostgresStore(Store):
             self._lost()
             raise
         return lost
+
+    # -- changes made by the other servers -----------------------------------------------
+
+    def listen(self, changed: Callable[[str | None, str | None], object]) -> None:
+        """Call ``changed(table, key)`` in the reactor thread whenever another server
+        changes a machine (``"machines"``, its MAC) or a catalog setting
+        (``"catalog_settings"``, its entry id), a moment after it commits; and
+        ``changed(None, None)`` after the listening connection was lost and came back
+        (announcements may have been missed: read everything again)."""
+        assert self._reactor is not None, "listening needs a reactor"
+        reactor: Any = self._reactor
+        self._listener = threading.Thread(target=self._listen, args=(reactor, changed),
+                                          name="pxetwist-store-listen", daemon=True)
+        self._listener.start()
+
+    def _listen(self, reactor: Any, changed: Callable[[str | None, str | None], object]
+                ) -> None:
+        import psycopg
+
+        lost = False
+        while not self._stopping.is_set():
+            try:
+                with _connect(self.url, self.origin + "-listen") as conn:
+                    conn.execute(f"LISTEN {CHANNEL}")
+                    if lost:
+                        reactor.callFromThread(changed, None, None)
+                        lost = False
+                    while not self._stopping.is_set():
+                        for note in conn.notifies(timeout=0.5):
+                            message = json.loads(note.payload)
+                            if message.get("origin") != self.origin:
+                                reactor.callFromThread(changed, message.get("table"),
+                                                       message.get("key"))
+            except (psycopg.Error, ValueError) as e:
+                if not lost:
+                    reactor.callFromThread(self._log.warn, "state {url}: change announcements"
+                                           " lost ({error}); reconnecting",
+                                           url=redact(self.url), error=str(e).strip())
+                lost = True
+                self._stopping.wait(1.0)
+
+    def machine(self, mac: str) -> Deferred[MachineRow | None]:
+        """The stored record of ``mac``, or ``None``."""
+
+        def read() -> MachineRow | None:
+            rows = self._read(f"{_MACHINE_COLUMNS} WHERE mac = ?", (mac,))
+            return _machine_row(rows[0]) if rows else None
+
+        return self._run(read)
+
+    def machines(self) -> Deferred[list[MachineRow]]:
+        """Every stored machine record."""
+        return self._run(self.machines_now)
 
     def heartbeat(self, server: str, timeout: float) -> Deferred[list[str]]:
         """Record that ``server`` is alive now (the database's clock, so the servers' own

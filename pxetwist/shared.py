@@ -1,0 +1,52 @@
+"""Several servers, one state: apply what the other servers change.
+
+With a PostgreSQL state, an assignment, a toggle or a label made through any server's
+API is announced by the database (LISTEN/NOTIFY, see :mod:`pxetwist.store_postgres`)
+and taken by every other server a moment after it commits: its next answer uses it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.application.service import Service
+from twisted.logger import Logger
+
+from pxetwist.catalog import CatalogService
+from pxetwist.machines import MachineRegistry
+from pxetwist.store_postgres import PostgresStore
+
+
+class SharedStateService(Service):
+    """Follows the other servers' changes to machines and catalog settings."""
+
+    name = "shared-state"
+    _log = Logger()
+
+    def __init__(self, store: PostgresStore, machines: MachineRegistry,
+                 catalog: CatalogService) -> None:
+        self.store = store
+        self.machines = machines
+        self.catalog = catalog
+
+    def startService(self) -> None:
+        super().startService()
+        self.store.listen(self.changed)
+
+    def changed(self, table: str | None, key: str | None) -> Any:
+        """One announcement (``None``: maybe some were missed, read everything)."""
+        if table == "machines" and key is not None:
+            d = self.store.machine(key).addCallback(
+                lambda row: self.machines.replace_from_store(key, row))
+        elif table == "catalog_settings":
+            d = self.store.settings().addCallback(self.catalog.settings_changed)
+        elif table is None:
+            d = self.store.machines().addCallback(self.machines.replace_all_from_store)
+            d.addCallback(lambda _: self.store.settings().addCallback(
+                self.catalog.settings_changed))
+        else:
+            return None
+        d.addErrback(lambda f: self._log.warn("another server's change of {table} {key} not"
+                                              " read: {error}", table=table, key=key,
+                                              error=f.getErrorMessage()))
+        return d

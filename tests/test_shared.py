@@ -1,0 +1,77 @@
+"""Several servers, one PostgreSQL state: what one server changes, the others take a moment
+later (LISTEN/NOTIFY), with no restart and no polling."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest_twisted
+from twisted.internet.defer import Deferred
+from twisted.internet.task import deferLater
+
+from pxetwist.catalog import CatalogService
+from pxetwist.config import load_text
+from pxetwist.events import EventBus
+from pxetwist.machines import MachineRegistry
+from pxetwist.shared import SharedStateService
+from pxetwist.store_postgres import PostgresStore
+
+MAC = "52:54:00:00:03:01"
+
+
+class Server:
+    """The state-holding parts of one server: store, machine records, catalog."""
+
+    def __init__(self, url: str, folder: Path, reactor: Any) -> None:
+        for name in ("tftproot", "catalog"):
+            (folder / name).mkdir(parents=True, exist_ok=True)
+        (folder / "catalog" / "debian.ipxe").write_text("#!ipxe\n")  # entry "debian-ipxe"
+        config = load_text("[tftp]\nroot = tftproot\n[catalog]\npaths = catalog\n", folder)
+        self.store = PostgresStore(url, reactor)
+        self.store.start()
+        self.machines = MachineRegistry(self.store, EventBus(reactor), reactor)
+        self.machines.start()
+        self.catalog = CatalogService(config.catalog, self.store, reactor)
+        self.catalog.load()
+        self.shared = SharedStateService(self.store, self.machines, self.catalog)
+        self.shared.startService()
+
+    def close(self) -> None:
+        self.store.close()
+
+
+async def until(reactor: Any, check: Any, seconds: float = 10.0) -> float:
+    """Wait (bounded) until ``check()`` holds; the seconds it took."""
+    start = time.monotonic()
+    while not check():
+        assert time.monotonic() - start < seconds, "not applied in time"
+        await deferLater(reactor, 0.02, lambda: None)
+    return time.monotonic() - start
+
+
+@pytest_twisted.ensureDeferred
+async def test_assignment_and_settings_made_on_one_server_apply_on_the_other(
+    tmp_path: Path, pg_cluster: Any, reactor: Any
+) -> None:
+    url = pg_cluster.new_database()
+    a = Server(url, tmp_path / "a", reactor)
+    b = Server(url, tmp_path / "b", reactor)
+    try:
+        await deferLater(reactor, 0.3, lambda: None)  # both listening
+        assigned: Deferred[Any] = a.machines.assign(MAC, "debian", once=True,
+                                                    hostname="node1")
+        await assigned
+        await until(reactor, lambda: (m := b.machines.get(MAC)) is not None
+                    and (m.entry, m.state, m.hostname) == ("debian", "pending", "node1"))
+        await a.machines.assign(MAC, None)  # local boot, on A again
+        await until(reactor, lambda: b.machines.get(MAC).entry is None)  # type: ignore[union-attr]
+        await b.catalog.set_pxe("debian-ipxe", False)  # a toggle on B reaches A
+        await until(reactor, lambda: a.catalog.view("debian-ipxe").pxe is False)  # type: ignore[union-attr]
+        # and a token made on A for the assignment is the one B checks
+        token = a.machines.callback_token(MAC)
+        assert token is not None and b.machines.token_matches(MAC, token)
+    finally:
+        a.close()
+        b.close()
