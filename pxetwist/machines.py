@@ -341,8 +341,8 @@ class MachineRegistry:
         self._events.publish(Stage.LIFECYCLE, mac=machine.mac, ip=machine.ip, detail=detail)
 
     def _on_event(self, event: BootEvent) -> None:
-        if not event.mac:
-            return
+        if not event.mac or event.server != self._events.server:
+            return  # another server's event: that server records it
         if event.mac not in self._machines:
             self._make_room(1)
         machine = self._record(event.mac)

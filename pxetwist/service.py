@@ -201,7 +201,8 @@ def bind_failure(config: Config, name: str | None, error: Exception) -> str:
 def build_store(config: Config, reactor: Any) -> Store:
     """Open (and migrate) the state: the SQLite file or the PostgreSQL database of
     ``[server] state``. :raises StoreError: if it cannot be used."""
-    return open_store(config.server.database or config.server.state, reactor)
+    return open_store(config.server.database or config.server.state, reactor,
+                      str(server_address(config)))
 
 
 def build_catalog(config: Config, store: Store, reactor: Any) -> CatalogService:
@@ -255,14 +256,15 @@ def make_service(config: Config, reactor: Any) -> PxeService:
     store = build_store(config, reactor)
     StoreService(store).setServiceParent(top)
 
-    bus = EventBus(reactor)
+    # with a shared state, every event is tagged with the server that saw it
+    bus = EventBus(reactor, server=address if config.server.database else "")
     machines = MachineRegistry(store, bus, reactor, config.boot.max_machines)
     EventsService(bus, machines).setServiceParent(top)
 
     catalog = build_catalog(config, store, reactor)
     catalog.setServiceParent(top)
     if isinstance(store, PostgresStore):  # other servers may change the shared state
-        SharedStateService(store, machines, catalog).setServiceParent(top)
+        SharedStateService(store, machines, catalog, bus).setServiceParent(top)
 
     running = ["http"]
     explain = None

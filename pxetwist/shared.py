@@ -13,6 +13,7 @@ from twisted.application.service import Service
 from twisted.logger import Logger
 
 from pxetwist.catalog import CatalogService
+from pxetwist.events import EventBus
 from pxetwist.machines import MachineRegistry
 from pxetwist.store_postgres import PostgresStore
 
@@ -24,18 +25,26 @@ class SharedStateService(Service):
     _log = Logger()
 
     def __init__(self, store: PostgresStore, machines: MachineRegistry,
-                 catalog: CatalogService) -> None:
+                 catalog: CatalogService, events: EventBus) -> None:
         self.store = store
         self.machines = machines
         self.catalog = catalog
+        self.events = events
 
     def startService(self) -> None:
         super().startService()
         self.store.listen(self.changed)
 
-    def changed(self, table: str | None, key: str | None) -> Any:
+    def changed(self, table: str | None, key: Any, server: str) -> Any:
         """One announcement (``None``: maybe some were missed, read everything)."""
-        if table == "machines" and key is not None:
+        if table == "events" and isinstance(key, dict):  # a boot another server saw
+            self.events.publish(
+                str(key.get("stage", "")), mac=str(key.get("mac", "")),
+                ip=str(key.get("ip", "")), detail=str(key.get("detail", "")),
+                arch=str(key.get("arch", "")), uuid=str(key.get("uuid", "")),
+                server=server or "another server", time=float(key.get("time", 0.0)))
+            return None
+        if table == "machines" and isinstance(key, str):
             d = self.store.machine(key).addCallback(
                 lambda row: self.machines.replace_from_store(key, row))
         elif table == "catalog_settings":

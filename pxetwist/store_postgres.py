@@ -70,6 +70,20 @@ POSTGRES_MIGRATIONS: tuple[str, ...] = (
     CREATE TRIGGER catalog_settings_notify AFTER INSERT OR UPDATE OR DELETE
         ON catalog_settings FOR EACH ROW EXECUTE FUNCTION pxetwist_notify('entry_id');
     """,
+    # every boot event a server records is announced to the others (/events everywhere)
+    """
+    CREATE FUNCTION pxetwist_notify_event() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        PERFORM pg_notify('pxetwist', json_build_object(
+            'table', 'events', 'origin', current_setting('application_name'),
+            'event', json_build_object('time', NEW.time, 'mac', NEW.mac, 'ip', NEW.ip,
+                'stage', NEW.stage, 'detail', left(NEW.detail, 1000),
+                'arch', NEW.arch, 'uuid', NEW.uuid))::text);
+        RETURN NULL;
+    END $$;
+    CREATE TRIGGER events_notify AFTER INSERT ON events
+        FOR EACH ROW EXECUTE FUNCTION pxetwist_notify_event();
+    """,
 )
 
 #: The channel of :data:`POSTGRES_MIGRATIONS`' change announcements.
@@ -216,14 +230,17 @@ class PostgresStore(Store):
 
     _log = Logger()
 
-    def __init__(self, url: str, reactor: IReactorThreads | None = None) -> None:
+    def __init__(self, url: str, reactor: IReactorThreads | None = None,
+                 server: str = "") -> None:
         self.url = url
+        #: This server's name in the announcements of its changes (``[server] address``).
+        self.server = server
         self.path = Path()
         self._reactor = reactor
         self._pool: ThreadPool | None = None
         self._pg: Any = None
         #: This store's name in the database: its own change announcements are skipped.
-        self.origin = "pxetwist-" + secrets.token_hex(6)
+        self.origin = f"pxetwist {secrets.token_hex(6)} {server}"
         self._stopping = threading.Event()
         self._listener: threading.Thread | None = None
         #: The last call's failure while the database is away, else "" (``/health``).
@@ -337,37 +354,42 @@ class PostgresStore(Store):
 
     # -- changes made by the other servers -----------------------------------------------
 
-    def listen(self, changed: Callable[[str | None, str | None], object]) -> None:
-        """Call ``changed(table, key)`` in the reactor thread whenever another server
-        changes a machine (``"machines"``, its MAC) or a catalog setting
-        (``"catalog_settings"``, its entry id), a moment after it commits; and
-        ``changed(None, None)`` after the listening connection was lost and came back
-        (announcements may have been missed: read everything again)."""
+    def listen(self, changed: Callable[[str | None, Any, str], object]) -> None:
+        """Call ``changed(table, key, server)`` in the reactor thread whenever another
+        server changes a machine (``"machines"``, its MAC), a catalog setting
+        (``"catalog_settings"``, its entry id) or records a boot event (``"events"``, the
+        event's fields), a moment after it commits; and ``changed(None, None, "")`` after
+        the listening connection was lost and came back (announcements may have been
+        missed: read everything again)."""
         assert self._reactor is not None, "listening needs a reactor"
         reactor: Any = self._reactor
         self._listener = threading.Thread(target=self._listen, args=(reactor, changed),
                                           name="pxetwist-store-listen", daemon=True)
         self._listener.start()
 
-    def _listen(self, reactor: Any, changed: Callable[[str | None, str | None], object]
+    def _listen(self, reactor: Any, changed: Callable[[str | None, Any, str], object]
                 ) -> None:
         import psycopg
 
         lost = False
         while not self._stopping.is_set():
             try:
-                with _connect(self.url, self.origin + "-listen") as conn:
+                with _connect(self.url, self.origin + " listen") as conn:
                     conn.execute(f"LISTEN {CHANNEL}")
                     self._problem = ""
                     if lost:
-                        reactor.callFromThread(changed, None, None)
+                        reactor.callFromThread(changed, None, None, "")
                         lost = False
                     while not self._stopping.is_set():
                         for note in conn.notifies(timeout=0.5):
                             message = json.loads(note.payload)
-                            if message.get("origin") != self.origin:
-                                reactor.callFromThread(changed, message.get("table"),
-                                                       message.get("key"))
+                            origin = str(message.get("origin", ""))
+                            if origin != self.origin:
+                                reactor.callFromThread(
+                                    changed, message.get("table"),
+                                    message.get("event", message.get("key")),
+                                    origin.split(" ", 2)[2] if origin.count(" ") >= 2
+                                    else "")
             except (psycopg.Error, ValueError) as e:
                 self._problem = (str(e).strip().splitlines() or [type(e).__name__])[0]
                 if not lost:
@@ -412,11 +434,13 @@ class PostgresStore(Store):
         return rows
 
 
-def open_store(location: str | Path, reactor: IReactorThreads | None = None) -> Store:
-    """The store ``[server] state`` names: a PostgreSQL URL or an SQLite file.
+def open_store(location: str | Path, reactor: IReactorThreads | None = None,
+               server: str = "") -> Store:
+    """The store ``[server] state`` names: a PostgreSQL URL or an SQLite file;
+    ``server``: this server's name in a shared state.
 
     :raises StoreError: when it cannot be used.
     """
     if isinstance(location, str) and is_postgres_url(location):
-        return PostgresStore(location, reactor)
+        return PostgresStore(location, reactor, server)
     return Store(Path(location), reactor)

@@ -13,7 +13,7 @@ from twisted.internet.task import deferLater
 
 from pxetwist.catalog import CatalogService
 from pxetwist.config import load_text
-from pxetwist.events import EventBus
+from pxetwist.events import EventBus, Stage
 from pxetwist.machines import MachineRegistry
 from pxetwist.shared import SharedStateService
 from pxetwist.store_postgres import PostgresStore
@@ -24,18 +24,19 @@ MAC = "52:54:00:00:03:01"
 class Server:
     """The state-holding parts of one server: store, machine records, catalog."""
 
-    def __init__(self, url: str, folder: Path, reactor: Any) -> None:
-        for name in ("tftproot", "catalog"):
-            (folder / name).mkdir(parents=True, exist_ok=True)
+    def __init__(self, url: str, folder: Path, reactor: Any, name: str) -> None:
+        for sub in ("tftproot", "catalog"):
+            (folder / sub).mkdir(parents=True, exist_ok=True)
         (folder / "catalog" / "debian.ipxe").write_text("#!ipxe\n")  # entry "debian-ipxe"
         config = load_text("[tftp]\nroot = tftproot\n[catalog]\npaths = catalog\n", folder)
-        self.store = PostgresStore(url, reactor)
+        self.store = PostgresStore(url, reactor, name)
         self.store.start()
-        self.machines = MachineRegistry(self.store, EventBus(reactor), reactor)
+        self.bus = EventBus(reactor, server=name)
+        self.machines = MachineRegistry(self.store, self.bus, reactor)
         self.machines.start()
         self.catalog = CatalogService(config.catalog, self.store, reactor)
         self.catalog.load()
-        self.shared = SharedStateService(self.store, self.machines, self.catalog)
+        self.shared = SharedStateService(self.store, self.machines, self.catalog, self.bus)
         self.shared.startService()
 
     def close(self) -> None:
@@ -56,8 +57,8 @@ async def test_assignment_and_settings_made_on_one_server_apply_on_the_other(
     tmp_path: Path, pg_cluster: Any, reactor: Any
 ) -> None:
     url = pg_cluster.new_database()
-    a = Server(url, tmp_path / "a", reactor)
-    b = Server(url, tmp_path / "b", reactor)
+    a = Server(url, tmp_path / "a", reactor, "10.0.0.1")
+    b = Server(url, tmp_path / "b", reactor, "10.0.0.2")
     try:
         await deferLater(reactor, 0.3, lambda: None)  # both listening
         assigned: Deferred[Any] = a.machines.assign(MAC, "debian", once=True,
@@ -72,6 +73,16 @@ async def test_assignment_and_settings_made_on_one_server_apply_on_the_other(
         # and a token made on A for the assignment is the one B checks
         token = a.machines.callback_token(MAC)
         assert token is not None and b.machines.token_matches(MAC, token)
+        # a boot A sees shows in B's events, tagged with A; B does not record it again
+        a.bus.publish(Stage.DHCP_ACK, mac=MAC, ip="10.0.0.50", detail="seen by A")
+        await until(reactor, lambda: any(e.detail == "seen by A" for e in b.bus.recent()))
+        [seen] = [e for e in b.bus.recent() if e.detail == "seen by A"]
+        assert seen.server == "10.0.0.1" and seen.as_json()["server"] == "10.0.0.1"
+        assert a.bus.recent()[-1].as_json()["server"] == "10.0.0.1"
+        await a.machines.flush()
+        await b.machines.flush()
+        history = await b.store.history(MAC)
+        assert [e.detail for e in history].count("seen by A") == 1
     finally:
         a.close()
         b.close()
