@@ -340,16 +340,20 @@ class PostgresStore(Store):
                   ) -> dict[str, LeaseRow]:
         lost: dict[str, LeaseRow] = {}
         conn = self._connection()
-        with conn.transaction(), conn.cursor() as cursor:
-            for row, owner in rows:
-                if row.state == "bound":
-                    cursor.execute(_RELEASE_OTHERS, (now, row.client_id, row.ip))
-                cursor.execute(_CONDITIONAL_UPSERT, (
-                    row.ip, row.mac, row.client_id, row.hostname, row.expires, row.state,
-                    owner, now))
+        with conn.transaction():
+            # one round trip for the whole batch (pipeline mode), in order
+            upserts: list[tuple[LeaseRow, Any]] = []
+            with conn.pipeline():
+                for row, owner in rows:
+                    if row.state == "bound":
+                        conn.execute(_RELEASE_OTHERS, (now, row.client_id, row.ip))
+                    upserts.append((row, conn.execute(_CONDITIONAL_UPSERT, (
+                        row.ip, row.mac, row.client_id, row.hostname, row.expires, row.state,
+                        owner, now))))
+            for row, cursor in upserts:
                 if cursor.fetchone() is None:
-                    cursor.execute(f"{_LEASE_COLUMNS} WHERE ip = %s", (row.ip,))
-                    lost[row.ip] = LeaseRow(*cursor.fetchone())
+                    held = conn.execute(f"{_LEASE_COLUMNS} WHERE ip = %s", (row.ip,))
+                    lost[row.ip] = LeaseRow(*held.fetchone())
         return lost
 
     # -- changes made by the other servers -----------------------------------------------
