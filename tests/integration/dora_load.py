@@ -17,18 +17,10 @@ import time
 from ipaddress import IPv4Address
 
 from pxetwist.dhcp import options as opt
-from pxetwist.dhcp.packet import BOOTREQUEST, DhcpPacket, encode, parse
+from pxetwist.dhcp.packet import BOOTREQUEST, DhcpPacket, encode
+from tests.dhcp.dora_client import open_socket, wait_for
 
 RETRY = 1.0
-
-
-def client_socket(interface: str) -> socket.socket:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
-    sock.setsockopt(socket.SOL_SOCKET, 25, interface.encode() + b"\0")  # SO_BINDTODEVICE
-    sock.bind(("0.0.0.0", 68))
-    return sock
 
 
 def packet(kind: int, mac: str, xid: int, extra: list[tuple[int, bytes]]) -> bytes:
@@ -39,32 +31,13 @@ def packet(kind: int, mac: str, xid: int, extra: list[tuple[int, bytes]]) -> byt
                  *extra]))
 
 
-def wait_for(sock: socket.socket, xid: int, kinds: tuple[int, ...], until: float
-             ) -> DhcpPacket | None:
-    while True:
-        left = until - time.monotonic()
-        if left <= 0:
-            return None
-        sock.settimeout(left)
-        try:
-            data, _ = sock.recvfrom(4096)
-        except TimeoutError:
-            return None
-        try:
-            reply = parse(data)
-        except Exception:
-            continue
-        if reply.xid == xid and opt.message_type(reply) in kinds:
-            return reply
-
-
 def dora(sock: socket.socket, mac: str, rng: random.Random, deadline: float) -> dict | None:
     """One DORA (starting over after a NAK); the ACK's record, or None at the deadline."""
     first = time.monotonic()
     while time.monotonic() < deadline:
         xid = rng.getrandbits(32)
         sock.sendto(packet(opt.DISCOVER, mac, xid, []), ("255.255.255.255", 67))
-        offer = wait_for(sock, xid, (opt.OFFER,), time.monotonic() + RETRY)
+        offer = wait_for(sock, xid, (opt.OFFER,), RETRY)
         if offer is None:
             continue
         waited = time.monotonic() - first
@@ -73,7 +46,7 @@ def dora(sock: socket.socket, mac: str, rng: random.Random, deadline: float) -> 
         sock.sendto(packet(opt.REQUEST, mac, xid, [
             (opt.SERVER_ID, server), (opt.REQUESTED_IP, offer.yiaddr.packed)]),
             ("255.255.255.255", 67))
-        reply = wait_for(sock, xid, (opt.ACK, opt.NAK), time.monotonic() + RETRY)
+        reply = wait_for(sock, xid, (opt.ACK, opt.NAK), RETRY)
         if reply is None or opt.message_type(reply) == opt.NAK:
             continue
         lease = int.from_bytes(reply.option(opt.LEASE_TIME) or b"\0\0\0\0", "big")
@@ -86,7 +59,7 @@ def main() -> None:
     interface, seconds, seed, out = sys.argv[1], float(sys.argv[2]), int(sys.argv[3]), \
         sys.argv[4]
     rng = random.Random(seed)
-    sock = client_socket(interface)
+    sock = open_socket(interface)
     known: list[str] = []
     deadline = time.monotonic() + seconds
     with open(out, "a") as log:
