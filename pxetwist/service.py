@@ -263,8 +263,10 @@ def make_service(config: Config, reactor: Any) -> PxeService:
 
     catalog = build_catalog(config, store, reactor)
     catalog.setServiceParent(top)
+    shared = None
     if isinstance(store, PostgresStore):  # other servers may change the shared state
-        SharedStateService(store, machines, catalog, bus).setServiceParent(top)
+        shared = SharedStateService(store, machines, catalog, bus)
+        shared.setServiceParent(top)
 
     running = ["http"]
     explain = None
@@ -276,6 +278,8 @@ def make_service(config: Config, reactor: Any) -> PxeService:
         explain = dhcp.policy.explain
         if dhcp.pool is not None:
             lease_mac = current_lease_mac(dhcp.pool)
+            if shared is not None:
+                shared.pool = dhcp.pool
         running.append("dhcp")
     unattended = Unattended(machines, base_url, config.dhcp.reservations)
     if config.tftp.enabled:

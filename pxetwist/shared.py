@@ -13,8 +13,10 @@ from twisted.application.service import Service
 from twisted.logger import Logger
 
 from pxetwist.catalog import CatalogService
+from pxetwist.dhcp.leases import LeasePool
 from pxetwist.events import EventBus
 from pxetwist.machines import MachineRegistry
+from pxetwist.store import LeaseRow
 from pxetwist.store_postgres import PostgresStore
 
 
@@ -30,6 +32,8 @@ class SharedStateService(Service):
         self.machines = machines
         self.catalog = catalog
         self.events = events
+        #: Full mode's lease pool, told of the leases the other servers write.
+        self.pool: LeasePool | None = None
 
     def startService(self) -> None:
         super().startService()
@@ -37,6 +41,12 @@ class SharedStateService(Service):
 
     def changed(self, table: str | None, key: Any, server: str) -> Any:
         """One announcement (``None``: maybe some were missed, read everything)."""
+        if table == "leases" and isinstance(key, dict):
+            if self.pool is not None:
+                self.pool.learn(LeaseRow(str(key["ip"]), str(key["mac"]),
+                                         str(key["client_id"]), str(key["hostname"]),
+                                         float(key["expires"]), str(key["state"])))
+            return None
         if table == "events" and isinstance(key, dict):  # a boot another server saw
             self.events.publish(
                 str(key.get("stage", "")), mac=str(key.get("mac", "")),

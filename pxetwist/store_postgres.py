@@ -84,6 +84,18 @@ POSTGRES_MIGRATIONS: tuple[str, ...] = (
     CREATE TRIGGER events_notify AFTER INSERT ON events
         FOR EACH ROW EXECUTE FUNCTION pxetwist_notify_event();
     """,
+    # every lease a server writes is announced to the others (their pools stay current)
+    """
+    CREATE FUNCTION pxetwist_notify_lease() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        PERFORM pg_notify('pxetwist', json_build_object(
+            'table', 'leases', 'origin', current_setting('application_name'),
+            'event', to_jsonb(NEW))::text);
+        RETURN NULL;
+    END $$;
+    CREATE TRIGGER leases_notify AFTER INSERT OR UPDATE ON leases
+        FOR EACH ROW EXECUTE FUNCTION pxetwist_notify_lease();
+    """,
 )
 
 #: The channel of :data:`POSTGRES_MIGRATIONS`' change announcements.
@@ -361,8 +373,9 @@ class PostgresStore(Store):
     def listen(self, changed: Callable[[str | None, Any, str], object]) -> None:
         """Call ``changed(table, key, server)`` in the reactor thread whenever another
         server changes a machine (``"machines"``, its MAC), a catalog setting
-        (``"catalog_settings"``, its entry id) or records a boot event (``"events"``, the
-        event's fields), a moment after it commits; and ``changed(None, None, "")`` after
+        (``"catalog_settings"``, its entry id), records a boot event (``"events"``, the
+        event's fields) or writes a lease (``"leases"``, its fields), a moment after it
+        commits; and ``changed(None, None, "")`` after
         the listening connection was lost and came back (announcements may have been
         missed: read everything again)."""
         assert self._reactor is not None, "listening needs a reactor"

@@ -4,6 +4,7 @@ later (LISTEN/NOTIFY), with no restart and no polling."""
 from __future__ import annotations
 
 import time
+from ipaddress import IPv4Address
 from pathlib import Path
 from typing import Any
 
@@ -83,6 +84,37 @@ async def test_assignment_and_settings_made_on_one_server_apply_on_the_other(
         await b.machines.flush()
         history = await b.store.history(MAC)
         assert [e.detail for e in history].count("seen by A") == 1
+    finally:
+        a.close()
+        b.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_lease_bound_on_one_server_is_held_in_the_others_pool(
+    tmp_path: Path, pg_cluster: Any, reactor: Any
+) -> None:
+    """B's pool learns the leases A writes, so B does not offer A's addresses."""
+    from pxetwist.dhcp.leases import LeasePool
+    from pxetwist.store import LeaseRow
+
+    url = pg_cluster.new_database()
+    a = Server(url, tmp_path / "a", reactor, "10.0.0.1")
+    b = Server(url, tmp_path / "b", reactor, "10.0.0.2")
+    try:
+        config = load_text("[server]\naddress = 10.0.0.2\n[dhcp]\nmode = full\n"
+                           "range_start = 10.0.0.100\nrange_end = 10.0.0.101\n"
+                           "[tftp]\nroot = tftproot\n[catalog]\npaths = catalog\n",
+                           tmp_path / "b")
+        pool = LeasePool(config.dhcp, b.store, reactor)
+        pool.load()
+        b.shared.pool = pool
+        await deferLater(reactor, 0.3, lambda: None)  # listening
+        row = LeaseRow("10.0.0.100", "52:54:00:00:05:01", "mac:52:54:00:00:05:01", "",
+                       time.time() + 600, "bound")
+        await a.store.bind_leases([(row, row.client_id)], time.time())
+        await until(reactor, lambda: pool.holder("10.0.0.100") == row)
+        assert pool.allocate("mac:52:54:00:00:05:02", "52:54:00:00:05:02", None) == \
+            IPv4Address("10.0.0.101")
     finally:
         a.close()
         b.close()

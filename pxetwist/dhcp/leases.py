@@ -235,9 +235,18 @@ class LeasePool:
         """Another server holds ``mine.ip`` in the shared store: believe the store."""
         if self._by_key.get(mine.client_id) == mine.ip:
             del self._by_key[mine.client_id]
-        self._by_ip[winner.ip] = winner
-        if winner.state != DECLINED:
-            self._by_key[winner.client_id or "mac:" + winner.mac] = winner.ip
+        self.learn(winner)
+
+    def learn(self, row: LeaseRow) -> None:
+        """Another server sharing the state wrote this lease: take it as this pool's."""
+        old = self._by_ip.get(row.ip)
+        if old is not None:
+            old_key = old.client_id or "mac:" + old.mac
+            if self._by_key.get(old_key) == row.ip:
+                del self._by_key[old_key]
+        self._by_ip[row.ip] = row
+        if row.state != DECLINED:
+            self._by_key[row.client_id or "mac:" + row.mac] = row.ip
 
     def _schedule_flush(self) -> None:
         if self._flush_call is None and not self._writing and self._batch:
