@@ -1,6 +1,10 @@
 """DHCP benchmark: DORA exchanges per second, pxetwist full mode against dnsmasq, in one run.
 
     sudo python bench/dhcp_bench.py [--seconds 10] [--rate 2000 --rate 300] [--rounds 3]
+        [--servers pxetwist,pxetwist-pg,dnsmasq]
+
+``pxetwist-pg``: pxetwist with its state in PostgreSQL (a throwaway cluster on a Unix
+socket, tests/pg.py; a fresh database per run), durable leases counted there.
 
 Makes two network namespaces of its own (server and client, a veth between them, a /16),
 and runs Kea's ``perfdhcp`` in the client namespace against each server in turn
@@ -73,12 +77,16 @@ def namespaces() -> Iterator[tuple[str, str]]:
             ip("netns", "del", ns, check=False)
 
 
-def pxetwist_config(folder: Path) -> Path:
+#: The PostgreSQL database of the current pxetwist-pg run (see :func:`main`).
+DATABASE: dict[str, Any] = {}
+
+
+def pxetwist_config(folder: Path, state: str = "state.sqlite") -> Path:
     for name in ("tftproot", "catalog"):
         (folder / name).mkdir(parents=True, exist_ok=True)
     config = folder / "pxe.ini"
     config.write_text(
-        f"[server]\naddress = {SERVER_IP}\ninterface = pxdv0\nstate = state.sqlite\n"
+        f"[server]\naddress = {SERVER_IP}\ninterface = pxdv0\nstate = {state}\n"
         f"[dhcp]\nmode = full\nrange_start = {RANGE[0]}\nrange_end = {RANGE[1]}\n"
         f"netmask = {NETMASK}\nlease_time = 3600\n"
         "[tftp]\nroot = tftproot\n[http]\nport = 8080\n[catalog]\npaths = catalog\n"
@@ -89,9 +97,10 @@ def pxetwist_config(folder: Path) -> Path:
 def start_server(kind: str, ns: str, folder: Path) -> subprocess.Popen[bytes]:
     """Start one server in ``ns``; return once it answers (at most 30 s)."""
     log = (folder / "server.log").open("ab")
-    if kind == "pxetwist":
+    if kind in ("pxetwist", "pxetwist-pg"):
+        state = DATABASE["url"] if kind == "pxetwist-pg" else "state.sqlite"
         argv = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()", "-n",
-                "--pidfile=", "pxeboot", "--config", str(pxetwist_config(folder))]
+                "--pidfile=", "pxeboot", "--config", str(pxetwist_config(folder, state))]
     elif kind == "dnsmasq":
         argv = ["dnsmasq", "--no-daemon", "--port=0", "--conf-file=/dev/null", "--pid-file=",
                 f"--log-facility={folder / 'dnsmasq.log'}", "--no-ping",
@@ -111,7 +120,7 @@ def start_server(kind: str, ns: str, folder: Path) -> subprocess.Popen[bytes]:
         if kind == "dnsmasq" and dnsmasq_log.exists() and "started" in dnsmasq_log.read_text(
                 errors="replace"):
             return process
-        if kind == "pxetwist" and subprocess.run(
+        if kind.startswith("pxetwist") and subprocess.run(
                 ["ip", "netns", "exec", ns, "curl", "-sf", "--max-time", "1",
                  "http://127.0.0.1:8080/health"], capture_output=True,
                 timeout=5).returncode == 0:
@@ -130,6 +139,12 @@ def kill(process: subprocess.Popen[Any]) -> None:
 
 def durable_leases(kind: str, folder: Path) -> int:
     """Leases on disk after the server was killed with SIGKILL."""
+    if kind == "pxetwist-pg":
+        import psycopg
+
+        with psycopg.connect(DATABASE["url"]) as conn:
+            row = conn.execute("SELECT count(*) FROM leases WHERE state = 'bound'").fetchone()
+            return int(row[0]) if row else 0
     if kind == "pxetwist":
         conn = sqlite3.connect(str(folder / "state.sqlite"))
         try:
@@ -180,6 +195,8 @@ def parse_perfdhcp(text: str, stages: tuple[str, str] = ("DISCOVER-OFFER", "REQU
 def run_once(kind: str, server_ns: str, client_ns: str, rate: int, seconds: float
              ) -> dict[str, Any]:
     folder = Path(tempfile.mkdtemp(prefix=f"pxetwist-dhcp-bench-{kind}-"))
+    if kind == "pxetwist-pg":
+        DATABASE["url"] = DATABASE["cluster"].new_database()
     process = start_server(kind, server_ns, folder)
     try:
         # -R: distinct clients (sequential MACs), far more than a run uses, so each
@@ -224,7 +241,15 @@ def bench_main(doc: str, run: Any, stages: tuple[str, str], names: tuple[str, ..
     first, second = stages
     exchange, sent, offer, ack, request = names
     results: dict[tuple[int, str], list[dict[str, Any]]] = {}
-    with namespaces() as (server_ns, client_ns):
+    with contextlib.ExitStack() as stack:
+        if "pxetwist-pg" in servers:
+            sys.path.insert(0, str(REPO))
+            from tests import pg
+
+            if pg.missing():
+                sys.exit(f"pxetwist-pg: {pg.missing()}")
+            DATABASE["cluster"] = stack.enter_context(pg.cluster())
+        server_ns, client_ns = stack.enter_context(namespaces())
         if setup is not None:
             setup(server_ns, client_ns)
         for round_number in range(rounds):

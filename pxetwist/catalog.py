@@ -346,6 +346,12 @@ class CatalogService(MultiService):
         for listener in list(self._listeners):
             listener()
 
+    def settings_changed(self, settings: dict[str, SettingRow]) -> None:
+        """Another server sharing the state changed the settings: take these."""
+        self._settings = settings
+        for listener in list(self._listeners):
+            listener()
+
     def on_change(self, listener: Callable[[], object]) -> None:
         """Call ``listener()`` after every scan (e.g. to invalidate cached scripts)."""
         self._listeners.append(listener)

@@ -44,6 +44,8 @@ DEFAULTS: dict[str, dict[str, str]] = {
         "domain": "",
         "lease_time": "3600",
         "reply_delay": "0",
+        "peers": "",
+        "peer_timeout": "5",
     },
     "tftp": {
         "enabled": "yes",
@@ -106,12 +108,16 @@ class ServerConfig:
 
     :ivar address: the IPv4 address clients reach us at; ``None`` = read it from ``interface``.
     :ivar interface: the interface DHCP binds to; ``""`` = all.
-    :ivar state: the SQLite state file.
+    :ivar state: the SQLite state file; with ``database``, only its folder is used (for
+        files this server makes, such as Secure Boot images).
+    :ivar database: the ``postgresql://`` URL ``state`` names instead of a file (several
+        servers sharing one state), or ``""``; it may hold a password: never log it.
     """
 
     address: IPv4Address | None
     interface: str
     state: Path
+    database: str = ""
 
 
 @frozen
@@ -121,6 +127,10 @@ class DhcpConfig:
     :ivar mode: ``proxy``, ``full`` or ``off``.
     :ivar reply_delay: milliseconds to wait before each reply.
     :ivar reservations: MAC (``aa:bb:..``) -> fixed address.
+    :ivar peers: the server identifiers of every server sharing the pool (this one
+        included), sorted; ``()``: this server alone. Each answers the DISCOVERs of its
+        RFC 3074 hash buckets (:mod:`pxetwist.dhcp.balance`).
+    :ivar peer_timeout: seconds after which a peer's silent heartbeat counts as down.
     """
 
     mode: str
@@ -135,6 +145,8 @@ class DhcpConfig:
     lease_time: int
     reply_delay: int
     reservations: Mapping[str, IPv4Address] = field(factory=dict, hash=False)
+    peers: tuple[IPv4Address, ...] = ()
+    peer_timeout: int = 5
 
 
 @frozen
@@ -364,10 +376,13 @@ def _server(r: _Reader) -> ServerConfig:
         except OSError:
             raise r.error("server", "interface",
                           f"no network interface {interface!r} on this machine") from None
+    state = r.raw("server", "state")
+    database = state if state.startswith(("postgresql://", "postgres://")) else ""
     return ServerConfig(
         address=r.address("server", "address"),
         interface=interface,
-        state=r.path("server", "state"),
+        state=r.path("server", "state", DEFAULTS["server"]["state"] if database else None),
+        database=database,
     )
 
 
@@ -419,7 +434,26 @@ def _dhcp(r: _Reader, parser: configparser.RawConfigParser) -> DhcpConfig:
         lease_time=r.integer("dhcp", "lease_time", 60, 2**31 - 1),
         reply_delay=r.integer("dhcp", "reply_delay", 0, 10_000),
         reservations=reservations,
+        peers=_peers(r),
+        peer_timeout=r.integer("dhcp", "peer_timeout", 1, 3600),
     )
+
+
+def _peers(r: _Reader) -> tuple[IPv4Address, ...]:
+    """``[dhcp] peers``: only with a shared (PostgreSQL) state, this server among them."""
+    peers = r.addresses("dhcp", "peers")
+    if not peers:
+        return ()
+    if len(set(peers)) != len(peers):
+        raise r.error("dhcp", "peers", "a server is listed twice")
+    if not r.raw("server", "state").startswith(("postgresql://", "postgres://")):
+        raise r.error("dhcp", "peers", "servers sharing a pool need a shared state:"
+                      " [server] state = a postgresql:// URL")
+    address = r.raw("server", "address")
+    if address and IPv4Address(address) not in peers:
+        raise r.error("dhcp", "peers", f"this server ([server] address {address}) is not"
+                      " among them")
+    return tuple(sorted(peers))
 
 
 def _check_reservation(r: _Reader, key: str, ip: IPv4Address, start: IPv4Address | None,

@@ -52,6 +52,7 @@ class BootEvent:
     :ivar detail: a short human-readable description (file name, address, ...).
     :ivar arch: the client's architecture name when the step knows it, else ``""``.
     :ivar uuid: the client's machine UUID (option 97) when known, else ``""``.
+    :ivar server: the server that saw it, when several share one state, else ``""``.
     """
 
     seq: int
@@ -62,10 +63,11 @@ class BootEvent:
     detail: str = ""
     arch: str = ""
     uuid: str = ""
+    server: str = ""
 
     def as_json(self) -> dict[str, object]:
-        """The event as the JSON API and the web page show it."""
-        return {
+        """The event as the JSON API and the web page show it (``server`` when set)."""
+        result: dict[str, object] = {
             "seq": self.seq,
             "time": self.time,
             "mac": self.mac,
@@ -75,6 +77,9 @@ class BootEvent:
             "arch": self.arch,
             "uuid": self.uuid,
         }
+        if self.server:
+            result["server"] = self.server
+        return result
 
 
 Subscriber = Callable[[BootEvent], object]
@@ -86,10 +91,13 @@ class EventBus:
 
     :ivar clock: gives the time of each event.
     :ivar capacity: how many recent events are kept in memory.
+    :ivar server: this server's name, tagging its events when several servers share one
+        state (``""``: alone).
     """
 
     clock: IReactorTime
     capacity: int = 10_000
+    server: str = ""
     _ring: deque[BootEvent] = field(init=False)
     _subscribers: list[Subscriber] = field(init=False, factory=list)
     _seq: int = field(init=False, default=0)
@@ -111,14 +119,20 @@ class EventBus:
         detail: str = "",
         arch: str = "",
         uuid: str = "",
+        server: str | None = None,
+        time: float | None = None,
     ) -> BootEvent:
         """Record an event and hand it to every subscriber.
 
         A subscriber that raises is logged and does not stop the others or the
         publisher: a broken web page must not break a boot.
+
+        :param server: another server's name, for an event it saw (``None``: this one).
+        :param time: when that server saw it (``None``: now).
         """
         self._seq += 1
-        event = BootEvent(self._seq, self.clock.seconds(), mac, ip, stage, detail, arch, uuid)
+        event = BootEvent(self._seq, self.clock.seconds() if time is None else time, mac, ip,
+                          stage, detail, arch, uuid, self.server if server is None else server)
         self._ring.append(event)
         for subscriber in list(self._subscribers):
             try:

@@ -293,6 +293,32 @@ class MachineRegistry:
             return succeed(machine)
         return self._save(evolve(machine, state=INSTALLED), f"installed{suffix}")
 
+    def replace_from_store(self, mac: str, stored: MachineRow | None) -> None:
+        """Another server sharing the state changed ``mac``'s record (``None``: forgot it):
+        take its version. What this server saw of the machine and has not written yet
+        (last seen, address, stage) is kept on top of it."""
+        mine = self._machines.get(mac)
+        if stored is None:
+            if mine is not None and mac not in self._dirty:
+                self._machines.pop(mac)
+                self._unassigned.pop(mac, None)
+            return
+        if mine is not None and mac in self._dirty and mine.last_seen > stored.last_seen:
+            stored = evolve(stored, last_seen=mine.last_seen, ip=mine.ip, arch=mine.arch,
+                            uuid=mine.uuid, last_stage=mine.last_stage)
+        self._machines[mac] = stored
+        if stored.ip:
+            self._mac_by_ip[stored.ip] = mac
+        if _unconfigured(stored):
+            self._unassigned[mac] = None
+        else:
+            self._unassigned.pop(mac, None)
+
+    def replace_all_from_store(self, stored: list[MachineRow]) -> None:
+        """Take every record of the shared state (after missed change announcements)."""
+        for machine in stored:
+            self.replace_from_store(machine.mac, machine)
+
     # -- internals -------------------------------------------------------------------
 
     def _record(self, mac: str) -> MachineRow:
@@ -315,8 +341,8 @@ class MachineRegistry:
         self._events.publish(Stage.LIFECYCLE, mac=machine.mac, ip=machine.ip, detail=detail)
 
     def _on_event(self, event: BootEvent) -> None:
-        if not event.mac:
-            return
+        if not event.mac or event.server != self._events.server:
+            return  # another server's event: that server records it
         if event.mac not in self._machines:
             self._make_room(1)
         machine = self._record(event.mac)

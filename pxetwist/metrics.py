@@ -54,3 +54,11 @@ HTTP_SECONDS = Histogram(
 )
 
 BOOT_EVENTS = Counter("pxetwist_boot_events_total", "Boot events, by stage", ["stage"])
+
+DATABASE_SECONDS = Histogram(
+    "pxetwist_database_seconds", "Time of a shared-state (PostgreSQL) call, by kind",
+    ["kind"],
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10),
+)
+DATABASE_ERRORS = Counter("pxetwist_database_errors_total",
+                          "Shared-state (PostgreSQL) calls that failed, by kind", ["kind"])

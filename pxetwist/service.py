@@ -39,7 +39,9 @@ from pxetwist.machine_source import MachineSource
 from pxetwist.machines import MachineRegistry
 from pxetwist.metrics import BOOT_EVENTS
 from pxetwist.netinfo import port_holder, server_address
+from pxetwist.shared import SharedStateService
 from pxetwist.store import Store
+from pxetwist.store_postgres import PostgresStore, open_store
 from pxetwist.tftp.service import build_tftp_service
 
 #: Seconds between two status lines in the log.
@@ -200,8 +202,10 @@ def bind_failure(config: Config, name: str | None, error: Exception) -> str:
 
 
 def build_store(config: Config, reactor: Any) -> Store:
-    """Open (and migrate) the state file. :raises StoreError: if it cannot be used."""
-    return Store(config.server.state, reactor)
+    """Open (and migrate) the state: the SQLite file or the PostgreSQL database of
+    ``[server] state``. :raises StoreError: if it cannot be used."""
+    return open_store(config.server.database or config.server.state, reactor,
+                      str(server_address(config)))
 
 
 def build_catalog(config: Config, store: Store, reactor: Any) -> CatalogService:
@@ -290,12 +294,17 @@ def make_service(config: Config, reactor: Any) -> PxeService:
     store = build_store(config, reactor)
     StoreService(store).setServiceParent(top)
 
-    bus = EventBus(reactor)
+    # with a shared state, every event is tagged with the server that saw it
+    bus = EventBus(reactor, server=address if config.server.database else "")
     machines = MachineRegistry(store, bus, reactor, config.boot.max_machines)
     EventsService(bus, machines).setServiceParent(top)
 
     catalog = build_catalog(config, store, reactor)
     catalog.setServiceParent(top)
+    shared = None
+    if isinstance(store, PostgresStore):  # other servers may change the shared state
+        shared = SharedStateService(store, machines, catalog, bus)
+        shared.setServiceParent(top)
 
     running = ["http"]
     explain: Callable[[str], list[dict[str, Any]]] | None = None
@@ -307,6 +316,8 @@ def make_service(config: Config, reactor: Any) -> PxeService:
         explain = dhcp.policy.explain
         if dhcp.pool is not None:
             lease_mac = current_lease_mac(dhcp.pool)
+            if shared is not None:
+                shared.pool = dhcp.pool
         running.append("dhcp")
     dhcp6 = None
     if config.dhcp6.mode != "off":

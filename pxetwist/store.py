@@ -98,6 +98,10 @@ class StoreError(Exception):
     """The state file cannot be used; ``str()`` is one line for the operator."""
 
 
+class LeaseTakenError(Exception):
+    """Another server bound the address first (a state shared by several servers)."""
+
+
 @frozen
 class LeaseRow:
     """A DHCP lease as stored.
@@ -238,6 +242,10 @@ class Store:
             self._pool.stop()
         self._conn.close()
 
+    def status(self) -> dict[str, Any]:
+        """What ``/health`` says of the state: the backend and whether it can be written."""
+        return {"backend": "sqlite", "ok": True}
+
     def _run(self, work: Callable[..., T], *args: Any) -> Deferred[T]:
         if self._pool is None or self._reactor is None:
             try:
@@ -271,6 +279,15 @@ class Store:
     def put_leases(self, leases: Sequence[LeaseRow]) -> Deferred[None]:
         """Store several leases in one durable transaction (group commit)."""
         return self._run(self._write, [_lease_upsert(lease) for lease in leases])
+
+    def bind_leases(
+        self, rows: Sequence[tuple[LeaseRow, str]], now: float
+    ) -> Deferred[dict[str, LeaseRow]]:
+        """Store leases in one durable transaction, each only if the address is free in
+        the store (released, expired at ``now``) or held by the client key paired with it;
+        fires with the rows that kept the others' addresses, by address. One server alone
+        (SQLite) is the only writer and its pool the authority: every row is stored."""
+        return self.put_leases([row for row, _ in rows]).addCallback(lambda _: {})
 
     def delete_lease(self, ip: str) -> Deferred[None]:
         """Forget the lease of ``ip``."""

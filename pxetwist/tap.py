@@ -99,7 +99,7 @@ def _hand_state_to(options: Options, config: Config) -> None:
     twistd_options: Any = getattr(options, "parent", None)
     uid = twistd_options.get("uid") if twistd_options is not None else None
     gid = twistd_options.get("gid") if twistd_options is not None else None
-    if (uid is None and gid is None) or os.getuid() != 0:
+    if (uid is None and gid is None) or os.getuid() != 0 or config.server.database:
         return
     state = config.server.state
     for path in (state.parent, state, state.with_name(state.name + "-wal"),

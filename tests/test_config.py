@@ -200,3 +200,13 @@ def test_garbage_text_is_a_config_error_or_a_config(text: str) -> None:
             load_text(text, base / "etc")
         except ConfigError as e:
             assert "\n" not in str(e)
+
+
+def test_state_may_be_a_postgresql_url(folder: Path) -> None:
+    """``[server] state`` = a postgresql:// URL: kept as ``database`` (password and all, for
+    the driver), with the default state folder for this server's own files."""
+    url = "postgresql://pxe:s3cret@db.example:5433/pxe?sslmode=require"
+    config = load_text(f"[server]\nstate = {url}\n", folder, "test.ini")
+    assert config.server.database == url
+    assert config.server.state == folder.parent / "var" / "pxetwist.sqlite"
+    assert load_text("", folder, "test.ini").server.database == ""

@@ -1,4 +1,5 @@
-"""The SQLite store: a real file, migrations from empty, durability across reopen."""
+"""The store: a real SQLite file, and a real PostgreSQL database (the tests taking
+``state_location`` run once per backend): migrations from empty, durability across reopen."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from pxetwist.store import (
     Store,
     StoreError,
 )
+from pxetwist.store_postgres import open_store
 
 
 def lease(ip: str, mac: str = "52:54:00:00:00:01") -> LeaseRow:
@@ -35,17 +37,17 @@ def test_new_file_is_migrated(tmp_path: Path) -> None:
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 
-def test_data_survives_close_and_reopen(tmp_path: Path) -> None:
+def test_data_survives_close_and_reopen(state_location: Path | str) -> None:
     """Leases, machines and settings written before close are there after reopening."""
-    path = tmp_path / "state.sqlite"
-    store = Store(path)
+    path = state_location
+    store = open_store(path)
     store.put_leases([lease("10.0.0.5"), lease("10.0.0.6", "52:54:00:00:00:02")])
     store.put_machine(MachineRow("52:54:00:00:00:01", 1.0, 2.0, "10.0.0.5", "bios", "",
                                  "pending", "debian", True, "dhcp.ack"))
     store.put_setting(SettingRow("debian", False, "Debian 12", 3, True, "quiet"))
     store.close()
 
-    reopened = Store(path)
+    reopened = open_store(path)
     assert [row.ip for row in reopened.leases_now()] == ["10.0.0.5", "10.0.0.6"]
     machines = reopened.machines_now()
     assert machines[0].entry == "debian" and machines[0].once is True
@@ -54,9 +56,9 @@ def test_data_survives_close_and_reopen(tmp_path: Path) -> None:
     reopened.close()
 
 
-def test_only_one_default_setting(tmp_path: Path) -> None:
+def test_only_one_default_setting(state_location: Path | str) -> None:
     """Making an entry the default clears the flag on every other entry in one transaction."""
-    store = Store(tmp_path / "s.sqlite")
+    store = open_store(state_location)
     store.put_setting(SettingRow("a", None, None, None, True, None))
     store.put_setting(SettingRow("b", None, None, None, True, None), clear_other_defaults=True)
     settings = store.settings_now()
@@ -64,18 +66,18 @@ def test_only_one_default_setting(tmp_path: Path) -> None:
     store.close()
 
 
-def test_delete_lease(tmp_path: Path) -> None:
+def test_delete_lease(state_location: Path | str) -> None:
     """A deleted lease is gone."""
-    store = Store(tmp_path / "s.sqlite")
+    store = open_store(state_location)
     store.put_lease(lease("10.0.0.5"))
     store.delete_lease("10.0.0.5")
     assert store.leases_now() == []
     store.close()
 
 
-def test_history_is_bounded_per_machine(tmp_path: Path) -> None:
+def test_history_is_bounded_per_machine(state_location: Path | str) -> None:
     """Each machine keeps at most EVENTS_PER_MACHINE events, the newest ones."""
-    store = Store(tmp_path / "s.sqlite")
+    store = open_store(state_location)
     mac = "52:54:00:00:00:01"
     rows = [EventRow(float(i), mac, "", "dhcp.ack", str(i), "", "")
             for i in range(EVENTS_PER_MACHINE + 20)]
@@ -119,11 +121,13 @@ def test_newer_schema_is_refused(tmp_path: Path) -> None:
 
 
 @pytest_twisted.ensureDeferred
-async def test_threaded_store_runs_off_the_reactor_thread(tmp_path: Path, reactor: object) -> None:
+async def test_threaded_store_runs_off_the_reactor_thread(
+    state_location: Path | str, reactor: object
+) -> None:
     """With a reactor, SQL runs on the store's own thread and Deferreds fire with results."""
     import threading
 
-    store = Store(tmp_path / "s.sqlite", reactor)  # type: ignore[arg-type]
+    store = open_store(state_location, reactor)  # type: ignore[arg-type]
     store.start()
     try:
         seen: list[str] = []
@@ -142,10 +146,10 @@ async def test_threaded_store_runs_off_the_reactor_thread(tmp_path: Path, reacto
         store.close()
 
 
-def test_history_bound_holds_across_batches_and_machines(tmp_path: Path) -> None:
+def test_history_bound_holds_across_batches_and_machines(state_location: Path | str) -> None:
     """A batch with more events for a MAC than are kept leaves the newest, across batches,
     and does not touch another MAC's history."""
-    store = Store(tmp_path / "s.sqlite")
+    store = open_store(state_location)
     a, b = "52:54:00:00:00:0a", "52:54:00:00:00:0b"
     store.append_events([EventRow(0.0, a, "", "dhcp.ack", f"old{i}", "", "") for i in range(5)])
     store.append_events([EventRow(1.0, mac, "", "http.script", f"{mac[-1]}{i}", "", "")
@@ -184,3 +188,32 @@ def test_machines_of_an_older_file_get_no_hostname_and_no_vars(tmp_path: Path) -
         ("lab", 3, "", ())
     store.put_machine(evolve(machine, hostname="n1", vars=(("a", "1"), ("b", "x y"))))
     assert store.machines_now()[0].vars == (("a", "1"), ("b", "x y"))
+
+
+def test_secret_is_made_once_and_kept(state_location: Path | str) -> None:
+    """A named secret is random, made the first time, and the same after reopening."""
+    store = open_store(state_location)
+    first = store.secret_now("callback")
+    assert len(first) == 64 and store.secret_now("callback") == first
+    assert store.secret_now("other") != first
+    store.close()
+    reopened = open_store(state_location)
+    assert reopened.secret_now("callback") == first
+    reopened.close()
+
+
+def test_machine_fields_round_trip(state_location: Path | str) -> None:
+    """Every field of a machine record (vars, loader, no entry) reads back as written, and
+    writing it again replaces it."""
+    from attrs import evolve
+
+    store = open_store(state_location)
+    machine = MachineRow("52:54:00:00:00:01", 1.5, 2.25, "10.0.0.5", "efi64", "u-1",
+                         "assigned", None, False, "http.kernel", 4, "node1",
+                         (("a", "1"), ("b", "x y")), "shim")
+    store.put_machines([machine, evolve(machine, mac="52:54:00:00:00:02", loader=None)])
+    assert store.machines_now()[0] == machine
+    store.put_machine(evolve(machine, state="local", entry="debian"))
+    assert [(m.state, m.entry) for m in store.machines_now()] == [("local", "debian"),
+                                                                  ("assigned", None)]
+    store.close()

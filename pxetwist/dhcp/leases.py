@@ -23,7 +23,7 @@ from twisted.python.failure import Failure
 
 from pxetwist.config import Dhcp6Config, DhcpConfig
 from pxetwist.metrics import DHCP_LEASES
-from pxetwist.store import LeaseRow, Store
+from pxetwist.store import LeaseRow, LeaseTakenError, Store
 
 #: Seconds an offered address stays held for the client it was offered to.
 OFFER_HOLD = 60.0
@@ -71,9 +71,10 @@ class LeasePool:
         self._offer_of: dict[str, str] = {}  # key -> ip offered to it
         self._reserved_ips = {str(ip): mac for mac, ip in reservations.items()}
         self._next_free = self._start
-        #: Rows waiting for the next commit, each with the Deferred of whoever waits for
-        #: it (``None`` for the old address a client's new lease frees: nobody waits).
-        self._batch: list[tuple[LeaseRow, Deferred[None] | None]] = []
+        #: Rows waiting for the next commit, each with the client key that must hold its
+        #: address in a shared store (or nobody) and the Deferred of whoever waits for it
+        #: (``None`` for the old address a client's new lease frees: nobody waits).
+        self._batch: list[tuple[LeaseRow, str, Deferred[None] | None]] = []
         self._flush_call: Any = None
         self._writing = False  # a commit is on its way to disk
 
@@ -221,9 +222,9 @@ class LeasePool:
             return None
         self._by_key.pop(key, None)
         return self._set(LeaseRow(str(ip), "", "declined", "",
-                                  self._clock.seconds() + DECLINE_HOLD, DECLINED))
+                                  self._clock.seconds() + DECLINE_HOLD, DECLINED), key)
 
-    def _set(self, row: LeaseRow) -> Deferred[None]:
+    def _set(self, row: LeaseRow, owner: str | None = None) -> Deferred[None]:
         old = self._by_ip.get(row.ip)
         if old is not None:
             old_key = old.client_id or "mac:" + old.mac
@@ -237,12 +238,32 @@ class LeasePool:
                 freed = LeaseRow(old_row.ip, old_row.mac, old_row.client_id, old_row.hostname,
                                  self._clock.seconds(), RELEASED)
                 self._by_ip[old_row.ip] = freed
-                self._batch.append((freed, None))
+                self._batch.append((freed, freed.client_id, None))
             self._by_key[row.client_id] = row.ip
         done: Deferred[None] = Deferred()
-        self._batch.append((row, done))
+        self._batch.append((row, row.client_id if owner is None else owner, done))
         self._schedule_flush()
         return done
+
+    def _taken(self, mine: LeaseRow, winner: LeaseRow) -> None:
+        """Another server holds ``mine.ip`` in the shared store: believe the store."""
+        if self._by_key.get(mine.client_id) == mine.ip:
+            del self._by_key[mine.client_id]
+        self.learn(winner)
+
+    def learn(self, row: LeaseRow) -> None:
+        """Another server sharing the state wrote this lease: take it as this pool's (a
+        lease of the other address family is not this pool's business)."""
+        if not isinstance(ip_address(row.ip), self._address):
+            return
+        old = self._by_ip.get(row.ip)
+        if old is not None:
+            old_key = old.client_id or "mac:" + old.mac
+            if self._by_key.get(old_key) == row.ip:
+                del self._by_key[old_key]
+        self._by_ip[row.ip] = row
+        if row.state != DECLINED:
+            self._by_key[row.client_id or "mac:" + row.mac] = row.ip
 
     def _schedule_flush(self) -> None:
         if self._flush_call is None and not self._writing and self._batch:
@@ -254,20 +275,28 @@ class LeasePool:
         if not batch:
             return
         self._writing = True
-        d = self._store.put_leases([row for row, _ in batch])
+        d = self._store.bind_leases([(row, owner) for row, owner, _ in batch],
+                                    self._clock.seconds())
 
-        def written(result: object) -> object:
-            for _, done in batch:
-                if done is not None:
+        def written(lost: dict[str, LeaseRow]) -> None:
+            for row, _, done in batch:
+                winner = lost.get(row.ip)
+                if winner is not None:
+                    self._taken(row, winner)
+                if done is None:
+                    continue
+                if winner is None:
                     done.callback(None)
-            return result
+                else:
+                    done.errback(LeaseTakenError(f"{row.ip} is held by {winner.mac or 'a decline'}"
+                                                 " (another server)"))
 
         def failed(failure: Failure) -> None:
-            ips = [row.ip for row, _ in batch]
+            ips = [row.ip for row, _, _ in batch]
             self._log.failure("lease commit of {count} leases failed ({ips}): no ACK for "
                               "them", failure, count=len(ips),
                               ips=", ".join(ips[:10]) + (", ..." if len(ips) > 10 else ""))
-            for _, done in batch:
+            for _, _, done in batch:
                 if done is not None:
                     done.errback(failure)
 

@@ -19,6 +19,7 @@ from twisted.python.failure import Failure
 
 from pxetwist.config import DhcpConfig
 from pxetwist.dhcp import options as opt
+from pxetwist.dhcp.balance import Balancer
 from pxetwist.dhcp.leases import LeasePool
 from pxetwist.dhcp.packet import (
     BOOTREPLY,
@@ -43,6 +44,7 @@ from pxetwist.dhcp.replies import (
 from pxetwist.events import EventBus, Stage
 from pxetwist.metrics import DHCP_DROPPED, DHCP_PACKETS, DHCP_REPLIES, DHCP_REPLY_SECONDS
 from pxetwist.policy import BootPolicy
+from pxetwist.store import LeaseTakenError
 
 
 class DhcpServer:
@@ -68,6 +70,8 @@ class DhcpServer:
         self._not_holder = ThrottledWarning(clock, EXHAUSTED_LOG_INTERVAL)
         self._no_loader = OncePerKey()
         self._arrived: WeakKeyDictionary[DhcpPacket, float] = WeakKeyDictionary()
+        #: With ``[dhcp] peers``: whose DISCOVERs this server answers (RFC 3074 buckets).
+        self.balancer: Balancer | None = None
 
     # -- dispatch --------------------------------------------------------------------
 
@@ -92,6 +96,9 @@ class DhcpServer:
     # -- messages --------------------------------------------------------------------
 
     def _discover(self, packet: DhcpPacket, source: Address) -> None:
+        if self.balancer is not None and not self.balancer.serves(packet):
+            DHCP_DROPPED.labels(reason="peer-bucket").inc()  # a peer's client
+            return
         key = opt.client_key(packet)
         ip = self.pool.allocate(key, packet.mac, opt.requested_ip(packet))
         if ip is None:
@@ -144,8 +151,15 @@ class DhcpServer:
     def _ack(self, packet: DhcpPacket, source: Address, ip: IPv4Address, key: str) -> None:
         """Commit the lease, then (and only then) send the ACK."""
         d = self.pool.bind(ip, key, packet.mac, opt.hostname(packet))
+
+        def not_bound(failure: Failure) -> None:
+            if failure.check(LeaseTakenError):  # another server sharing the state won
+                self._nak(packet, source, "address taken by another server")
+            else:
+                self._not_stored(failure, "DHCPREQUEST", ip, packet.mac)
+
         d.addCallbacks(lambda _: self._reply(packet, source, opt.ACK, ip, Stage.DHCP_ACK),
-                       self._not_stored, errbackArgs=("DHCPREQUEST", ip, packet.mac))
+                       not_bound)
         d.addErrback(lambda f: self._log.failure("DHCPACK of {ip} to {mac} failed", f, ip=ip,
                                                  mac=packet.mac))
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Callable
+from ipaddress import IPv4Address
 from typing import Any
 
 from twisted.application.service import Service
@@ -19,6 +20,7 @@ from twisted.logger import Logger
 
 from pxetwist import signed
 from pxetwist.config import Config
+from pxetwist.dhcp.balance import Balancer, HeartbeatService
 from pxetwist.dhcp.leases import LeasePool
 from pxetwist.dhcp.protocol import DhcpDatagramProtocol
 from pxetwist.dhcp.proxy import ProxyServer
@@ -80,6 +82,12 @@ class DhcpService(Service):
         self.main.controller = self.main_controller
         self.boot_server.controller = self.boot_controller
         self._ports: list[Any] = []
+        self.heartbeat: HeartbeatService | None = None
+        if isinstance(self.main_controller, DhcpServer) and dhcp.peers:
+            # full mode only: proxies answer every client, no buckets
+            balancer = Balancer(dhcp.peers, IPv4Address(server_address))
+            self.main_controller.balancer = balancer
+            self.heartbeat = HeartbeatService(balancer, store, dhcp.peer_timeout, reactor)
 
     def leases_in_use(self) -> int:
         """Bound, unexpired leases (for the status line)."""
@@ -120,10 +128,14 @@ class DhcpService(Service):
         chain_missing = signed.missing_line(self.config.boot, folders)
         if chain_missing:
             self._log.warn("{line}", line=chain_missing)
+        if self.heartbeat is not None:
+            self.heartbeat.startService()
         super().startService()
 
     def stopService(self) -> Deferred[Any] | None:
         super().stopService()
+        if self.heartbeat is not None and self.heartbeat.running:
+            self.heartbeat.stopService()
         ports, self._ports = self._ports, []
         return stop_listening(ports)
 

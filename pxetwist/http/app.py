@@ -543,14 +543,17 @@ class PxeApp:
 
     @app.route("/health", methods=["GET"])
     def health(self, request: IRequest) -> bytes:
-        """Liveness and what runs: for load balancers and the operator's first look."""
+        """Liveness and what runs: for load balancers and the operator's first look.
+        ``degraded`` while the state's database is away (TFTP and HTTP keep serving)."""
+        database = self.store.status()
         return json_body(
             request,
             {
-                "status": "ok",
+                "status": "ok" if database["ok"] else "degraded",
                 "version": __version__,
                 "services": list(self.services),
                 "entries": len(self.catalog.entries),
+                "database": database,
             },
         )
 

@@ -105,3 +105,17 @@ def test_failed_commit_is_logged_with_context_and_no_deferred_unhandled(
     assert len(texts) == 1 and "10.77.0.101" in texts[0] and "10.77.0.100" in texts[0]
     assert unhandled(logged) == []
     store.close()
+
+
+def test_learn_takes_only_this_pools_family(tmp_path: Path) -> None:
+    """A lease another server wrote (shared PostgreSQL state) is learnt by the pool of its
+    address family only: an IPv6 lease never lands in the IPv4 pool."""
+    from pxetwist.dhcp.leases import BOUND
+
+    pool, _, clock = make_pool(tmp_path)
+    expires = clock.seconds() + 600
+    pool.learn(LeaseRow("fd77::100", "52:54:00:00:00:07", "duid:0001/1", "", expires, BOUND))
+    pool.learn(LeaseRow("10.77.0.105", "52:54:00:00:00:08", "", "", expires, BOUND))
+    assert pool.holder("fd77::100") is None
+    held = pool.holder("10.77.0.105")
+    assert held is not None and held.mac == "52:54:00:00:00:08"

@@ -44,19 +44,21 @@ class Rig:
         return [(parse(data), addr) for data, addr in target.take()]
 
 
-def make_rig(tmp_path: Path, mode: str = "full", extra: str = "") -> Rig:
+def make_rig(tmp_path: Path, mode: str = "full", extra: str = "", server: str = SERVER,
+             store: Store | None = None, server_extra: str = "", dhcp_extra: str = "") -> Rig:
     for name in ("tftproot", "catalog"):
         (tmp_path / name).mkdir(parents=True, exist_ok=True)
     config = load_text(
-        f"[server]\naddress = {SERVER}\n[dhcp]\nmode = {mode}\nrange_start = 10.77.0.100\n"
+        f"[server]\naddress = {server}\n{server_extra}[dhcp]\nmode = {mode}\n{dhcp_extra}"
+        "range_start = 10.77.0.100\n"
         "range_end = 10.77.0.103\nrouter = 10.77.0.1\ndns = 10.77.0.1\ndomain = lab\n"
         "lease_time = 600\n[dhcp.reservations]\n52:54:00:00:00:aa = 10.77.0.50\n"
         f"[tftp]\nroot = tftproot\n[catalog]\npaths = catalog\n{extra}", tmp_path)
     reactor = FakeUDPReactor()
     reactor.advance(1_000_000)
-    store = Store(tmp_path / "state.sqlite")
+    store = store or Store(tmp_path / "state.sqlite")
     events = EventBus(reactor)
-    service = DhcpService(config, store, events, reactor, SERVER, BASE)
+    service = DhcpService(config, store, events, reactor, server, BASE)
     service.privilegedStartService()
     return Rig(reactor, service, store, events, reactor.ports[67], reactor.ports[4011])
 

@@ -216,7 +216,9 @@ def test_metrics_and_health(tmp_path: Path) -> None:
     rig.get(f"/pxe/boot.ipxe?mac={MAC}")
     code, body, _ = rig.get("/metrics")
     assert code == 200 and b"pxetwist_http_requests_total" in body
-    assert json.loads(rig.get("/health")[1])["status"] == "ok"
+    health = json.loads(rig.get("/health")[1])
+    assert health["status"] == "ok"
+    assert health["database"] == {"backend": "sqlite", "ok": True}
 
 
 def test_leases_route_reads_the_store(tmp_path: Path) -> None:

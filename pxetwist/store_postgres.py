@@ -1,0 +1,463 @@
+"""The PostgreSQL backend of the state, for several servers sharing one state.
+
+:class:`PostgresStore` is a :class:`pxetwist.store.Store` whose connection is a
+PostgreSQL one (psycopg 3): every public method, every Deferred and every
+guarantee are the same. SQL runs on the store's own thread, never on the
+reactor thread; every commit runs with ``synchronous_commit = on``, so a
+Deferred fires only once the change is on the database server's disk.
+
+The store's SQL is written once, in the SQLite dialect :mod:`pxetwist.store`
+speaks; :func:`to_postgres` turns it into PostgreSQL: ``?`` parameters,
+``INSERT OR REPLACE`` / ``INSERT OR IGNORE`` into ``ON CONFLICT`` on the
+table's primary key (read from the database's catalog, so a table a later
+migration adds needs nothing here), and the migrations' column types. The
+schema version lives in the table ``pxetwist_schema``; a migration runs under
+an advisory lock, so servers starting together migrate once.
+
+A lost connection fails the call it happened in (no ACK for a lease that was
+not committed) and the next call connects again.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import secrets
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from itertools import groupby
+from operator import itemgetter
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import urlsplit, urlunsplit
+
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorThreads
+from twisted.logger import Logger
+from twisted.python.threadpool import ThreadPool
+
+from pxetwist.metrics import DATABASE_ERRORS, DATABASE_SECONDS
+from pxetwist.store import MIGRATIONS, LeaseRow, MachineRow, Store, StoreError, _machine_row
+
+T = TypeVar("T")
+
+#: Key of the advisory lock taken while the schema is migrated.
+MIGRATION_LOCK = 0x70786574  # "pxet"
+
+#: Migrations of PostgreSQL's own, applied after :data:`pxetwist.store.MIGRATIONS`
+#: (``pxetwist_schema.postgres_version`` says how many ran): what several servers writing
+#: at once need and one server alone does not.
+POSTGRES_MIGRATIONS: tuple[str, ...] = (
+    # one bound address per client, whichever server bound it
+    "CREATE UNIQUE INDEX leases_bound_client ON leases (client_id) WHERE state = 'bound'",
+    # the DHCP servers' heartbeats ([dhcp] peers), in the database's clock
+    "CREATE TABLE peers (server TEXT PRIMARY KEY, beat DOUBLE PRECISION NOT NULL)",
+    # every change of a machine or a catalog setting is announced to the other servers
+    """
+    CREATE FUNCTION pxetwist_notify() RETURNS trigger LANGUAGE plpgsql AS $$
+    DECLARE changed jsonb;
+    BEGIN
+        IF TG_OP = 'DELETE' THEN changed := to_jsonb(OLD); ELSE changed := to_jsonb(NEW);
+        END IF;
+        PERFORM pg_notify('pxetwist', json_build_object(
+            'table', TG_TABLE_NAME, 'key', changed ->> TG_ARGV[0],
+            'origin', current_setting('application_name'))::text);
+        RETURN NULL;
+    END $$;
+    CREATE TRIGGER machines_notify AFTER INSERT OR UPDATE OR DELETE ON machines
+        FOR EACH ROW EXECUTE FUNCTION pxetwist_notify('mac');
+    CREATE TRIGGER catalog_settings_notify AFTER INSERT OR UPDATE OR DELETE
+        ON catalog_settings FOR EACH ROW EXECUTE FUNCTION pxetwist_notify('entry_id');
+    """,
+    # every boot event a server records is announced to the others (/events everywhere)
+    """
+    CREATE FUNCTION pxetwist_notify_event() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        PERFORM pg_notify('pxetwist', json_build_object(
+            'table', 'events', 'origin', current_setting('application_name'),
+            'event', json_build_object('time', NEW.time, 'mac', NEW.mac, 'ip', NEW.ip,
+                'stage', NEW.stage, 'detail', left(NEW.detail, 1000),
+                'arch', NEW.arch, 'uuid', NEW.uuid))::text);
+        RETURN NULL;
+    END $$;
+    CREATE TRIGGER events_notify AFTER INSERT ON events
+        FOR EACH ROW EXECUTE FUNCTION pxetwist_notify_event();
+    """,
+    # every lease a server writes is announced to the others (their pools stay current)
+    """
+    CREATE FUNCTION pxetwist_notify_lease() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        PERFORM pg_notify('pxetwist', json_build_object(
+            'table', 'leases', 'origin', current_setting('application_name'),
+            'event', to_jsonb(NEW))::text);
+        RETURN NULL;
+    END $$;
+    CREATE TRIGGER leases_notify AFTER INSERT OR UPDATE ON leases
+        FOR EACH ROW EXECUTE FUNCTION pxetwist_notify_lease();
+    """,
+)
+
+#: The channel of :data:`POSTGRES_MIGRATIONS`' change announcements.
+CHANNEL = "pxetwist"
+
+#: Seconds to wait for the database server when connecting.
+CONNECT_TIMEOUT = 5
+
+_URL_SCHEMES = ("postgresql://", "postgres://")
+
+
+def is_postgres_url(text: str) -> bool:
+    """Whether ``[server] state`` names a PostgreSQL database rather than a file."""
+    return text.startswith(_URL_SCHEMES)
+
+
+def redact(url: str) -> str:
+    """``url`` without its password, for logs and error messages."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "postgresql://(unparsable URL)"
+    netloc = parts.netloc
+    if "@" in netloc:
+        userinfo, _, hostport = netloc.rpartition("@")
+        user = userinfo.split(":", 1)[0]
+        netloc = f"{user}:***@{hostport}" if ":" in userinfo else f"{user}@{hostport}"
+    query = re.sub(r"(?i)(^|&)password=[^&]*", r"\1password=***", parts.query)
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
+_INSERT = re.compile(
+    r"^\s*INSERT\s+OR\s+(REPLACE|IGNORE)\s+INTO\s+(\w+)\s*\(([^)]*)\)(.*)$",
+    re.IGNORECASE | re.DOTALL,
+)
+
+
+def to_postgres(sql: str, primary_keys: dict[str, tuple[str, ...]]) -> str:
+    """One statement of the store's SQLite dialect in PostgreSQL's.
+
+    :param primary_keys: table -> its primary key columns, for ``INSERT OR REPLACE``.
+    """
+    match = _INSERT.match(sql)
+    if match:
+        verb, table, columns, rest = match.groups()
+        names = [c.strip() for c in columns.split(",")]
+        sql = f"INSERT INTO {table} ({', '.join(names)}){rest}"
+        if verb.upper() == "IGNORE":
+            sql += " ON CONFLICT DO NOTHING"
+        else:
+            keys = primary_keys[table]
+            updates = [f"{c} = EXCLUDED.{c}" for c in names if c not in keys]
+            sql += f" ON CONFLICT ({', '.join(keys)}) " + (
+                f"DO UPDATE SET {', '.join(updates)}" if updates else "DO NOTHING")
+    return sql.replace("%", "%%").replace("?", "%s")
+
+
+def migration_to_postgres(script: str) -> list[str]:
+    """A schema migration of :data:`pxetwist.store.MIGRATIONS` as PostgreSQL statements."""
+    script = re.sub(r"\bINTEGER\s+PRIMARY\s+KEY\s+AUTOINCREMENT\b", "BIGSERIAL PRIMARY KEY",
+                    script, flags=re.IGNORECASE)
+    script = re.sub(r"\bREAL\b", "DOUBLE PRECISION", script, flags=re.IGNORECASE)
+    return [s.strip() for s in script.split(";") if s.strip()]
+
+
+_MACHINE_COLUMNS = ("SELECT mac, first_seen, last_seen, ip, arch, uuid, state, entry, once,"
+                    " last_stage, assignment, hostname, vars, loader FROM machines")
+_LEASE_COLUMNS = "SELECT ip, mac, client_id, hostname, expires, state FROM leases"
+
+#: A client's other bound addresses are freed when it binds one (one address per client).
+_RELEASE_OTHERS = ("UPDATE leases SET state = 'released', expires = LEAST(expires, %s)"
+                   " WHERE client_id = %s AND ip <> %s AND state = 'bound'")
+
+#: Write a lease unless another client holds the address (whoever bound it, unexpired).
+_CONDITIONAL_UPSERT = (
+    "INSERT INTO leases AS l (ip, mac, client_id, hostname, expires, state)"
+    " VALUES (%s, %s, %s, %s, %s, %s)"
+    " ON CONFLICT (ip) DO UPDATE SET mac = EXCLUDED.mac, client_id = EXCLUDED.client_id,"
+    " hostname = EXCLUDED.hostname, expires = EXCLUDED.expires, state = EXCLUDED.state"
+    " WHERE l.client_id = %s OR l.state = 'released' OR l.expires <= %s"
+    " RETURNING ip"
+)
+
+
+_BEAT = ("INSERT INTO peers (server, beat) VALUES (?, extract(epoch FROM clock_timestamp()))"
+         " ON CONFLICT (server) DO UPDATE SET beat = EXCLUDED.beat")
+
+
+def _connect(url: str, name: str = "pxetwist") -> Any:
+    import psycopg
+
+    conn = psycopg.connect(url, autocommit=True, connect_timeout=CONNECT_TIMEOUT,
+                           application_name=name)
+    conn.execute("SET synchronous_commit = on")
+    return conn
+
+
+def _migrate(conn: Any) -> None:
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
+        conn.execute("CREATE TABLE IF NOT EXISTS pxetwist_schema (version INTEGER NOT NULL,"
+                     " postgres_version INTEGER NOT NULL DEFAULT 0)")
+        row = conn.execute("SELECT version, postgres_version FROM pxetwist_schema").fetchone()
+        if row is None:
+            conn.execute("INSERT INTO pxetwist_schema (version) VALUES (0)")
+            row = (0, 0)
+        version, own_version = row
+        if version > len(MIGRATIONS) or own_version > len(POSTGRES_MIGRATIONS):
+            raise StoreError(f"schema version {version}.{own_version} is newer than this"
+                             f" pxetwist ({len(MIGRATIONS)}.{len(POSTGRES_MIGRATIONS)})")
+        for number in range(version, len(MIGRATIONS)):
+            for statement in migration_to_postgres(MIGRATIONS[number]):
+                conn.execute(statement)
+        for number in range(own_version, len(POSTGRES_MIGRATIONS)):
+            conn.execute(POSTGRES_MIGRATIONS[number])
+        conn.execute("UPDATE pxetwist_schema SET version = %s, postgres_version = %s",
+                     (len(MIGRATIONS), len(POSTGRES_MIGRATIONS)))
+
+
+def _primary_keys(conn: Any) -> dict[str, tuple[str, ...]]:
+    rows = conn.execute(
+        "SELECT tc.table_name, kcu.column_name FROM information_schema.table_constraints tc"
+        " JOIN information_schema.key_column_usage kcu"
+        " ON tc.constraint_name = kcu.constraint_name AND tc.table_schema = kcu.table_schema"
+        " WHERE tc.constraint_type = 'PRIMARY KEY' AND tc.table_schema = current_schema()"
+        " ORDER BY tc.table_name, kcu.ordinal_position"
+    ).fetchall()
+    keys: dict[str, tuple[str, ...]] = {}
+    for table, column in rows:
+        keys[table] = (*keys.get(table, ()), column)
+    return keys
+
+
+class PostgresStore(Store):
+    """The state in a PostgreSQL database. Methods return Deferreds that fire once the
+    change is committed durably.
+
+    :param url: a ``postgresql://`` URL (libpq: ``host=`` a socket folder or a host name,
+        the password from the URL, ``PGPASSFILE`` or ``PGPASSWORD``).
+    :param reactor: as for :class:`pxetwist.store.Store`.
+    :raises StoreError: when the database cannot be reached, or its schema is newer; the
+        message never holds the password.
+    """
+
+    _log = Logger()
+
+    def __init__(self, url: str, reactor: IReactorThreads | None = None,
+                 server: str = "") -> None:
+        self.url = url
+        #: This server's name in the announcements of its changes (``[server] address``).
+        self.server = server
+        self.path = Path()
+        self._reactor = reactor
+        self._pool: ThreadPool | None = None
+        self._pg: Any = None
+        #: This store's name in the database: its own change announcements are skipped.
+        self.origin = f"pxetwist {secrets.token_hex(6)} {server}"
+        self._stopping = threading.Event()
+        self._listener: threading.Thread | None = None
+        #: The last call's failure while the database is away, else "" (``/health``).
+        self._problem = ""
+        try:
+            import psycopg
+        except ImportError:
+            raise StoreError(f"state {redact(url)}: the PostgreSQL driver psycopg is not"
+                             " installed (pip install 'psycopg[binary]')") from None
+        try:
+            self._pg = _connect(url, self.origin)
+            _migrate(self._pg)
+            self._keys = _primary_keys(self._pg)
+        except psycopg.Error as e:
+            if self._pg is not None:
+                self._pg.close()
+            message = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise StoreError(f"state {redact(url)}: {message.replace(url, redact(url))}") \
+                from None
+        except StoreError as e:
+            self._pg.close()
+            raise StoreError(f"state {redact(url)}: {e}") from None
+        if reactor is not None:
+            self._pool = ThreadPool(minthreads=1, maxthreads=1, name="pxetwist-store")
+
+    def __repr__(self) -> str:
+        return f"<PostgresStore {redact(self.url)}>"
+
+    def close(self) -> None:
+        self._stopping.set()
+        if self._listener is not None:
+            self._listener.join(10)
+        if self._pool is not None and self._pool.started:
+            self._pool.stop()
+        if self._pg is not None:
+            self._pg.close()
+            self._pg = None
+
+    def status(self) -> dict[str, Any]:
+        """The backend, the URL without its password, and whether the database answers
+        (``error``: why not, while it does not)."""
+        result: dict[str, Any] = {"backend": "postgresql", "url": redact(self.url),
+                                  "ok": not self._problem}
+        if self._problem:
+            result["error"] = self._problem
+        return result
+
+    def _timed(self, kind: str, work: Callable[..., T], *args: Any) -> T:
+        """Run ``work`` against the database: timed, counted, and the connection dropped
+        when it broke (the next call connects again)."""
+        start = time.monotonic()
+        try:
+            result = work(*args)
+        except Exception as e:
+            DATABASE_ERRORS.labels(kind=kind).inc()
+            self._problem = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            self._lost()
+            raise
+        DATABASE_SECONDS.labels(kind=kind).observe(time.monotonic() - start)
+        self._problem = ""
+        return result
+
+    def _connection(self) -> Any:
+        if self._pg is None or self._pg.closed:
+            self._pg = _connect(self.url, self.origin)
+        return self._pg
+
+    def _lost(self) -> None:
+        """After an error: drop the connection if it broke, so the next call reconnects."""
+        conn = self._pg
+        if conn is not None and (conn.closed or conn.broken):
+            conn.close()
+            self._pg = None
+
+    def _write(self, statements: Iterable[tuple[str, Sequence[object]]]) -> None:
+        self._timed("write", self._write_now, statements)
+
+    def _write_now(self, statements: Iterable[tuple[str, Sequence[object]]]) -> None:
+        conn = self._connection()
+        with conn.transaction(), conn.cursor() as cursor:
+            for sql, run in groupby(statements, key=itemgetter(0)):
+                cursor.executemany(to_postgres(sql, self._keys),
+                                   [params for _, params in run])
+
+    def bind_leases(
+        self, rows: Sequence[tuple[LeaseRow, str]], now: float
+    ) -> Deferred[dict[str, LeaseRow]]:
+        """Bind in one transaction; a row whose address another client holds in the database
+        (bound by another server, unexpired) is not written, and the holder's row is
+        returned for it. A bound row first releases its client's other bound addresses."""
+        return self._run(self._bind, rows, now)
+
+    def _bind(self, rows: Sequence[tuple[LeaseRow, str]], now: float) -> dict[str, LeaseRow]:
+        return self._timed("bind", self._bind_now, rows, now)
+
+    def _bind_now(self, rows: Sequence[tuple[LeaseRow, str]], now: float
+                  ) -> dict[str, LeaseRow]:
+        lost: dict[str, LeaseRow] = {}
+        conn = self._connection()
+        with conn.transaction():
+            # one round trip for the whole batch (pipeline mode), in order
+            upserts: list[tuple[LeaseRow, Any]] = []
+            with conn.pipeline():
+                for row, owner in rows:
+                    if row.state == "bound":
+                        conn.execute(_RELEASE_OTHERS, (now, row.client_id, row.ip))
+                    upserts.append((row, conn.execute(_CONDITIONAL_UPSERT, (
+                        row.ip, row.mac, row.client_id, row.hostname, row.expires, row.state,
+                        owner, now))))
+            for row, cursor in upserts:
+                if cursor.fetchone() is None:
+                    held = conn.execute(f"{_LEASE_COLUMNS} WHERE ip = %s", (row.ip,))
+                    lost[row.ip] = LeaseRow(*held.fetchone())
+        return lost
+
+    # -- changes made by the other servers -----------------------------------------------
+
+    def listen(self, changed: Callable[[str | None, Any, str], object]) -> None:
+        """Call ``changed(table, key, server)`` in the reactor thread whenever another
+        server changes a machine (``"machines"``, its MAC), a catalog setting
+        (``"catalog_settings"``, its entry id), records a boot event (``"events"``, the
+        event's fields) or writes a lease (``"leases"``, its fields), a moment after it
+        commits; and ``changed(None, None, "")`` after
+        the listening connection was lost and came back (announcements may have been
+        missed: read everything again)."""
+        assert self._reactor is not None, "listening needs a reactor"
+        reactor: Any = self._reactor
+        self._listener = threading.Thread(target=self._listen, args=(reactor, changed),
+                                          name="pxetwist-store-listen", daemon=True)
+        self._listener.start()
+
+    def _listen(self, reactor: Any, changed: Callable[[str | None, Any, str], object]
+                ) -> None:
+        import psycopg
+
+        lost = False
+        while not self._stopping.is_set():
+            try:
+                with _connect(self.url, self.origin + " listen") as conn:
+                    conn.execute(f"LISTEN {CHANNEL}")
+                    self._problem = ""
+                    if lost:
+                        reactor.callFromThread(changed, None, None, "")
+                        lost = False
+                    while not self._stopping.is_set():
+                        for note in conn.notifies(timeout=0.5):
+                            message = json.loads(note.payload)
+                            origin = str(message.get("origin", ""))
+                            if origin != self.origin:
+                                reactor.callFromThread(
+                                    changed, message.get("table"),
+                                    message.get("event", message.get("key")),
+                                    origin.split(" ", 2)[2] if origin.count(" ") >= 2
+                                    else "")
+            except (psycopg.Error, ValueError) as e:
+                self._problem = (str(e).strip().splitlines() or [type(e).__name__])[0]
+                if not lost:
+                    reactor.callFromThread(self._log.warn, "state {url}: change announcements"
+                                           " lost ({error}); reconnecting",
+                                           url=redact(self.url), error=str(e).strip())
+                lost = True
+                self._stopping.wait(1.0)
+
+    def machine(self, mac: str) -> Deferred[MachineRow | None]:
+        """The stored record of ``mac``, or ``None``."""
+
+        def read() -> MachineRow | None:
+            rows = self._read(f"{_MACHINE_COLUMNS} WHERE mac = ?", (mac,))
+            return _machine_row(rows[0]) if rows else None
+
+        return self._run(read)
+
+    def machines(self) -> Deferred[list[MachineRow]]:
+        """Every stored machine record."""
+        return self._run(self.machines_now)
+
+    def heartbeat(self, server: str, timeout: float) -> Deferred[list[str]]:
+        """Record that ``server`` is alive now (the database's clock, so the servers' own
+        clocks need not agree); fires with the servers that beat within ``timeout``."""
+
+        def beat() -> list[str]:
+            self._write([(_BEAT, (server,))])
+            rows = self._read("SELECT server FROM peers WHERE beat >="
+                              " extract(epoch FROM clock_timestamp()) - ? ORDER BY server",
+                              (timeout,))
+            return [row[0] for row in rows]
+
+        return self._run(beat)
+
+    def _read(self, sql: str, params: Sequence[object] = ()) -> list[tuple[Any, ...]]:
+        return self._timed("read", self._read_now, sql, params)
+
+    def _read_now(self, sql: str, params: Sequence[object]) -> list[tuple[Any, ...]]:
+        rows: list[tuple[Any, ...]] = \
+            self._connection().execute(to_postgres(sql, self._keys), params).fetchall()
+        return rows
+
+
+def open_store(location: str | Path, reactor: IReactorThreads | None = None,
+               server: str = "") -> Store:
+    """The store ``[server] state`` names: a PostgreSQL URL or an SQLite file;
+    ``server``: this server's name in a shared state.
+
+    :raises StoreError: when it cannot be used.
+    """
+    if isinstance(location, str) and is_postgres_url(location):
+        return PostgresStore(location, reactor, server)
+    return Store(Path(location), reactor)

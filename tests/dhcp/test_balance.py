@@ -1,0 +1,147 @@
+"""Active-active DHCP: RFC 3074 hash buckets, the split between peers, takeover of a
+silent peer's buckets, and two servers on one PostgreSQL state answering each client once."""
+
+from __future__ import annotations
+
+from ipaddress import IPv4Address
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from pxetwist.config import ConfigError, load_text
+from pxetwist.dhcp import options as opt
+from pxetwist.dhcp.balance import MIXING_TABLE, Balancer, bucket_of, rfc3074_hash
+from pxetwist.store_postgres import PostgresStore
+from tests.dhcp.clients import ipxe_rom, plain
+from tests.dhcp.test_server import make_rig
+
+A, B, C = IPv4Address("10.77.0.1"), IPv4Address("10.77.0.2"), IPv4Address("10.77.0.3")
+
+
+def test_mixing_table_is_a_permutation() -> None:
+    assert sorted(MIXING_TABLE) == list(range(256))
+    assert (MIXING_TABLE[0], MIXING_TABLE[1], MIXING_TABLE[255]) == (251, 175, 151)
+
+
+@pytest.mark.parametrize(("key", "expected"), [
+    # computed by ISC dhcpd's loadb_p_hash (RFC 3074 section 6's reference code) in C
+    (bytes.fromhex("525400123456"), 156),
+    (bytes.fromhex("01525400123456"), 253),
+    (bytes(6), 254),
+    (b"\xff" * 6, 79),
+    (bytes.fromhex("000c29abcdef"), 60),
+    (b"", 0),
+])
+def test_rfc3074_hash_vectors(key: bytes, expected: int) -> None:
+    assert rfc3074_hash(key) == expected
+
+
+def test_bucket_uses_the_client_id_else_the_hardware_address() -> None:
+    with_id = ipxe_rom(opt.DISCOVER, options=[(opt.CLIENT_ID, b"\x01\x52\x54\x00\x12\x34\x56")])
+    assert bucket_of(with_id) == 253
+    without_id = plain(opt.DISCOVER, mac="52:54:00:12:34:56")
+    assert without_id.option(opt.CLIENT_ID) is None and bucket_of(without_id) == 156
+
+
+@given(st.lists(st.integers(1, 250), min_size=1, max_size=5, unique=True),
+       st.data())
+def test_every_bucket_has_exactly_one_live_server(hosts: list[int], data: Any) -> None:
+    peers = [IPv4Address(f"10.0.0.{h}") for h in hosts]
+    down = data.draw(st.sets(st.sampled_from(peers), max_size=len(peers) - 1))
+    balancers = [Balancer(peers, me) for me in peers]
+    for balancer in balancers:
+        balancer.set_alive([p for p in peers if p not in down])
+    live = [b for b in balancers if b.me not in down]
+    for bucket in range(256):
+        servers = {b.server_of(bucket) for b in live}
+        assert len(servers) == 1 and servers.pop() not in down
+        owner = sorted(peers)[bucket % len(peers)]
+        if owner not in down:  # a live owner keeps its buckets
+            assert live[0].server_of(bucket) == owner
+
+
+def test_two_peers_split_the_buckets_and_one_takes_over() -> None:
+    one, two = Balancer([A, B], A), Balancer([B, A], B)
+    mine = [b for b in range(256) if one.server_of(b) == A]
+    assert len(mine) == 128 and all(two.server_of(b) == B for b in range(256)
+                                    if b not in mine)
+    two.set_alive([B])
+    assert all(two.server_of(b) == B for b in range(256)) and two.taken_over() == (A,)
+    two.set_alive([A, B])
+    assert two.taken_over() == ()
+
+
+def test_peers_config_is_checked(tmp_path: Path) -> None:
+    for name in ("tftproot", "catalog"):
+        (tmp_path / name).mkdir()
+    base = "[tftp]\nroot = tftproot\n[catalog]\npaths = catalog\n"
+    with pytest.raises(ConfigError, match=r"\[dhcp\] peers.*shared state"):
+        load_text(base + "[dhcp]\npeers = 10.0.0.1, 10.0.0.2\n", tmp_path)
+    url = "postgresql://pxe@/pxe?host=/run/postgresql"
+    with pytest.raises(ConfigError, match="not among them"):
+        load_text(base + f"[server]\naddress = 10.0.0.9\nstate = {url}\n"
+                  "[dhcp]\npeers = 10.0.0.1, 10.0.0.2\n", tmp_path)
+    config = load_text(base + f"[server]\naddress = 10.0.0.2\nstate = {url}\n"
+                       "[dhcp]\npeers = 10.0.0.2,10.0.0.1\npeer_timeout = 3\n", tmp_path)
+    assert config.dhcp.peers == (IPv4Address("10.0.0.1"), IPv4Address("10.0.0.2"))
+    assert config.dhcp.peer_timeout == 3
+
+
+def peer_rigs(tmp_path: Path, url: str, mode: str = "full") -> list[Any]:
+    """Servers A and B sharing the pool and the database at ``url``."""
+    return [make_rig(tmp_path / str(me), mode=mode, server=str(me), store=PostgresStore(url),
+                     server_extra=f"state = {url}\n",
+                     dhcp_extra=f"peers = {A}, {B}\npeer_timeout = 1\n")
+            for me in (A, B)]
+
+
+MACS = [f"52:54:00:00:02:{n:02x}" for n in range(24)]
+
+
+def answers(rig: Any, mac: str) -> int:
+    return len(rig.send(ipxe_rom(opt.DISCOVER, mac=mac)))
+
+
+def test_each_client_is_answered_by_one_peer_until_its_peer_falls_silent(
+    tmp_path: Path, pg_cluster: Any
+) -> None:
+    """Two servers on one database: a DISCOVER gets one OFFER, from the server of its
+    bucket; once B's heartbeat is older than peer_timeout, A answers B's clients too, and
+    B's clients go back to B when it beats again. (The pool has 4 addresses: 2 clients
+    of each server.)"""
+    url = pg_cluster.new_database()
+    one, two = peer_rigs(tmp_path, url)
+    for rig in (one, two):
+        rig.service.startService()  # the first heartbeat
+    one.reactor.advance(1.0)  # A's next beat sees B's
+    split = Balancer([A, B], A)
+    owned = {me: [m for m in MACS if split.server_of(bucket_of(ipxe_rom(
+        opt.DISCOVER, mac=m))) == me][:2] for me in (A, B)}
+    assert all(len(macs) == 2 for macs in owned.values())
+    assert [(answers(one, m), answers(two, m)) for m in owned[A] + owned[B]] == \
+        [(1, 0)] * 2 + [(0, 1)] * 2
+    two.service.stopService()
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:  # B silent for 5 s
+        conn.execute("UPDATE peers SET beat = beat - 5 WHERE server = %s", (str(B),))
+    one.reactor.advance(61.0)  # A's next heartbeats read the rows; its offers run out
+    assert [answers(one, m) for m in owned[B]] == [1, 1]
+    two.service.startService()
+    one.reactor.advance(1.0)
+    assert [answers(one, m) for m in owned[B]] == [0, 0]
+    for rig in (one, two):
+        rig.service.stopService()
+        rig.store.close()
+
+
+def test_proxies_answer_every_client(tmp_path: Path, pg_cluster: Any) -> None:
+    """proxyDHCP hands out no address: with peers, each proxy still answers everyone."""
+    url = pg_cluster.new_database()
+    one, two = peer_rigs(tmp_path, url, mode="proxy")
+    assert all(answers(one, mac) == answers(two, mac) == 1 for mac in MACS[:8])
+    for rig in (one, two):
+        rig.store.close()

@@ -1,0 +1,120 @@
+"""Several servers, one PostgreSQL state: what one server changes, the others take a moment
+later (LISTEN/NOTIFY), with no restart and no polling."""
+
+from __future__ import annotations
+
+import time
+from ipaddress import IPv4Address
+from pathlib import Path
+from typing import Any
+
+import pytest_twisted
+from twisted.internet.defer import Deferred
+from twisted.internet.task import deferLater
+
+from pxetwist.catalog import CatalogService
+from pxetwist.config import load_text
+from pxetwist.events import EventBus, Stage
+from pxetwist.machines import MachineRegistry
+from pxetwist.shared import SharedStateService
+from pxetwist.store_postgres import PostgresStore
+
+MAC = "52:54:00:00:03:01"
+
+
+class Server:
+    """The state-holding parts of one server: store, machine records, catalog."""
+
+    def __init__(self, url: str, folder: Path, reactor: Any, name: str) -> None:
+        for sub in ("tftproot", "catalog"):
+            (folder / sub).mkdir(parents=True, exist_ok=True)
+        (folder / "catalog" / "debian.ipxe").write_text("#!ipxe\n")  # entry "debian-ipxe"
+        config = load_text("[tftp]\nroot = tftproot\n[catalog]\npaths = catalog\n", folder)
+        self.store = PostgresStore(url, reactor, name)
+        self.store.start()
+        self.bus = EventBus(reactor, server=name)
+        self.machines = MachineRegistry(self.store, self.bus, reactor)
+        self.machines.start()
+        self.catalog = CatalogService(config.catalog, self.store, reactor)
+        self.catalog.load()
+        self.shared = SharedStateService(self.store, self.machines, self.catalog, self.bus)
+        self.shared.startService()
+
+    def close(self) -> None:
+        self.store.close()
+
+
+async def until(reactor: Any, check: Any, seconds: float = 10.0) -> float:
+    """Wait (bounded) until ``check()`` holds; the seconds it took."""
+    start = time.monotonic()
+    while not check():
+        assert time.monotonic() - start < seconds, "not applied in time"
+        await deferLater(reactor, 0.02, lambda: None)
+    return time.monotonic() - start
+
+
+@pytest_twisted.ensureDeferred
+async def test_assignment_and_settings_made_on_one_server_apply_on_the_other(
+    tmp_path: Path, pg_cluster: Any, reactor: Any
+) -> None:
+    url = pg_cluster.new_database()
+    a = Server(url, tmp_path / "a", reactor, "10.0.0.1")
+    b = Server(url, tmp_path / "b", reactor, "10.0.0.2")
+    try:
+        await deferLater(reactor, 0.3, lambda: None)  # both listening
+        assigned: Deferred[Any] = a.machines.assign(MAC, "debian", once=True,
+                                                    hostname="node1")
+        await assigned
+        await until(reactor, lambda: (m := b.machines.get(MAC)) is not None
+                    and (m.entry, m.state, m.hostname) == ("debian", "pending", "node1"))
+        await a.machines.assign(MAC, None)  # local boot, on A again
+        await until(reactor, lambda: b.machines.get(MAC).entry is None)  # type: ignore[union-attr]
+        await b.catalog.set_pxe("debian-ipxe", False)  # a toggle on B reaches A
+        await until(reactor, lambda: a.catalog.view("debian-ipxe").pxe is False)  # type: ignore[union-attr]
+        # and a token made on A for the assignment is the one B checks
+        token = a.machines.callback_token(MAC)
+        assert token is not None and b.machines.token_matches(MAC, token)
+        # a boot A sees shows in B's events, tagged with A; B does not record it again
+        a.bus.publish(Stage.DHCP_ACK, mac=MAC, ip="10.0.0.50", detail="seen by A")
+        await until(reactor, lambda: any(e.detail == "seen by A" for e in b.bus.recent()))
+        [seen] = [e for e in b.bus.recent() if e.detail == "seen by A"]
+        assert seen.server == "10.0.0.1" and seen.as_json()["server"] == "10.0.0.1"
+        assert a.bus.recent()[-1].as_json()["server"] == "10.0.0.1"
+        await a.machines.flush()
+        await b.machines.flush()
+        history = await b.store.history(MAC)
+        assert [e.detail for e in history].count("seen by A") == 1
+    finally:
+        a.close()
+        b.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_lease_bound_on_one_server_is_held_in_the_others_pool(
+    tmp_path: Path, pg_cluster: Any, reactor: Any
+) -> None:
+    """B's pool learns the leases A writes, so B does not offer A's addresses."""
+    from pxetwist.dhcp.leases import LeasePool
+    from pxetwist.store import LeaseRow
+
+    url = pg_cluster.new_database()
+    a = Server(url, tmp_path / "a", reactor, "10.0.0.1")
+    b = Server(url, tmp_path / "b", reactor, "10.0.0.2")
+    try:
+        config = load_text("[server]\naddress = 10.0.0.2\n[dhcp]\nmode = full\n"
+                           "range_start = 10.0.0.100\nrange_end = 10.0.0.101\n"
+                           "[tftp]\nroot = tftproot\n[catalog]\npaths = catalog\n",
+                           tmp_path / "b")
+        pool = LeasePool(config.dhcp, b.store, reactor)
+        pool.load()
+        b.shared.pool = pool
+        await deferLater(reactor, 0.3, lambda: None)  # listening
+        row = LeaseRow("10.0.0.100", "52:54:00:00:05:01", "mac:52:54:00:00:05:01", "",
+                       time.time() + 600, "bound")
+        await a.store.bind_leases([(row, row.client_id)], time.time())
+        await until(reactor, lambda: pool.holder("10.0.0.100") == row)
+        assert pool.allocate("mac:52:54:00:00:05:02", "52:54:00:00:05:02", None) == \
+            IPv4Address("10.0.0.101")
+    finally:
+        a.close()
+        b.close()
