@@ -139,9 +139,19 @@ def test_each_client_is_answered_by_one_peer_until_its_peer_falls_silent(
 
 
 def test_proxies_answer_every_client(tmp_path: Path, pg_cluster: Any) -> None:
-    """proxyDHCP hands out no address: with peers, each proxy still answers everyone."""
+    """proxyDHCP hands out no address: with peers, both alive and beating (so full mode
+    would split the clients between them, as the test above shows), each proxy still
+    answers everyone."""
     url = pg_cluster.new_database()
     one, two = peer_rigs(tmp_path, url, mode="proxy")
+    for rig in (one, two):
+        rig.service.startService()
+    one.reactor.advance(1.0)
+    two.reactor.advance(1.0)
+    split = Balancer([A, B], A)
+    buckets = {split.server_of(bucket_of(ipxe_rom(opt.DISCOVER, mac=m))) for m in MACS[:8]}
+    assert buckets == {A, B}  # the clients fall in both servers' buckets
     assert all(answers(one, mac) == answers(two, mac) == 1 for mac in MACS[:8])
     for rig in (one, two):
+        rig.service.stopService()
         rig.store.close()
