@@ -103,6 +103,7 @@ class Transfer:
     """
 
     __slots__ = (
+        "_acked_at",
         "_ahead",
         "_ahead_base",
         "_buffer",
@@ -150,7 +151,7 @@ class Transfer:
         self.retransmits = 0
         #: how it ended; None while it runs
         self.result: Result | None = None
-        #: when :meth:`timer_fired` is due (meaningless once ended)
+        #: when :meth:`timer_fired` is due (after :meth:`prepare`; meaningless once ended)
         self.deadline = now
         #: smoothed round trip, once measured
         self.srtt: float | None = None
@@ -171,6 +172,8 @@ class Transfer:
         self._ahead_base = 0
         #: the block after the last window sent
         self._window_end = 1
+        #: when an ACK was answered whose send is not noted yet (-1: none)
+        self._acked_at = -1.0
 
     # -- events ----------------------------------------------------------------------
 
@@ -180,6 +183,8 @@ class Transfer:
 
     def ack(self, block16: int, now: float) -> Sequence[bytes]:
         """An ACK for 16-bit block number ``block16`` arrived from the client."""
+        if self._acked_at >= 0.0:
+            self._settle()
         if self.result is not None:
             return _NOTHING
         self.answered = True
@@ -197,17 +202,18 @@ class Transfer:
         if acked < base:
             return _NOTHING  # duplicate ACK: never resend because of it
         self.base = acked + 1
-        self._progress(now)
         if acked >= self.last_block:
+            self._progress(now)
             self.result = Result.COMPLETE
             self._release()
             return _NOTHING
-        packets = self._window()
-        self._sent(now, resend=False)
-        return packets
+        # the client is waiting: the RTT sample and the new deadline wait for prepare()
+        self._acked_at = now
+        return self._window()
 
     def error(self, now: float) -> None:
         """The client sent an ERROR: the transfer ends."""
+        self._settle()
         if self.result is None:
             self.result = Result.ABORTED if self.awaiting_oack else Result.CLIENT_ERROR
             self._release()
@@ -215,6 +221,7 @@ class Transfer:
     def timer_fired(self, now: float) -> Sequence[bytes]:
         """The timer went off: before :attr:`deadline` nothing happens (the caller waits
         out the rest); at it, the window (or OACK) is sent again, or the transfer ends."""
+        self._settle()
         if self.result is not None or now < self.deadline - TIMER_SLACK:
             return _NOTHING
         if now - self._last_progress >= self._stall_timeout:
@@ -239,6 +246,7 @@ class Transfer:
         again, unless it went out less than :data:`RETRY_GAP` ago (then the request is a
         copy the network made, and a second OACK arriving after DATA 1 would confuse curl,
         which starts over on any OACK)."""
+        self._settle()
         if now - self.sent_at < RETRY_GAP or self.result is not None or self.answered:
             return _NOTHING
         self.retransmits += 1
@@ -248,6 +256,7 @@ class Transfer:
         """End from outside (superseded, evicted, cancelled, error).
 
         :returns: whether this ended it (False: it had ended already)."""
+        self._settle()
         if self.result is not None:
             return False
         self.result = result
@@ -255,8 +264,12 @@ class Transfer:
         return True
 
     def prepare(self) -> None:
-        """Build the window that the expected ACK will ask for (call after sending), so
-        that answering it is all sending."""
+        """Call after sending what an event returned: notes the send of a window that
+        answered an ACK (the RTT sample and the new :attr:`deadline`, left until now so
+        that the window goes out first), and builds the window that the expected ACK will
+        ask for, so that answering it is all sending."""
+        if self._acked_at >= 0.0:
+            self._settle()
         end = self._window_end
         if self.awaiting_oack or end > self.last_block or self._ahead_base == end:
             return
@@ -286,6 +299,15 @@ class Transfer:
         return not self.answered or self.base + self.windowsize - 1 < self.last_block
 
     # -- inside ----------------------------------------------------------------------
+
+    def _settle(self) -> None:
+        """The bookkeeping :meth:`ack` left for :meth:`prepare` (done now if another event
+        comes first)."""
+        at = self._acked_at
+        if at >= 0.0:
+            self._acked_at = -1.0
+            self._progress(at)
+            self._sent(at, resend=False)
 
     def _end(self, result: Result) -> Sequence[bytes]:
         self.result = result

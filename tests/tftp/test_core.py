@@ -75,6 +75,7 @@ def test_duplicate_and_stale_acks_send_nothing() -> None:
     core = make(window=2)
     core.start(0.0)
     assert data_blocks(core.ack(2, 0.001)) == [3, 4]
+    core.prepare()
     deadline = core.deadline
     assert core.ack(2, 0.002) == ()
     assert core.ack(1, 0.002) == ()
@@ -120,6 +121,7 @@ def test_the_rto_comes_from_the_measured_rtt_and_doubles_per_try_until_timeout()
     core = make()
     core.start(0.0)
     core.ack(1, 0.01)  # srtt 10 ms
+    core.prepare()
     gaps = []
     now = 0.01
     for _ in range(MAX_TRIES):
@@ -321,3 +323,16 @@ def test_random_ack_sequences_keep_the_window_invariants(
     assert core.result is not None
     assert len(ended) == 1 and ended[0] is core.result
     assert core.ack(core.base & 0xFFFF, now + 1) == () and core.timer_fired(now + 1e6) == ()
+
+
+def test_an_acks_send_is_noted_by_prepare_or_by_the_next_event() -> None:
+    """The window answering an ACK is returned before its bookkeeping: ``prepare`` (or
+    whatever event comes first) takes the RTT sample and moves the deadline."""
+    first, second = make(), make()
+    for core in (first, second):
+        core.start(0.0)
+        core.ack(1, 0.01)
+    first.prepare()
+    assert first.srtt == 0.01 and first.deadline > 0.01
+    assert second.timer_fired(0.02) == ()  # early: the settled deadline is later
+    assert second.srtt == 0.01 and second.deadline == first.deadline
