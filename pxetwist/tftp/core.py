@@ -29,8 +29,10 @@ when the client asked for a longer ``timeout`` (its own retransmission must stil
 session), at most :data:`UNANSWERED_PATIENCE` after the last send.
 
 The data comes from a :class:`~pxetwist.tftp.files.Source` (bytes in memory, or ``read``
-at an offset); the window the expected ACK will ask for is built by :meth:`Transfer.prepare`,
-which the adapter calls after it has sent, so that answering that ACK is all sending.
+at an offset). The adapter calls :meth:`Transfer.prepare` after sending what an event
+returned: it notes the send of a window that answered an ACK (left until then, so that the
+window goes out first) and builds the window the next ACK will ask for, so that answering
+that ACK is all sending.
 """
 
 from __future__ import annotations
@@ -209,7 +211,9 @@ class Transfer:
             return _NOTHING
         # the client is waiting: the RTT sample and the new deadline wait for prepare()
         self._acked_at = now
-        return self._window()
+        packets = self._ahead if self._ahead_base == acked + 1 else self._build(acked + 1)
+        self._window_end = acked + 1 + len(packets)
+        return packets
 
     def error(self, now: float) -> None:
         """The client sent an ERROR: the transfer ends."""
@@ -268,8 +272,11 @@ class Transfer:
         answered an ACK (the RTT sample and the new :attr:`deadline`, left until now so
         that the window goes out first), and builds the window that the expected ACK will
         ask for, so that answering it is all sending."""
-        if self._acked_at >= 0.0:
-            self._settle()
+        at = self._acked_at
+        if at >= 0.0:  # _settle(), inline: this is once per ACK
+            self._acked_at = -1.0
+            self._progress(at)
+            self._sent(at, resend=False)
         end = self._window_end
         if self.awaiting_oack or end > self.last_block or self._ahead_base == end:
             return
