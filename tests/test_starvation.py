@@ -10,7 +10,7 @@ from pxetwist.dhcp import options as opt
 from pxetwist.dhcp.leases import OFFER_HOLD
 from pxetwist.dhcp.replies import EXHAUSTED_LOG_INTERVAL, RATE_LIMIT
 from pxetwist.tftp import packet
-from pxetwist.tftp.session import PRE_ANSWER_RESENDS
+from pxetwist.tftp.core import PRE_ANSWER_RESENDS
 from tests.dhcp.clients import ipxe_rom, plain, requested, server_id
 from tests.dhcp.test_server import SERVER, dora
 from tests.dhcp.test_server import make_rig as make_dhcp_rig

@@ -34,6 +34,7 @@ from pxetwist.metrics import (
     TFTP_TRANSFERS,
 )
 from pxetwist.tftp import packet
+from pxetwist.tftp.core import Result
 from pxetwist.tftp.files import FileRefusedError, FileResolver
 from pxetwist.tftp.ports import open_session_port
 from pxetwist.tftp.session import MAX_RTO, TftpSession, log_packet
@@ -208,7 +209,7 @@ class TftpServerProtocol(DatagramProtocol):
             open_session_port(self.reactor, session_interface(self.config.address, host),
                               session, connected=self._only_session())
         except Exception:
-            session.result = "error"
+            session.core.end(Result.ERROR)
             self._forget(session)
             source.close()
             raise

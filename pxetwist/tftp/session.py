@@ -1,27 +1,10 @@
 """One TFTP read transfer: its own ``DatagramProtocol`` on its own ephemeral port (its TID).
 
-The session sends a window of DATA blocks (RFC 7440; 1 block = classic
-lock-step) and waits for an ACK. An ACK for the last block of the window
-moves on; a shorter ACK means the client lost something, so sending resumes
-from the block after it; an ACK for a block already acknowledged is ignored
-(no Sorcerer's Apprentice). Block numbers roll over past 65535 to 0.
-
-Retransmission adapts to the link: the round trip is measured per window
-(only on windows sent once, Karn's rule) and the retransmission timeout is a
-few smoothed RTTs (RFC 6298 style), bounded below by :data:`MIN_RTO` and above
-by the client's ``timeout`` option (or :data:`MAX_RTO`), doubling on each try.
-After :data:`MAX_TRIES` tries without progress, or ``stall_timeout`` seconds
-without progress, the session gives up and releases its port and file.
-
-Until the client has answered once (any ACK from its TID), the OACK or first
-DATA is resent on the timer at most :data:`PRE_ANSWER_RESENDS` times, and again
-whenever the client repeats its request (:meth:`TftpSession.resend_first`,
-called by the listener; RFC 1350 leaves retransmitting the request to the
-requester). So a spoofed RRQ yields one packet sent at most three times, never
-a stream. A session still unanswered after those resends gives up its slot
-("unanswered"): ~7 s after the request, or a little longer when the client asked
-for a longer ``timeout`` (its own retransmission must still find the session),
-at most :data:`UNANSWERED_PATIENCE` after the last send.
+The transfer itself (window, ACKs, retransmission, giving up) is the I/O-free state machine
+:class:`pxetwist.tftp.core.Transfer`. :class:`TftpSession` is its adapter: it feeds the
+core the datagrams that arrive and its one timer, with the reactor's time, writes what the
+core returns to the socket, re-arms the timer for the core's deadline, and reports the
+result to the listener once the core has ended.
 
 A client that answers within :data:`SPIN_WAIT` (loopback, a quiet LAN) would
 spend most of each round trip waiting for this process to wake from
@@ -35,7 +18,7 @@ from __future__ import annotations
 
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import partial
 from typing import Any
 
@@ -44,36 +27,21 @@ from twisted.logger import Logger
 
 from pxetwist.metrics import TFTP_DROPPED, TFTP_RETRANSMITS
 from pxetwist.tftp import packet
+from pxetwist.tftp.core import MAX_RTO, MIN_RTO, Result, Transfer
 from pxetwist.tftp.files import Source
 
-#: Floor of the retransmission timeout: ~2 RTTs of a 1 ms-each-way link. A spurious resend
-#: to a slower client costs one duplicate DATA (its repeated ACK is ignored).
-MIN_RTO = 0.005
-MAX_RTO = 2.0
-INITIAL_RTO = 1.0
-MAX_TRIES = 8
-#: Timer resends of the first packet (OACK or DATA 1) before the client has answered.
-PRE_ANSWER_RESENDS = 2
-#: Longest wait after the last send for a client that has never answered (a client that
-#: asked a longer ``timeout`` gets that plus a second, up to this; curl asks ~6 s).
-UNANSWERED_PATIENCE = 8.0
-#: A repeated request sooner than this after our last send is a network copy, not a retry
-#: (iPXE's shortest retry is 250 ms).
-RETRY_GAP = 0.25
-#: Bytes read ahead from disk per ``pread`` for files not held in memory.
-READ_AHEAD = 256 * 1024
 #: Spin only for a client whose smoothed RTT is below this, and wait this long per packet.
 SPIN_WAIT = 0.0002
 #: Longest stretch spent spinning before the reactor gets control back.
 SPIN_TURN = 0.002
 #: Largest datagram read while spinning (a client sends ACKs and ERRORs).
 SPIN_READ_SIZE = 8192
-#: A timer this close to its deadline counts as on time (float rounding of re-arming).
-TIMER_SLACK = 1e-6
-#: ``last_block`` while the size is not known yet (netascii): the first short block is.
-_END_UNKNOWN = 1 << 62
+
+__all__ = ["MAX_RTO", "MIN_RTO", "SPIN_WAIT", "StrangerProtocol", "TftpSession", "log_packet"]
 
 Address = tuple[str, int]
+
+_NO_TIMER = float("inf")
 
 
 def log_packet(log: Logger, arrow: str, peer: Address, data: bytes) -> None:
@@ -130,7 +98,7 @@ def _without_scope(recvfrom: Callable[[int], tuple[bytes, Any]]
 
 
 class TftpSession(DatagramProtocol):
-    """Sends one file to one client.
+    """Sends one file to one client: the adapter between a :class:`Transfer` and a socket.
 
     :param source: what to send (closed when the session ends).
     :param client: the client's (host, port): its TID.
@@ -138,10 +106,10 @@ class TftpSession(DatagramProtocol):
     :param windowsize: negotiated window (blocks per ACK).
     :param oack: options to acknowledge first (empty: start with DATA 1).
     :param clock: ``seconds`` and ``callLater``.
-    :param on_done: called once with ``(session, result)``; result is ``complete``,
-        ``aborted`` (client error after OACK, e.g. OVMF's size probe), ``client-error``,
-        ``timeout``, ``unanswered`` (never a word from the client), ``stalled``,
-        ``superseded`` or ``evicted`` (by the listener), or ``cancelled`` (shutdown).
+    :param on_done: called once with ``(session, result)``; result is a
+        :class:`~pxetwist.tftp.core.Result` (a ``str``): ``complete``, ``aborted``,
+        ``client-error``, ``timeout``, ``unanswered``, ``stalled``, ``superseded`` or
+        ``evicted`` (by the listener), or ``cancelled`` (shutdown).
     :param max_rto: upper bound of the retransmission timeout (client's ``timeout``).
     :param stall_timeout: seconds without progress before giving up.
     :param may_spin: whether the session may spin on its socket now (the listener says
@@ -168,51 +136,48 @@ class TftpSession(DatagramProtocol):
         self.client = client
         self.blksize = blksize
         self.windowsize = windowsize
-        self._oack = oack
         self._clock = clock
         self._on_done = on_done
-        self._max_rto = max(max_rto, MIN_RTO)
-        self._stall_timeout = stall_timeout
-        self._may_spin = may_spin
-        #: bytes to send, once known (a netascii source knows at its end)
-        self.size = source.size
-        #: number of DATA blocks: the last one is shorter than blksize (maybe empty)
-        self.last_block = _END_UNKNOWN if self.size is None else self.size // blksize + 1
-        #: first block not yet acknowledged (absolute numbering, from 1)
-        self.base = 1
-        #: waiting for ACK 0 of the OACK
-        self.awaiting_oack_ack = bool(oack)
+        #: whether the session may spin on its socket now (asked after each datagram)
+        self.may_spin = may_spin
         self.started = clock.seconds()
-        self.retransmits = 0
-        self.result: str | None = None
-        #: the client has sent an ACK from its TID (so its address is not spoofed)
-        self.answered = False
+        #: the transfer's state machine
+        self.core = Transfer(source, blksize, windowsize, oack, max_rto, stall_timeout,
+                             self.started)
         #: the file name and mode as the client asked (set by the listener)
         self.request_name = ""
         self.request_mode = ""
         #: the unconnected port beside a connected one, answering strangers (ports.py)
         self.sibling: Any = None
-        self._tries = 0
-        self._srtt: float | None = None
-        self._rttvar = 0.0
-        self._rto = min(INITIAL_RTO, self._max_rto)
-        self._sent_at = 0.0
-        self._deadline = 0.0
-        self._resent = False
         self._timer: Any = None
-        self._last_progress = self.started
-        self._buffer = b""
-        self._buffer_start = 0
-        #: the window built ahead of its ACK, and its first block
-        self._ahead: list[bytes] = []
-        self._ahead_base = 0
-        #: the block after the last window sent
-        self._window_end = 1
+        #: when the timer goes off (infinity: no timer)
+        self._timer_at = _NO_TIMER
+        self._reported = False
         self._send: Callable[[bytes, Address], None] = self._not_started
         self._recvfrom: Callable[[int], tuple[bytes, Address]] | None = None
 
     def _not_started(self, data: bytes, addr: Address) -> None:
         raise RuntimeError("session sends before its port is open")
+
+    @property
+    def result(self) -> Result | None:
+        """How the transfer ended; None while it runs."""
+        return self.core.result
+
+    @property
+    def answered(self) -> bool:
+        """Whether the client has sent an ACK from its TID (its address is not spoofed)."""
+        return self.core.answered
+
+    @property
+    def retransmits(self) -> int:
+        """Packets or windows sent again."""
+        return self.core.retransmits
+
+    @property
+    def bytes_acked(self) -> int:
+        """Bytes the client has acknowledged so far."""
+        return self.core.bytes_acked
 
     # -- Twisted callbacks -----------------------------------------------------------
 
@@ -223,22 +188,27 @@ class TftpSession(DatagramProtocol):
         self._recvfrom = sock.recvfrom if sock is not None else None
         if sock is not None and getattr(sock, "family", None) == socket.AF_INET6:
             self._recvfrom = _without_scope(sock.recvfrom)
-        self._transmit(self._clock.seconds())
+        now = self._clock.seconds()
+        self._output(self.core.start(now), now)
 
     def datagramReceived(self, data: bytes, addr: Address) -> None:
         self._receive(data, addr)
-        if (self._recvfrom is not None and self.result is None and self._srtt is not None
-                and self._srtt < SPIN_WAIT and self._may_spin()):
+        core = self.core
+        srtt = core.srtt
+        if (self._recvfrom is not None and core.result is None and srtt is not None
+                and srtt < SPIN_WAIT and self.may_spin()):
             self._spin(self._recvfrom)
 
     def _spin(self, recvfrom: Callable[[int], tuple[bytes, Address]]) -> None:
         """Read the socket (non-blocking) instead of sleeping in the reactor, handling each
         datagram at once, until none comes for :data:`SPIN_WAIT` or :data:`SPIN_TURN` is
         used up. A read error (nothing to read, or an ICMP error) hands back at once."""
+        core = self.core
+        receive = self._receive
         now = time.perf_counter()
         turn_ends = now + SPIN_TURN
         wait_ends = now + SPIN_WAIT
-        while self.result is None and now < turn_ends:
+        while core.result is None and now < turn_ends:
             try:
                 data, addr = recvfrom(SPIN_READ_SIZE)
             except BlockingIOError:
@@ -248,12 +218,12 @@ class TftpSession(DatagramProtocol):
                 continue
             except OSError:
                 return
-            self._receive(data, addr)
+            receive(data, addr)
             now = time.perf_counter()
             wait_ends = now + SPIN_WAIT
 
     def _receive(self, data: bytes, addr: Address) -> None:
-        if self.result is not None:
+        if self.core.result is not None:
             return
         if addr == self.client and len(data) == 4 and data[0] == 0 and data[1] == packet.ACK:
             self._ack((data[2] << 8) | data[3])  # the hot path: skip the general parser
@@ -273,7 +243,9 @@ class TftpSession(DatagramProtocol):
             return
         log_packet(self._log, "<-", addr, data)
         if isinstance(message, packet.Error):
-            self._finish("aborted" if self.awaiting_oack_ack else "client-error")
+            now = self._clock.seconds()
+            self.core.error(now)
+            self._output((), now)
         else:
             TFTP_DROPPED.labels(reason="unexpected").inc()
 
@@ -284,203 +256,87 @@ class TftpSession(DatagramProtocol):
         transport.write(error, addr)
         log_packet(self._log, "->", addr, error)
 
-    # -- the window ------------------------------------------------------------------
-
     def _ack(self, block16: int) -> None:
-        self.answered = True
         now = self._clock.seconds()
-        if self.awaiting_oack_ack:
-            if block16 != 0:
-                return
-            self.awaiting_oack_ack = False
-            self._progress(now)
-            self._transmit(now)
-            return
-        # The ACK names a block in [base-1, base+window-1]; recover its absolute number.
-        base = self.base
-        acked = base - 1 + ((block16 - base + 1) & 0xFFFF)
-        if acked >= base + self.windowsize or acked > self.last_block:
-            return  # out of the window: old duplicate from before a rollover
-        if acked < base:
-            return  # duplicate ACK: never resend because of it
-        self.base = acked + 1
-        if acked >= self.last_block:
-            self._progress(now)
-            self._finish("complete")
-            return
-        self._send_window()  # first: the client is waiting; the bookkeeping can follow
-        self._progress(now)
-        self._after_send(now, resend=False)
-
-    @property
-    def bytes_acked(self) -> int:
-        """Bytes the client has acknowledged so far."""
-        acked = (self.base - 1) * self.blksize
-        return acked if self.size is None else min(acked, self.size)
-
-    def _progress(self, now: float) -> None:
-        if not self._resent:
-            sample = now - self._sent_at
-            if self._srtt is None:
-                self._srtt, self._rttvar = sample, sample / 2
-            else:
-                self._rttvar = 0.75 * self._rttvar + 0.25 * abs(self._srtt - sample)
-                self._srtt = 0.875 * self._srtt + 0.125 * sample
-            self._rto = min(max(self._srtt + 4 * self._rttvar, 2 * self._srtt, MIN_RTO),
-                            self._max_rto)
-        self._tries = 0
-        self._last_progress = now
-
-    def _transmit(self, now: float, resend: bool = False) -> None:
-        """Send the OACK, or the window starting at ``base``."""
-        if self.awaiting_oack_ack:
-            oack = packet.encode_oack(self._oack)
-            self._send(oack, self.client)
-            log_packet(self._log, "->", self.client, oack)
-        else:
-            self._send_window()
-        self._after_send(now, resend)
-
-    def _send_window(self) -> None:
-        base = self.base
-        packets = self._ahead if self._ahead_base == base else self._build(base)
-        write = self._send
-        client = self.client
-        for datagram in packets:
-            write(datagram, client)
-        self._window_end = base + len(packets)
-
-    def _after_send(self, now: float, resend: bool) -> None:
-        """Note the send for the RTT, move the deadline, and build the window that the
-        expected ACK will ask for, so that sending it is all that is left then."""
-        self._resent = resend
-        self._sent_at = now
-        self._arm(now, min(self._rto * (2 ** self._tries), self._max_rto * 4))
-        if self.awaiting_oack_ack or self._window_end > self.last_block:
-            return
-        if self._ahead_base != self._window_end:
-            self._ahead = self._build(self._window_end)
-            self._ahead_base = self._window_end
-
-    def _build(self, first: int) -> list[bytes]:
-        """The DATA packets of the window that starts at block ``first``."""
-        end = min(first + self.windowsize - 1, self.last_block)
-        size = self.blksize
-        header = packet.data_header
-        data = self.source.data
-        if data is not None:
-            return [header(block & 0xFFFF) + data[(block - 1) * size:block * size]
-                    for block in range(first, end + 1)]
-        read = self._read
-        packets = [header(block & 0xFFFF) + read((block - 1) * size, size)
-                   for block in range(first, end + 1)]
-        if self.last_block == _END_UNKNOWN:
-            return self._find_end(first, packets)
-        return packets
-
-    def _find_end(self, first: int, packets: list[bytes]) -> list[bytes]:
-        """For a source whose size was not known: the first short block is the last one;
-        the window ends there, and the size is now known."""
-        for index, datagram in enumerate(packets):
-            if len(datagram) - 4 < self.blksize:
-                self.last_block = first + index
-                self.size = (self.last_block - 1) * self.blksize + len(datagram) - 4
-                return packets[:index + 1]
-        return packets
-
-    def _arm(self, now: float, timeout: float) -> None:
-        """Set the retransmission deadline. The timer is not moved on every send (that is
-        per-packet work): one that fires before the deadline waits out the rest. A deadline
-        sooner than the timer (the first RTT sample replacing the initial 1 s) gets a new
-        timer: the reactor's ``reset`` to sooner searches its whole heap, which a boot storm
-        of timers makes slow."""
-        self._deadline = deadline = now + timeout
-        timer = self._timer
-        if timer is not None and deadline < timer.getTime():
-            timer.cancel()
-            timer = None
-        if timer is None:
-            self._timer = self._clock.callLater(timeout, self._timeout)
-
-    def _read(self, offset: int, length: int) -> bytes:
-        start = offset - self._buffer_start
-        if start < 0 or start + length > len(self._buffer):
-            if self.size is not None and offset >= self.size:
-                return b""
-            want = max(READ_AHEAD, length * self.windowsize)
-            self._buffer = self.source.read(offset, want)
-            self._buffer_start = offset
-            start = 0
-        return self._buffer[start:start + length]
+        self._output(self.core.ack(block16, now), now)
 
     def _timeout(self) -> None:
         self._timer = None
-        if self.result is not None:
+        self._timer_at = _NO_TIMER
+        core = self.core
+        if core.result is not None:
             return
         now = self._clock.seconds()
-        if now < self._deadline - TIMER_SLACK:
-            self._timer = self._clock.callLater(self._deadline - now, self._timeout)
+        packets = core.timer_fired(now)
+        if packets:
+            TFTP_RETRANSMITS.inc()
+        self._output(packets, now)
+
+    # -- what the core says ----------------------------------------------------------
+
+    def _output(self, packets: Sequence[bytes], now: float) -> None:
+        """Send what the core returned (the client is waiting: first), have the next window
+        built, then end or move the timer.
+
+        The timer is not moved on every send (that is per-packet work): one that fires
+        before the core's deadline waits out the rest. A deadline sooner than the timer
+        (the first RTT sample replacing the initial 1 s) gets a new timer: the reactor's
+        ``reset`` to sooner searches its whole heap, which a boot storm of timers makes
+        slow."""
+        core = self.core
+        if packets:
+            send = self._send
+            client = self.client
+            for datagram in packets:
+                send(datagram, client)
+            if core.awaiting_oack:
+                log_packet(self._log, "->", client, packets[0])
+            else:
+                core.prepare()
+        if core.result is not None:
+            self._finish()
             return
-        if now - self._last_progress >= self._stall_timeout:
-            self._finish("stalled")
-            return
-        self._tries += 1
-        if self._tries > MAX_TRIES:
-            self._finish("timeout")
-            return
-        if not self.answered and self._tries > PRE_ANSWER_RESENDS:
-            # not a word from the client after the resends: give the slot back, once the
-            # client's own timeout since our last send (if it asked a longer one) is over
-            patience = min(self._max_rto + 1.0, UNANSWERED_PATIENCE)
-            left = self._sent_at + patience - now
-            if self._tries == PRE_ANSWER_RESENDS + 1 and left > TIMER_SLACK:
-                self._arm(now, left)
-                return
-            self._finish("unanswered")
-            return
-        self.retransmits += 1
-        TFTP_RETRANSMITS.inc()
-        self._transmit(now, resend=True)
+        deadline = core.deadline
+        if deadline < self._timer_at:
+            timer = self._timer
+            if timer is not None:
+                timer.cancel()
+            self._timer = self._clock.callLater(max(deadline - now, 0.0), self._timeout)
+            self._timer_at = deadline
 
     # -- ending ----------------------------------------------------------------------
 
-    def _finish(self, result: str) -> None:
-        if self.result is not None:
+    def _finish(self) -> None:
+        if self._reported:
             return
-        self.result = result
+        self._reported = True
         if self._timer is not None and self._timer.active():
             self._timer.cancel()
         self._timer = None
+        self._timer_at = _NO_TIMER
         self.source.close()
-        self._buffer = b""
-        self._ahead = []
         assert self.transport is not None
         self.transport.stopListening()
         if self.sibling is not None:
             self.sibling.stopListening()
             self.sibling = None
+        result = self.core.result
+        assert result is not None
         self._on_done(self, result)
 
     def resend_first(self) -> None:
-        """The client asked again before answering: send the OACK or first DATA again,
-        unless it went out less than :data:`RETRY_GAP` ago (then the request is a copy the
-        network made, and a second OACK arriving after DATA 1 would confuse curl, which
-        starts over on any OACK)."""
+        """The client asked again before answering: send the OACK or first DATA again
+        (see :meth:`Transfer.retry`)."""
         now = self._clock.seconds()
-        if now - self._sent_at < RETRY_GAP:
-            return
-        if self.result is None and not self.answered:
-            self.retransmits += 1
+        packets = self.core.retry(now)
+        if packets:
             TFTP_RETRANSMITS.inc()
-            self._transmit(now, resend=True)
+            self._output(packets, now)
 
     def is_duplicate(self) -> bool:
         """Whether the same request again from this client is a copy of the one that
-        started this session, rather than the client starting over: true until the last
-        block has been sent to a client that answered. (Not a matter of time: a slow or
-        starved client's retried RRQ can arrive seconds late; one that restarts from the
-        same TID mid-transfer waits for the old session to time out.)"""
-        return not self.answered or self.base + self.windowsize - 1 < self.last_block
+        started this session (see :meth:`Transfer.is_duplicate`)."""
+        return self.core.is_duplicate()
 
     def supersede(self) -> None:
         """The client started over from the same TID: end quietly (it ignores us now)."""
@@ -489,17 +345,18 @@ class TftpSession(DatagramProtocol):
     def end_quietly(self, result: str) -> None:
         """End now without a word to the client (superseded, or evicted by the listener
         for a client that has proved its address)."""
-        if self.result is None:
-            self._finish(result)
+        if self.core.end(Result(result)):
+            self._finish()
 
     def abort(self, reason: str = "server shutting down") -> None:
         """End the transfer now, telling the client (used on shutdown)."""
-        if self.result is None:
+        if self.core.result is None:
             assert self.transport is not None
             error = packet.encode_error(packet.ERR_UNDEFINED, reason)
             self.transport.write(error, self.client)
             log_packet(self._log, "->", self.client, error)
-            self._finish("cancelled")
+            self.core.end(Result.CANCELLED)
+            self._finish()
 
 
 class StrangerProtocol(DatagramProtocol):

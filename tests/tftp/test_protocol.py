@@ -11,9 +11,9 @@ from hypothesis import strategies as st
 
 from pxetwist.events import Stage
 from pxetwist.tftp import packet
+from pxetwist.tftp.core import MAX_TRIES, PRE_ANSWER_RESENDS
 from pxetwist.tftp.files import to_netascii
 from pxetwist.tftp.server import ANSWER_GRACE
-from pxetwist.tftp.session import MAX_TRIES, PRE_ANSWER_RESENDS
 from tests.fakes import FakeUDPPort
 from tests.tftp.helpers import CLIENT, Rig, make_rig
 
