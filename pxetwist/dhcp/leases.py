@@ -224,12 +224,16 @@ class LeasePool:
         return self._set(LeaseRow(str(ip), "", "declined", "",
                                   self._clock.seconds() + DECLINE_HOLD, DECLINED), key)
 
-    def _set(self, row: LeaseRow, owner: str | None = None) -> Deferred[None]:
-        old = self._by_ip.get(row.ip)
+    def _unlink_holder(self, ip: str) -> None:
+        """Forget which client ``ip`` was held by, before it gets a new row."""
+        old = self._by_ip.get(ip)
         if old is not None:
             old_key = old.client_id or "mac:" + old.mac
-            if self._by_key.get(old_key) == row.ip:
+            if self._by_key.get(old_key) == ip:
                 del self._by_key[old_key]
+
+    def _set(self, row: LeaseRow, owner: str | None = None) -> Deferred[None]:
+        self._unlink_holder(row.ip)
         self._by_ip[row.ip] = row
         if row.state != DECLINED:
             previous = self._by_key.get(row.client_id)
@@ -256,11 +260,7 @@ class LeasePool:
         lease of the other address family is not this pool's business)."""
         if not isinstance(ip_address(row.ip), self._address):
             return
-        old = self._by_ip.get(row.ip)
-        if old is not None:
-            old_key = old.client_id or "mac:" + old.mac
-            if self._by_key.get(old_key) == row.ip:
-                del self._by_key[old_key]
+        self._unlink_holder(row.ip)
         self._by_ip[row.ip] = row
         if row.state != DECLINED:
             self._by_key[row.client_id or "mac:" + row.mac] = row.ip
