@@ -225,10 +225,6 @@ class PxeApp:
 
     # -- helpers ---------------------------------------------------------------------
 
-    def _count(self, route: str, request: IRequest, code: int = 200) -> None:
-        """Nothing any more: every request is counted once, when it finishes, by
-        :meth:`measure` (with the status really sent)."""
-
     def measure(self, request: Request, route: str | None = None) -> None:
         """Count ``request`` when it finishes: the status sent, the body bytes written and
         the time taken, labelled by the route pattern it matched (``unmatched`` for 404s
@@ -288,17 +284,16 @@ class PxeApp:
             return self._menu()
         return ipxe.LOCAL_BOOT
 
-    def _answer_script(self, request: IRequest, mac: str,
-                       route: str) -> bytes | Deferred[bytes]:
+    def _answer_script(self, request: IRequest, mac: str) -> bytes | Deferred[bytes]:
         """The boot script for ``mac`` (bytes without a machine source, else a Deferred);
         serving an entry's script moves a pending machine on to installing."""
         planned = self._planned(mac)
         if isinstance(planned, BootPlan):
-            return self._render_answer(request, mac, route, planned)
-        return planned.addCallback(lambda plan: self._render_answer(request, mac, route, plan))
+            return self._render_answer(request, mac, planned)
+        return planned.addCallback(lambda plan: self._render_answer(request, mac, plan))
 
-    def _render_answer(self, request: IRequest, mac: str, route: str, plan: BootPlan) -> bytes:
-        """Render, publish and count the answer for ``mac``."""
+    def _render_answer(self, request: IRequest, mac: str, plan: BootPlan) -> bytes:
+        """Render and publish the answer for ``mac``."""
         try:
             script = self._script_for(plan, mac)
         except TemplateRenderError as e:
@@ -306,7 +301,6 @@ class PxeApp:
         if plan.action == ENTRY and plan.entry is not None:
             self._note_served(mac, plan.entry)
         self._publish(request, Stage.HTTP_SCRIPT, mac, plan.reason)
-        self._count(route, request)
         return script_body(request, script)
 
     def _note_served(self, mac: str, view: EntryView) -> None:
@@ -328,12 +322,11 @@ class PxeApp:
                 "recording that {mac} fetched the script or kernel of {entry} failed", failure,
                 mac=mac, entry=entry_id))
 
-    def _vanished(self, request: IRequest, route: str, what: str) -> bytes:
+    def _vanished(self, request: IRequest, what: str) -> bytes:
         """A 404 for an entry file that the catalog lists but the disk no longer holds;
         the catalog rescans soon, so the entry goes or comes back."""
         self._log.warn("{what} vanished from disk; rescanning the catalog", what=what)
         self.catalog.rescan_soon()
-        self._count(route, request, 404)
         return json_body(request, {"error": f"{what} is gone from disk; the catalog is being"
                                             " rescanned"}, 404)
 
@@ -354,13 +347,13 @@ class PxeApp:
     @app.route("/pxe/boot.ipxe", methods=["GET"])
     def boot_script(self, request: IRequest) -> bytes | Deferred[bytes]:
         """The entry point: per MAC, the assigned entry, the menu, or local boot."""
-        return self._script_route(request, "/pxe/boot.ipxe", "boot")
+        return self._script_route(request, "/pxe/boot.ipxe")
 
     @app.route("/api/v1/ipxe/boot.ipxe", methods=["GET"])
     def lifecycle_script(self, request: IRequest) -> bytes | Deferred[bytes]:
         """The lifecycle route (PureBoot's embedded script chains here): as
         ``/pxe/boot.ipxe``; without ``?mac=`` a script that chains back with iPXE's MAC."""
-        return self._script_route(request, "/api/v1/ipxe/boot.ipxe", "lifecycle")
+        return self._script_route(request, "/api/v1/ipxe/boot.ipxe")
 
     @app.route("/api/v1/boot", methods=["GET"])
     def lifecycle_boot(self, request: IRequest) -> bytes | Deferred[bytes]:
@@ -369,11 +362,10 @@ class PxeApp:
         (no side effects; a missing MAC is 422, a bad one 400)."""
         accept = request.getHeader(b"accept") or b""
         if self._query(request, "format") != "json" and b"application/json" not in accept:
-            return self._script_route(request, "/api/v1/boot", "lifecycle")
+            return self._script_route(request, "/api/v1/boot")
         text = self._query(request, "mac")
         mac = self._mac(request, text)
         if mac is None:
-            self._count("lifecycle", request, 400 if text else 422)
             return json_body(request, {"error": "query mac= must be a MAC address"},
                              400 if text else 422)
         planned = self._planned(mac)
@@ -383,7 +375,6 @@ class PxeApp:
 
     def _plan_json(self, request: IRequest, mac: str, plan: BootPlan) -> bytes:
         machine = self.machines.get(mac)
-        self._count("lifecycle", request)
         return json_body(request, {
             "mac": mac,
             "entry": plan.entry_id if plan.action == ENTRY else None,
@@ -392,28 +383,24 @@ class PxeApp:
             "plan": plan.as_json(),
         })
 
-    def _script_route(self, request: IRequest, path: str,
-                      route: str) -> bytes | Deferred[bytes]:
+    def _script_route(self, request: IRequest, path: str) -> bytes | Deferred[bytes]:
         """A boot script route's answer: without ``?mac=`` a script chaining back to
         ``path`` with iPXE's MAC, arch and platform; a bad MAC is 400; else the MAC's
         script."""
         text = self._query(request, "mac")
         if text is None:
-            self._count(route, request)
             return script_body(request, ipxe.entry_point_script(self.base_url, path=path))
         mac = self._mac(request, text)
         if mac is None:
-            self._count(route, request, 400)
             request.setResponseCode(400)
             return script_body(request, "#!ipxe\necho pxetwist: bad MAC\nexit\n")
-        return self._answer_script(request, mac, route)
+        return self._answer_script(request, mac)
 
     @app.route("/pxe/menu.ipxe", methods=["GET"])
     def menu(self, request: IRequest) -> bytes:
         """The dynamic menu of PXE-enabled entries."""
         mac = self._mac(request, self._query(request, "mac"))
         self._publish(request, Stage.HTTP_MENU, mac, f"{len(self.catalog.menu())} entries")
-        self._count("menu", request)
         return script_body(request, self._menu())
 
     @app.route("/pxe/secureboot/<name>", methods=["GET", "HEAD"])
@@ -452,7 +439,6 @@ class PxeApp:
         """One entry's boot script."""
         view = self.catalog.view(entry_id)
         if view is None:
-            self._count("entry-script", request, 404)
             return json_body(request, {"error": f"no entry {entry_id!r}"}, 404)
         mac = self._mac(request, self._query(request, "mac"))
         try:
@@ -464,11 +450,10 @@ class PxeApp:
             try:
                 script = path.read_text("utf-8", "replace")
             except OSError:
-                return self._vanished(request, "entry-script", f"{path.name} of {entry_id}")
+                return self._vanished(request, f"{path.name} of {entry_id}")
         if mac is not None:
             self._note_served(mac, view)
         self._publish(request, Stage.HTTP_SCRIPT, mac, f"entry {entry_id}")
-        self._count("entry-script", request)
         return script_body(request, script)
 
     @app.route("/containers/<entry_id>", methods=["GET", "HEAD"])
@@ -476,20 +461,17 @@ class PxeApp:
         """The entry's own file (HTTP-01/02: Range, multi-range, If-Range, HEAD)."""
         view = self.catalog.view(entry_id)
         if view is not None and view.entry.kind != "linux" and is_url(view.entry.file):
-            self._count("entry-file", request, 302)  # on a mirror: iPXE follows
             request.redirect(ipxe.script_url(view.entry.file).encode())
             return b""
         path = view.entry.main_path if view is not None else None
         if view is None or path is None:
-            self._count("entry-file", request, 404)
             return json_body(request, {"error": f"no file for entry {entry_id!r}"}, 404)
         if not path.is_file():
-            return self._vanished(request, "entry-file", f"{path.name} of {entry_id}")
+            return self._vanished(request, f"{path.name} of {entry_id}")
         mac = self._publish(request, Stage.HTTP_FILE,
                             self._mac(request, self._query(request, "mac")),
                             f"{entry_id} {path.name}")
         self._fetched(mac, view, "image")
-        self._count("entry-file", request)
         return _serve_file(request, str(path))
 
     @app.route("/containers/<entry_id>/files/<name>", methods=["GET", "HEAD"])
@@ -504,9 +486,8 @@ class PxeApp:
                 real = None
         if (view is not None and (real is None or not os.path.isfile(real))
                 and _names_file(view, name) and not is_url(name)):
-            return self._vanished(request, "entry-file", f"{name} of {entry_id}")
+            return self._vanished(request, f"{name} of {entry_id}")
         if view is None or real is None or "/" in name or not os.path.isfile(real):
-            self._count("entry-file", request, 404)
             return json_body(request, {"error": f"no file {name!r} in entry {entry_id!r}"},
                              404)
         entry = view.entry
@@ -516,7 +497,6 @@ class PxeApp:
                             f"{entry_id} {name}")
         if stage == Stage.HTTP_KERNEL:
             self._fetched(mac, view, "kernel")
-        self._count("entry-file", request)
         return _serve_file(request, real)
 
     @app.route("/files/<path:name>", methods=["GET", "HEAD"])
@@ -529,14 +509,12 @@ class PxeApp:
                                       links_may_leave=folder == self.config.tftp.ipxe_dir)
                 if real is not None and os.path.isfile(real):
                     self._publish(request, Stage.HTTP_FILE, None, relative)
-                    self._count("files", request)
                     return _serve_file(request, real)
         except PathRefusedError:
             pass
         if name in ("autoexec.ipxe", "boot.ipxe"):  # what a signed iPXE reads beside itself
             self._publish(request, Stage.HTTP_SCRIPT, None, name)
             return script_body(request, ipxe.entry_point_script(self.base_url))
-        self._count("files", request, 404)
         return json_body(request, {"error": f"no file {name!r}"}, 404)
 
     # -- management routes (JSON) ------------------------------------------------------
