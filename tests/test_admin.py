@@ -14,6 +14,8 @@ from pxetwist.store_postgres import PostgresStore
 
 def test_migrate_copies_every_table_once(tmp_path: Path, pg_cluster: Any,
                                          capsys: pytest.CaptureFixture[str]) -> None:
+    """`pxetwist-admin migrate` copies every table of a SQLite state into PostgreSQL, and
+    refuses a second time."""
     path = tmp_path / "state.sqlite"
     old = Store(path)
     old.put_leases([LeaseRow("10.0.0.5", "52:54:00:00:00:01", "id:01", "h", 5e9, "bound")])
@@ -40,6 +42,7 @@ def test_migrate_copies_every_table_once(tmp_path: Path, pg_cluster: Any,
 
 
 def test_migrate_errors_are_one_line_without_the_password(tmp_path: Path) -> None:
+    """A migrate that fails says so in one line that never shows the database password."""
     with pytest.raises(SystemExit, match="no such file"):
         main(["migrate", str(tmp_path / "none.sqlite"), "postgresql://u:pw1234@/x"])
     Store(tmp_path / "s.sqlite").close()

@@ -30,6 +30,8 @@ def own_cluster() -> Iterator[Any]:
 def test_no_ack_while_the_database_is_away_and_recovery_after(
     tmp_path: Path, own_cluster: Any
 ) -> None:
+    """With PostgreSQL stopped a REQUEST gets no ACK; once it is back the server ACKs without a
+    restart."""
     url = own_cluster.new_database()
     store = PostgresStore(url)
     rig = make_rig(tmp_path, store=store)

@@ -67,6 +67,7 @@ def view(entry_id: str = "lab", label: str = "Lab", cmdline: str = "", kernel_ar
 
 @given(st.text())
 def test_quote_reads_back_as_one_word(text: str) -> None:
+    """Any text, quoted for GRUB, reads back through GRUB's lexer as that one word."""
     assert lex(grub.quote(text)) == [text]
 
 
@@ -97,6 +98,7 @@ def test_linux_line_holds_exactly_the_writable_arguments(args: list[str], label:
 
 @given(st.lists(st.text(_ARG_CHARS, min_size=1, max_size=30), min_size=1, max_size=4))
 def test_menu_titles_read_back_and_nothing_injects(labels: list[str]) -> None:
+    """Menu labels read back as written and cannot add GRUB commands."""
     views = [view(f"e{i}", label) for i, label in enumerate(labels)]
     config = grub.plan_config(BootPlan(MENU, "menu"), MAC, views, views[-1], 3)
     titles = [lex(line)[1] for line in config.split("\n") if line.startswith("menuentry ")]
@@ -121,6 +123,8 @@ def test_injection_attempts_stay_words() -> None:
 
 
 def test_entry_cmdline_expands_mac_settings_and_drops_what_grub_would_change() -> None:
+    """iPXE MAC settings are expanded for the machine; arguments GRUB would alter are left out
+    and reported."""
     args, problems = grub.grub_args(
         "console=ttyS0 BOOTIF=01-${mac:hexhyp} m=${net0/mac} q=\"x\" b=a\\b s=${serial}",
         MAC, settings_allowed=True)
@@ -131,6 +135,8 @@ def test_entry_cmdline_expands_mac_settings_and_drops_what_grub_would_change() -
 
 
 def test_entry_kinds_under_grub() -> None:
+    """linux boots with linux/initrd, efi with chainloader; ipxe, iso and file entries are
+    refused with a reason."""
     efi = view(kind="efi", file="tool.efi")
     assert grub.entry_lines(efi, MAC).lines == ("chainloader '/pxetwist/entries/lab/tool.efi'",)
     for kind, file in (("iso", "a.iso"), ("ipxe", "a.ipxe"), ("file", "a.img")):
@@ -144,6 +150,8 @@ def test_entry_kinds_under_grub() -> None:
 
 
 def test_menu_skips_what_grub_cannot_boot_and_local_and_entry_point() -> None:
+    """The GRUB menu leaves out entries GRUB cannot boot; local boot exits; grub.cfg hands over
+    to the MAC's config."""
     views = [view("a", "A", kind="iso", file="a.iso"), view("b", "B")]
     config = grub.plan_config(BootPlan(MENU, "menu"), MAC, views, views[0], 0)
     assert "set default=0" in config and "set timeout=0" in config

@@ -57,6 +57,8 @@ async def until(reactor: Any, check: Any, seconds: float = 10.0) -> float:
 async def test_assignment_and_settings_made_on_one_server_apply_on_the_other(
     tmp_path: Path, pg_cluster: Any, reactor: Any
 ) -> None:
+    """Assignments, toggles, tokens and events made on one server reach the other through the
+    shared database."""
     url = pg_cluster.new_database()
     a = Server(url, tmp_path / "a", reactor, "10.0.0.1")
     b = Server(url, tmp_path / "b", reactor, "10.0.0.2")

@@ -46,6 +46,8 @@ def config_text(tmp_path: Path, boot: str = "") -> str:
 
 
 def test_shim_loader_sends_each_uefi_family_its_shim(tmp_path: Path) -> None:
+    """With efi_loader = shim, x64 UEFI clients get shimx64.efi, arm64 shimaa64.efi, HTTP Boot
+    an image URL."""
     config = load_text(config_text(tmp_path, "efi_loader = shim\n"), tmp_path)
     own: dict[str, str] = {"52:54:00:00:00:09": "ipxe"}
     policy = BootPolicy(config.boot, BASE, "10.77.0.1", own.get)
@@ -70,6 +72,8 @@ def test_shim_loader_sends_each_uefi_family_its_shim(tmp_path: Path) -> None:
 
 
 def test_signed_files_and_the_missing_line(tmp_path: Path) -> None:
+    """The signed files are found in Debian's package paths, and one start-up line names what is
+    missing."""
     config = load_text(config_text(tmp_path, "efi_loader = shim\n"), tmp_path)
     found = signed.signed_files(config.boot)
     assert sorted(found) == ["grubx64.efi", "shimaa64.efi", "shimx64.efi"]
@@ -101,6 +105,8 @@ def pe(path: Path, certificate: bool, plus: bool = True) -> Path:
 
 
 def test_authenticode_check(tmp_path: Path) -> None:
+    """A PE with a certificate table is signed, one without is not, a non-PE or missing file is
+    unknown."""
     assert signed.authenticode_signed(pe(tmp_path / "a", True)) is True
     assert signed.authenticode_signed(pe(tmp_path / "b", True, plus=False)) is True
     assert signed.authenticode_signed(pe(tmp_path / "c", False)) is False
@@ -139,6 +145,8 @@ def read(resolver: FileResolver, name: str) -> bytes:
 
 
 def test_tftp_serves_the_chain_and_per_machine_grub_configs(resolver: FileResolver) -> None:
+    """TFTP serves shim, GRUB, per-MAC GRUB configs and entry files, and refuses anything else
+    under those names."""
     assert read(resolver, "shimx64.efi") == b"MZshim"
     assert read(resolver, "/grubx64.efi") == b"MZgrub"
     assert b"configfile /grub/pxetwist/${net_default_mac}.cfg" in read(resolver,
@@ -160,6 +168,8 @@ def test_tftp_serves_the_chain_and_per_machine_grub_configs(resolver: FileResolv
 
 
 def test_put_loader_and_explain(tmp_path: Path) -> None:
+    """PUT sets a machine's loader (a bad one is 400) and explain tells its Secure Boot
+    readiness."""
     rig = make_rig(tmp_path, "[dhcp]\nmode = proxy\n[boot]\nefi_loader = shim\n")
     code, body, _ = rig.put(f"/machines/{MAC}", {"loader": "bogus"})
     assert code == 400
@@ -228,6 +238,7 @@ def test_secure_boot_image_route(tmp_path: Path) -> None:
 
 
 def test_autoexec_ipxe_over_http(tmp_path: Path) -> None:
+    """/files/autoexec.ipxe answers the entry-point script when the TFTP root has none."""
     rig = make_rig(tmp_path)
     code, body, _ = rig.get("/files/autoexec.ipxe")
     assert code == 200

@@ -23,6 +23,7 @@ KEYS = {"leases": ("ip",), "pairs": ("a", "b")}
 
 
 def test_insert_or_replace_becomes_an_upsert_on_the_primary_key() -> None:
+    """SQLite's INSERT OR REPLACE becomes an upsert on the table's primary key for PostgreSQL."""
     assert to_postgres("INSERT OR REPLACE INTO leases (ip, mac, state) VALUES (?, ?, ?)",
                        KEYS) == ("INSERT INTO leases (ip, mac, state) VALUES (%s, %s, %s)"
                                  " ON CONFLICT (ip) DO UPDATE SET mac = EXCLUDED.mac,"
@@ -32,6 +33,8 @@ def test_insert_or_replace_becomes_an_upsert_on_the_primary_key() -> None:
 
 
 def test_insert_or_ignore_and_plain_statements() -> None:
+    """INSERT OR IGNORE becomes ON CONFLICT DO NOTHING; other statements only change
+    placeholders."""
     assert to_postgres("INSERT OR IGNORE INTO secrets (name, value) VALUES (?, ?)", KEYS) == \
         "INSERT INTO secrets (name, value) VALUES (%s, %s) ON CONFLICT DO NOTHING"
     assert to_postgres("SELECT x FROM t WHERE a = ? AND b LIKE '5%'", KEYS) == \
@@ -39,6 +42,7 @@ def test_insert_or_ignore_and_plain_statements() -> None:
 
 
 def test_migrations_get_postgres_types() -> None:
+    """The SQLite migrations convert to PostgreSQL column types (BIGSERIAL, DOUBLE PRECISION)."""
     statements = migration_to_postgres(MIGRATIONS[0])
     events = next(s for s in statements if s.startswith("CREATE TABLE events"))
     assert "BIGSERIAL PRIMARY KEY" in events and "time DOUBLE PRECISION" in events
@@ -49,6 +53,7 @@ def test_migrations_get_postgres_types() -> None:
        password=st.text("ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789!$*", min_size=4, max_size=20),
        host=st.sampled_from(["db", "10.0.0.1:5433", ""]))
 def test_redact_never_shows_the_password(user: str, password: str, host: str) -> None:
+    """A database URL is never shown with its password."""
     for url in (f"postgresql://{user}:{password}@{host}/pxe",
                 f"postgres://{user}@{host}/pxe?sslmode=require&password={password}"):
         shown = redact(url)
@@ -56,6 +61,7 @@ def test_redact_never_shows_the_password(user: str, password: str, host: str) ->
 
 
 def test_unreachable_database_is_a_store_error_without_the_password(tmp_path: Any) -> None:
+    """An unreachable database is a StoreError whose text holds no password."""
     pytest.importorskip("psycopg")
     url = f"postgresql://pxe:Sekr3tPass@/pxe?host={tmp_path}&connect_timeout=2"
     with pytest.raises(StoreError) as caught:
@@ -65,6 +71,7 @@ def test_unreachable_database_is_a_store_error_without_the_password(tmp_path: An
 
 
 def test_newer_schema_is_refused(pg_cluster: Any) -> None:
+    """A database migrated by a newer pxetwist is refused."""
     url = pg_cluster.new_database()
     PostgresStore(url).close()
     import psycopg

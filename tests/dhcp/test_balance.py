@@ -22,6 +22,7 @@ A, B, C = IPv4Address("10.77.0.1"), IPv4Address("10.77.0.2"), IPv4Address("10.77
 
 
 def test_mixing_table_is_a_permutation() -> None:
+    """RFC 3074's mixing table holds each byte value 0-255 exactly once."""
     assert sorted(MIXING_TABLE) == list(range(256))
     assert (MIXING_TABLE[0], MIXING_TABLE[1], MIXING_TABLE[255]) == (251, 175, 151)
 
@@ -36,10 +37,12 @@ def test_mixing_table_is_a_permutation() -> None:
     (b"", 0),
 ])
 def test_rfc3074_hash_vectors(key: bytes, expected: int) -> None:
+    """The load-balancing hash gives the values ISC dhcpd's own function gives for the same keys."""
     assert rfc3074_hash(key) == expected
 
 
 def test_bucket_uses_the_client_id_else_the_hardware_address() -> None:
+    """A client's bucket hashes its client id (option 61) when it sends one, else its MAC."""
     with_id = ipxe_rom(opt.DISCOVER, options=[(opt.CLIENT_ID, b"\x01\x52\x54\x00\x12\x34\x56")])
     assert bucket_of(with_id) == 253
     without_id = plain(opt.DISCOVER, mac="52:54:00:12:34:56")
@@ -49,6 +52,7 @@ def test_bucket_uses_the_client_id_else_the_hardware_address() -> None:
 @given(st.lists(st.integers(1, 250), min_size=1, max_size=5, unique=True),
        st.data())
 def test_every_bucket_has_exactly_one_live_server(hosts: list[int], data: Any) -> None:
+    """Whatever peers are alive, each of the 256 buckets is served by exactly one live peer."""
     peers = [IPv4Address(f"10.0.0.{h}") for h in hosts]
     down = data.draw(st.sets(st.sampled_from(peers), max_size=len(peers) - 1))
     balancers = [Balancer(peers, me) for me in peers]
@@ -64,6 +68,7 @@ def test_every_bucket_has_exactly_one_live_server(hosts: list[int], data: Any) -
 
 
 def test_two_peers_split_the_buckets_and_one_takes_over() -> None:
+    """Two peers split the buckets; when one is down the other serves all of them."""
     one, two = Balancer([A, B], A), Balancer([B, A], B)
     mine = [b for b in range(256) if one.server_of(b) == A]
     assert len(mine) == 128 and all(two.server_of(b) == B for b in range(256)
@@ -75,6 +80,8 @@ def test_two_peers_split_the_buckets_and_one_takes_over() -> None:
 
 
 def test_peers_config_is_checked(tmp_path: Path) -> None:
+    """[dhcp] peers needs a PostgreSQL state and this server among the peers; peer_timeout is
+    read."""
     for name in ("tftproot", "catalog"):
         (tmp_path / name).mkdir()
     base = "[tftp]\nroot = tftproot\n[catalog]\npaths = catalog\n"

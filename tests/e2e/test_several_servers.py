@@ -81,6 +81,7 @@ def two_servers(tmp_path_factory: pytest.TempPathFactory, pg_cluster: Any
 def test_vm_assigned_on_a_boots_from_b(
     two_servers: tuple[pxetwist_server.Server, pxetwist_server.Server]
 ) -> None:
+    """A VM assigned through server A's API boots from server B, and A's events show B's boot."""
     a, b = two_servers
     a.api("PUT", f"/machines/{MAC}", {"entry": "assigned", "once": True})
     vm = start_vm(b.net, b.folder, MAC, "bios")

@@ -118,6 +118,8 @@ class Server:
 def test_kill_nine_twenty_times_loses_and_doubles_nothing(
     tmp_path: Path, pg_cluster: Any, namespaces: dict[str, str]
 ) -> None:
+    """Two servers on one PostgreSQL, one killed 20 times under DORA load: no lease lost,
+    shortened or given twice."""
     url = pg_cluster.new_database()
     servers = [Server(namespaces[role], address, tmp_path / role, url)
                for role, address in zip(("a", "b"), SERVERS, strict=True)]

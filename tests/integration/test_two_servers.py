@@ -44,6 +44,7 @@ def get(url: str) -> Any:
 def test_assignment_on_a_is_answered_by_b_after_a_is_killed(
     tmp_path: Path, pg_cluster: Any
 ) -> None:
+    """An assignment made on A is what B answers with after A is killed with SIGKILL."""
     url = pg_cluster.new_database().replace("postgres@", f"postgres:{PASSWORD}@")
     a, base_a = start(tmp_path / "a", url)
     b, base_b = start(tmp_path / "b", url)
