@@ -1,4 +1,4 @@
-"""Which IPv4 address clients reach us at (for next-server and the URLs in scripts)."""
+"""Which addresses clients reach us at (for next-server and the URLs in scripts)."""
 
 from __future__ import annotations
 
@@ -6,6 +6,8 @@ import fcntl
 import os
 import socket
 import struct
+from ipaddress import IPv6Address
+from pathlib import Path
 
 from pxetwist.config import Config
 
@@ -21,6 +23,22 @@ def interface_address(name: str) -> str | None:
         except OSError:
             return None
     return socket.inet_ntoa(packed[20:24])
+
+
+def interface_address6(name: str) -> IPv6Address | None:
+    """The first global (non-link-local) IPv6 address of interface ``name``, from
+    ``/proc/net/if_inet6``, or ``None``."""
+    try:
+        lines = Path("/proc/net/if_inet6").read_text().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        fields = line.split()
+        if len(fields) >= 6 and fields[5] == name:
+            address = IPv6Address(int(fields[0], 16))
+            if not address.is_link_local and not address.is_loopback:
+                return address
+    return None
 
 
 def primary_address() -> str | None:

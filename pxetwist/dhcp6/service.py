@@ -25,28 +25,13 @@ from pxetwist.dhcp6.protocol import Dhcp6DatagramProtocol
 from pxetwist.dhcp6.server import Dhcp6Server
 from pxetwist.dualstack import stop_listening
 from pxetwist.events import EventBus
+from pxetwist.netinfo import interface_address6
 from pxetwist.policy import BootPolicy
 from pxetwist.store import Store
 
 ALL_DHCP_SERVERS = "ff02::1:2"
 SERVER_PORT = 547
 _SO_BINDTODEVICE = getattr(socket, "SO_BINDTODEVICE", 25)
-
-
-def interface_address6(name: str) -> IPv6Address | None:
-    """The first global (non-link-local) IPv6 address of interface ``name``, from
-    ``/proc/net/if_inet6``, or ``None``."""
-    try:
-        lines = Path("/proc/net/if_inet6").read_text().splitlines()
-    except OSError:
-        return None
-    for line in lines:
-        fields = line.split()
-        if len(fields) >= 6 and fields[5] == name:
-            address = IPv6Address(int(fields[0], 16))
-            if not address.is_link_local and not address.is_loopback:
-                return address
-    return None
 
 
 def server_duid(interface: str) -> bytes:
