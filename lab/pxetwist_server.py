@@ -7,6 +7,8 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -78,4 +80,11 @@ def start(net: LabNet, folder: Path, config: Path) -> Server:
     raise RuntimeError("pxetwist did not start in the lab namespace")
 
 
-
+@contextmanager
+def running(net: LabNet, folder: Path, config: Path) -> Iterator[Server]:
+    """:func:`start` the server, and stop it however the block ends."""
+    server = start(net, folder, config)
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -64,11 +64,8 @@ def full_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[pxetwist_serv
             "echo pxetwist-lab: chip ${netX/chip}\n"
             "iseq ${netX/chip} virtio-net && chain tftp://${next-server}/undionly.kpxe ||\n"
             "chain http://10.77.0.1:8080/containers/lab/boot.ipxe?mac=${mac:hexhyp}\n")
-        server = pxetwist_server.start(net, folder, config)
-        try:
+        with pxetwist_server.running(net, folder, config) as server:
             yield server
-        finally:
-            server.stop()
     finally:
         stop(responder)
         net.down()
@@ -88,11 +85,8 @@ def proxy_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[pxetwist_ser
                                   f"--dhcp-range={RA_PREFIX},ra-only,64")
         config = pxetwist_server.write_config(folder, net, "proxy")
         payload.write_entry(folder / "catalog", "lab", "proxy")
-        server = pxetwist_server.start(net, folder, config)
-        try:
+        with pxetwist_server.running(net, folder, config) as server:
             yield server
-        finally:
-            server.stop()
     finally:
         stop(dnsmasq)
         net.down()

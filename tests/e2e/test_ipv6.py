@@ -64,11 +64,8 @@ def ipv6_lab(folder: Path, mode: str) -> Iterator[pxetwist_server.Server]:
             "range_end = fd77::10b\nlease_time = 600\npreferred_lifetime = 300\n")
         without_ipv4(config, net)
         payload.write_entry(folder / "catalog", "lab", mode)
-        server = pxetwist_server.start(net, folder, config)
-        try:
+        with pxetwist_server.running(net, folder, config) as server:
             yield server
-        finally:
-            server.stop()
     finally:
         stop(radvd)
         net.down()
@@ -168,11 +165,8 @@ def beside_site(tmp_path_factory: pytest.TempPathFactory
             folder, net, "off", f"[dhcp6]\nmode = stateless\naddress = {SERVER6}\n")
         without_ipv4(config, net)
         payload.write_entry(folder / "catalog", "lab", "site")
-        server = pxetwist_server.start(net, folder, config)
-        try:
+        with pxetwist_server.running(net, folder, config) as server:
             yield server
-        finally:
-            server.stop()
     finally:
         stop(dnsmasq)
         net.down()

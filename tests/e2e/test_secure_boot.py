@@ -63,12 +63,9 @@ def sb_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[pxetwist_server
         payload.write_entry(folder / "catalog", "lab", "sb", "Lab payload", GRUB_ARGS, kernel)
         payload.write_entry(folder / "catalog", "second", "menu", "Second 'quoted' {x}; $y",
                             kernel=kernel)
-        server = pxetwist_server.start(net, folder, config)
-        try:
+        with pxetwist_server.running(net, folder, config) as server:
             server.api("POST", "/pxe/second/menu", {"default": True})
             yield server
-        finally:
-            server.stop()
     finally:
         net.down()
 
@@ -87,11 +84,8 @@ def sb_proxy_lab(tmp_path_factory: pytest.TempPathFactory
         config = pxetwist_server.write_config(folder, net, "proxy", "efi_loader = shim\n")
         payload.write_entry(folder / "catalog", "lab", "proxy", "Lab payload",
                             kernel=payload.secure_boot_kernel_path())
-        server = pxetwist_server.start(net, folder, config)
-        try:
+        with pxetwist_server.running(net, folder, config) as server:
             yield server
-        finally:
-            server.stop()
     finally:
         stop(dnsmasq)
         net.down()
