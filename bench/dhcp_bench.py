@@ -1,20 +1,30 @@
-"""DHCP benchmark: DORA exchanges per second, pxetwist full mode against dnsmasq, in one run.
+"""DHCP benchmark: DORA exchanges per second, pxetwist full mode against dnsmasq and Kea, in
+one run.
 
     sudo python bench/dhcp_bench.py [--seconds 10] [--rate 2000 --rate 300] [--rounds 3]
-        [--servers pxetwist,pxetwist-pg,dnsmasq]
+        [--servers pxetwist,pxetwist-pg,dnsmasq,kea]
 
 ``pxetwist-pg``: pxetwist with its state in PostgreSQL (a throwaway cluster on a Unix
 socket, tests/pg.py; a fresh database per run), durable leases counted there.
+``pxetwist=TREE``: pxetwist from another source tree (``PYTHONPATH=TREE``), for an A/B
+of a change against e.g. ``pxetwist=/work/main`` in the same run.
+``kea``: ``kea-dhcp4`` with its memfile backend (``persist: true``, ``lfc-interval`` left
+at its default), the same subnet, pool and lease time, its lease CSV in the run's folder;
+durable = addresses whose last line in that CSV has a non-zero valid lifetime. Kea
+appends each lease to the CSV with a write() and no fsync, so its leases survive a kill
+of the process (the page cache has them), not a power cut; pxetwist fsyncs every batch.
 
 Makes two network namespaces of its own (server and client, a veth between them, a /16),
 and runs Kea's ``perfdhcp`` in the client namespace against each server in turn
 (alternating within each round). perfdhcp talks as a relay (giaddr = its own address),
 so the server answers unicast to giaddr:67. Each run starts from an empty state: a
 fresh SQLite file for pxetwist (``twistd -n pxeboot``, full mode), a fresh lease file
-for dnsmasq (``--no-ping``). After perfdhcp ends the server is killed with SIGKILL and
-the leases on disk are counted: a lease is durable when it survives that, so "durable"
-should be at least the ACKs perfdhcp received. Prints a markdown table; nothing here
-asserts a timing. Needs root, perfdhcp (kea-admin) and dnsmasq.
+for dnsmasq (``--no-ping``) and for Kea; perfdhcp's command is the same for every
+server. After perfdhcp ends the server is killed with SIGKILL and the leases on disk are
+counted: a lease is durable when it survives that, so "durable" should be at least the
+ACKs perfdhcp received. Prints a markdown table; nothing here asserts a timing. Needs
+root, perfdhcp (kea-admin), dnsmasq and kea-dhcp4 for the servers named. ``--py-spy DIR``
+records each pxetwist run's profile (``py-spy record -r 200 -f raw``) into DIR.
 
 Every load loop is bounded: perfdhcp runs ``--seconds`` (``-p``) under a timeout, each
 server is waited for at most 30 s, and only the PIDs started here are signalled.
@@ -24,6 +34,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import csv
+import json
 import os
 import re
 import signal
@@ -79,6 +91,8 @@ def namespaces() -> Iterator[tuple[str, str]]:
 
 #: The PostgreSQL database of the current pxetwist-pg run (see :func:`main`).
 DATABASE: dict[str, Any] = {}
+#: ``folder``: where ``--py-spy`` puts each pxetwist run's profile (see :func:`bench_main`).
+PROFILE: dict[str, Path] = {}
 
 
 def pxetwist_config(folder: Path, state: str = "state.sqlite") -> Path:
@@ -94,9 +108,31 @@ def pxetwist_config(folder: Path, state: str = "state.sqlite") -> Path:
     return config
 
 
+def kea_config(folder: Path) -> Path:
+    """kea-dhcp4's configuration: pxetwist's subnet, pool and lease time (3600 s, T1/T2
+    at 1/2 and 7/8 as pxetwist sends them), the memfile backend persisting to
+    ``leases.csv`` here (``lfc-interval`` not set: Kea's default), INFO log to a file as
+    pxetwist's. UDP sockets: perfdhcp is a relay, every request is unicast to us."""
+    config = {"Dhcp4": {
+        "interfaces-config": {"interfaces": ["pxdv0"], "dhcp-socket-type": "udp"},
+        "lease-database": {"type": "memfile", "persist": True,
+                           "name": str(folder / "leases.csv")},
+        "valid-lifetime": 3600, "renew-timer": 1800, "rebind-timer": 3150,
+        "subnet4": [{"id": 1, "subnet": f"{SERVER_IP}/16",
+                     "pools": [{"pool": f"{RANGE[0]} - {RANGE[1]}"}]}],
+        "loggers": [{"name": "kea-dhcp4", "severity": "INFO",
+                     "output_options": [{"output": str(folder / "kea.log")}]}],
+    }}
+    path = folder / "kea-dhcp4.conf"
+    path.write_text(json.dumps(config, indent=2))
+    return path
+
+
 def start_server(kind: str, ns: str, folder: Path) -> subprocess.Popen[bytes]:
     """Start one server in ``ns``; return once it answers (at most 30 s)."""
     log = (folder / "server.log").open("ab")
+    kind, _, tree = kind.partition("=")
+    env = dict(os.environ, PYTHONPATH=tree or str(REPO))
     if kind in ("pxetwist", "pxetwist-pg"):
         state = DATABASE["url"] if kind == "pxetwist-pg" else "state.sqlite"
         argv = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()", "-n",
@@ -107,9 +143,11 @@ def start_server(kind: str, ns: str, folder: Path) -> subprocess.Popen[bytes]:
                 f"--dhcp-range={RANGE[0]},{RANGE[1]},{NETMASK},1h",
                 f"--dhcp-leasefile={folder / 'leases'}", "--interface=pxdv0",
                 "--bind-interfaces", "--dhcp-lease-max=100000"]
+    elif kind == "kea":
+        argv = ["kea-dhcp4", "-c", str(kea_config(folder))]
+        env.update(KEA_PIDFILE_DIR=str(folder), KEA_LOCKFILE_DIR=str(folder))
     else:
         raise ValueError(kind)
-    env = dict(os.environ, PYTHONPATH=str(REPO))
     process = subprocess.Popen(["ip", "netns", "exec", ns, *argv], cwd=folder, env=env,
                                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     deadline = time.monotonic() + 30
@@ -118,6 +156,10 @@ def start_server(kind: str, ns: str, folder: Path) -> subprocess.Popen[bytes]:
             raise RuntimeError(f"{kind} exited: {(folder / 'server.log').read_text()[-1500:]}")
         dnsmasq_log = folder / "dnsmasq.log"
         if kind == "dnsmasq" and dnsmasq_log.exists() and "started" in dnsmasq_log.read_text(
+                errors="replace"):
+            return process
+        kea_log = folder / "kea.log"
+        if kind == "kea" and kea_log.exists() and "DHCP4_STARTED" in kea_log.read_text(
                 errors="replace"):
             return process
         if kind.startswith("pxetwist") and subprocess.run(
@@ -139,6 +181,7 @@ def kill(process: subprocess.Popen[Any]) -> None:
 
 def durable_leases(kind: str, folder: Path) -> int:
     """Leases on disk after the server was killed with SIGKILL."""
+    kind = kind.partition("=")[0]
     if kind == "pxetwist-pg":
         import psycopg
 
@@ -152,8 +195,23 @@ def durable_leases(kind: str, folder: Path) -> int:
                 "SELECT count(*) FROM leases WHERE state = 'bound'").fetchone()[0])
         finally:
             conn.close()
+    if kind == "kea":
+        return kea_durable(folder / "leases.csv")
     path = folder / "leases"
     return len(path.read_text().splitlines()) if path.exists() else 0
+
+
+def kea_durable(path: Path) -> int:
+    """Addresses whose last line in a Kea memfile CSV has a non-zero valid lifetime (the
+    file is appended to; a later line for an address replaces the earlier ones)."""
+    if not path.exists():
+        return 0
+    last: dict[str, str] = {}
+    with path.open(newline="") as f:
+        for row in csv.DictReader(f):
+            if row.get("address"):
+                last[row["address"]] = row.get("valid_lifetime") or "0"
+    return sum(1 for lifetime in last.values() if lifetime != "0")
 
 
 def percentile(values: list[float], fraction: float) -> float:
@@ -194,10 +252,11 @@ def parse_perfdhcp(text: str, stages: tuple[str, str] = ("DISCOVER-OFFER", "REQU
 
 def run_once(kind: str, server_ns: str, client_ns: str, rate: int, seconds: float
              ) -> dict[str, Any]:
-    folder = Path(tempfile.mkdtemp(prefix=f"pxetwist-dhcp-bench-{kind}-"))
+    folder = Path(tempfile.mkdtemp(prefix=f"pxetwist-dhcp-bench-{kind.partition('=')[0]}-"))
     if kind == "pxetwist-pg":
         DATABASE["url"] = DATABASE["cluster"].new_database()
     process = start_server(kind, server_ns, folder)
+    spy = profiler(kind, process.pid, rate, seconds)
     try:
         # -R: distinct clients (sequential MACs), far more than a run uses, so each
         # exchange is a new client and a new lease.
@@ -207,12 +266,28 @@ def run_once(kind: str, server_ns: str, client_ns: str, rate: int, seconds: floa
         time.sleep(1.0)  # let the last commits land before the kill
     finally:
         kill(process)
+        if spy is not None:
+            spy.wait(timeout=60)
     result = parse_perfdhcp(out.stdout + out.stderr)
     if result["rate"] != result["rate"]:
         print(f"# perfdhcp failed: {(out.stdout + out.stderr)[-800:]}", file=sys.stderr)
     result["durable"] = durable_leases(kind, folder)
     result["folder"] = str(folder)
     return result
+
+
+def profiler(kind: str, pid: int, rate: int, seconds: float
+             ) -> subprocess.Popen[bytes] | None:
+    """With ``--py-spy``: py-spy sampling a pxetwist server for the run (200 Hz, raw
+    collapsed stacks, one file per run)."""
+    folder = PROFILE.get("folder")
+    if folder is None or not kind.startswith("pxetwist"):
+        return None
+    name = kind.replace("=", "-").replace("/", "_")
+    out = folder / f"{name}-{rate}-{time.strftime('%H%M%S')}.txt"
+    return subprocess.Popen(["py-spy", "record", "-r", "200", "-f", "raw", "-d",
+                             str(int(seconds) + 1), "-p", str(pid), "-o", str(out)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 def bench_main(doc: str, run: Any, stages: tuple[str, str], names: tuple[str, ...],
@@ -231,7 +306,13 @@ def bench_main(doc: str, run: Any, stages: tuple[str, str], names: tuple[str, ..
     parser.add_argument("--rounds", type=int, default=3, help="max 10")
     parser.add_argument("--servers", default="pxetwist,dnsmasq")
     parser.add_argument("--keep", action="store_true", help="keep state folders")
+    parser.add_argument("--py-spy", type=Path, help="record pxetwist runs' profiles here")
     args = parser.parse_args()
+    if args.py_spy:
+        args.py_spy.mkdir(parents=True, exist_ok=True)
+        PROFILE["folder"] = args.py_spy
+    loads = [Path("/proc/loadavg").read_text().strip()]
+    started = time.strftime("%Y-%m-%d %H:%M", time.gmtime())
     seconds = min(max(args.seconds, 1.0), 120.0)
     rates = [min(max(r, 1), 20000) for r in (args.rate or [2000, 300])]
     rounds = min(max(args.rounds, 1), 10)
@@ -264,6 +345,7 @@ def bench_main(doc: str, run: Any, stages: tuple[str, str], names: tuple[str, ..
                           f"durable {result['durable']}", file=sys.stderr, flush=True)
                     if not args.keep:
                         subprocess.run(["rm", "-rf", result["folder"]], check=False)
+    loads.append(Path("/proc/loadavg").read_text().strip())
     print(f"| offered {exchange}/s | server | completed {exchange}/s | {sent}s sent | "
           f"{offer} drops | {ack} received | {request} drops | leases durable after "
           f"kill -9 | {sent[0]}-{offer[0]} p50 / p99 ms | {request[0]}-{ack[0]} p50 / p99 ms |")
@@ -281,7 +363,8 @@ def bench_main(doc: str, run: Any, stages: tuple[str, str], names: tuple[str, ..
               f"{med(first, 'p50'):.1f} / {med(first, 'p99'):.1f} | "
               f"{med(second, 'p50'):.1f} / {med(second, 'p99'):.1f} |")
     print(f"\n{rounds} rounds, medians; perfdhcp -p {seconds:g} -R 1000000; "
-          f"servers alternate within each round.")
+          f"servers alternate within each round.\n{started}-{time.strftime('%H:%M', time.gmtime())}"
+          f" UTC; /proc/loadavg before: {loads[0]}, after: {loads[1]}")
 
 
 def main() -> None:
