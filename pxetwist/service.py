@@ -282,8 +282,9 @@ def _with_dhcp6(explain: Callable[[str], list[dict[str, Any]]] | None,
     return rows
 
 
-def make_service(config: Config, reactor: Any) -> PxeService:
-    """Assemble the whole server from ``config``, using ``reactor`` for all I/O and time.
+def make_service(config: Config, reactor: Any, packet_dumps: bool = True) -> PxeService:
+    """Assemble the whole server from ``config``, using ``reactor`` for all I/O and time;
+    ``packet_dumps``: a debug event per DHCP datagram (``twistd pxeboot --verbose``).
 
     :raises pxetwist.store.StoreError: when the state file cannot be used.
     """
@@ -311,7 +312,7 @@ def make_service(config: Config, reactor: Any) -> PxeService:
     lease_mac = None
     if config.dhcp.mode != "off":
         dhcp = build_dhcp_service(config, store, bus, reactor, address, base_url,
-                                  machines.loader)
+                                  machines.loader, packet_dumps)
         dhcp.setServiceParent(top)
         explain = dhcp.policy.explain
         if dhcp.pool is not None:

@@ -128,7 +128,9 @@ def makeService(options: Options) -> IService:
 
     assert options.config is not None
     try:
-        service = make_service(options.config, reactor)
+        # DHCP packet dumps only with --verbose: below it they would be dropped anyway,
+        # after costing a log event per datagram
+        service = make_service(options.config, reactor, packet_dumps=options["verbose"])
     except (StoreError, ConfigError) as e:
         raise SystemExit(f"pxetwist: {e}") from None
     _hand_state_to(options, options.config)

@@ -61,13 +61,14 @@ class DhcpService(Service):
 
     def __init__(self, config: Config, store: Store, events: EventBus, reactor: Any,
                  server_address: str, base_url: str,
-                 loader_of: Callable[[str], str | None] | None = None) -> None:
+                 loader_of: Callable[[str], str | None] | None = None,
+                 packet_dumps: bool = True) -> None:
         self.config = config
         self.reactor = reactor
         self.policy = BootPolicy(config.boot, base_url, server_address, loader_of)
         self.pool: LeasePool | None = None
-        self.main = DhcpDatagramProtocol()
-        self.boot_server = DhcpDatagramProtocol()
+        self.main = DhcpDatagramProtocol(packet_dumps=packet_dumps)
+        self.boot_server = DhcpDatagramProtocol(packet_dumps=packet_dumps)
         dhcp = config.dhcp
         self.main_controller: DhcpServer | ProxyServer
         if dhcp.mode == "full":
@@ -142,7 +143,10 @@ class DhcpService(Service):
 
 def build_dhcp_service(config: Config, store: Store, events: EventBus, reactor: Any,
                        server_address: str, base_url: str,
-                       loader_of: Callable[[str], str | None] | None = None) -> DhcpService:
+                       loader_of: Callable[[str], str | None] | None = None,
+                       packet_dumps: bool = True) -> DhcpService:
     """The DHCP service for ``[dhcp] mode`` full or proxy (``off``: don't call this);
-    ``loader_of``: MAC -> the machine's own EFI loader."""
-    return DhcpService(config, store, events, reactor, server_address, base_url, loader_of)
+    ``loader_of``: MAC -> the machine's own EFI loader; ``packet_dumps``: a debug event
+    per datagram (see :class:`~pxetwist.dhcp.protocol.DhcpDatagramProtocol`)."""
+    return DhcpService(config, store, events, reactor, server_address, base_url, loader_of,
+                       packet_dumps)

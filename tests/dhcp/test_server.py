@@ -531,6 +531,18 @@ def test_debug_logs_every_packet_in_and_out_decoded_only_when_written(
     assert len(calls) == 2
 
 
+def test_without_packet_dumps_no_debug_event_per_packet(tmp_path: Path) -> None:
+    """``packet_dumps`` off (``twistd pxeboot`` without --verbose): the DISCOVER is
+    answered as before, with no debug event in or out (each costs time in a storm)."""
+    rig = make_rig(tmp_path, mode="proxy")
+    logged: list[dict[str, object]] = []
+    rig.service.main._log = Logger(observer=logged.append)
+    rig.service.main.packet_dumps = False
+    [(offer, _)] = rig.send(ovmf(opt.DISCOVER))
+    assert opt.message_type(offer) == opt.OFFER
+    assert [e for e in logged if e["log_level"] == LogLevel.debug] == []
+
+
 def test_repeated_discovers_get_the_same_offer(tmp_path: Path) -> None:
     """A client that DISCOVERs again (iPXE sends two) is offered the same address, so it
     cannot drain the pool by repeating itself."""
