@@ -10,9 +10,8 @@ reply and where it goes, chosen per RFC 2131 4.1 by
 
 from __future__ import annotations
 
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, IPv6Address
 from typing import Any
-from weakref import WeakKeyDictionary
 
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -43,7 +42,7 @@ from pxetwist.dhcp.replies import (
 )
 from pxetwist.events import EventBus, Stage
 from pxetwist.metrics import DHCP_DROPPED, DHCP_PACKETS, DHCP_REPLIES, DHCP_REPLY_SECONDS
-from pxetwist.policy import BootPolicy
+from pxetwist.policy import BootDecision, BootPolicy
 from pxetwist.store import LeaseTakenError
 
 
@@ -64,21 +63,37 @@ class DhcpServer:
         self.events = events
         self.clock = clock
         self.server = IPv4Address(server)
+        self._server_text = str(self.server)
+        #: The options every reply with a lease carries after 53 and 54, and those of an
+        #: INFORM's ACK (no lease times): the same for every client, so made once.
+        self._network_options = network_options(config, pool.network.broadcast_address)
+        time = config.lease_time
+        self._lease_options = [
+            self._network_options[0], (opt.LEASE_TIME, time.to_bytes(4, "big")),
+            (opt.RENEWAL_TIME, (time // 2).to_bytes(4, "big")),
+            (opt.REBINDING_TIME, (time * 7 // 8).to_bytes(4, "big")),
+            *self._network_options[1:]]
         self.send = send
         self.limiter = RateLimiter(clock)
         self._exhausted = ThrottledWarning(clock, EXHAUSTED_LOG_INTERVAL)
         self._not_holder = ThrottledWarning(clock, EXHAUSTED_LOG_INTERVAL)
         self._no_loader = OncePerKey()
-        self._arrived: WeakKeyDictionary[DhcpPacket, float] = WeakKeyDictionary()
+        #: When the message being handled arrived: a reply sent while handling it (OFFER,
+        #: NAK) is timed from here; an ACK, sent after its commit, carries its own.
+        self._arrived = 0.0
+        #: Prometheus children by label, made on first use (``labels()`` costs more
+        #: than the count itself, twice per packet).
+        self._packets: dict[str, Any] = {}
+        self._replies: dict[str, Any] = {}
         #: With ``[dhcp] peers``: whose DISCOVERs this server answers (RFC 3074 buckets).
         self.balancer: Balancer | None = None
 
     # -- dispatch --------------------------------------------------------------------
 
     def message_received(self, packet: DhcpPacket, source: Address) -> None:
-        self._arrived[packet] = self.clock.seconds()
+        self._arrived = self.clock.seconds()
         kind = opt.message_type(packet)
-        DHCP_PACKETS.labels(type=opt.MESSAGE_NAMES.get(kind or 0, "BOOTP")).inc()
+        _count(DHCP_PACKETS, self._packets, opt.MESSAGE_NAMES.get(kind or 0, "BOOTP"))
         if kind is None:
             DHCP_DROPPED.labels(reason="bootp").inc()
             return
@@ -151,19 +166,21 @@ class DhcpServer:
     def _ack(self, packet: DhcpPacket, source: Address, ip: IPv4Address, key: str) -> None:
         """Commit the lease, then (and only then) send the ACK."""
         d = self.pool.bind(ip, key, packet.mac, opt.hostname(packet))
+        arrived = self._arrived
 
         def not_bound(failure: Failure) -> None:
             if failure.check(LeaseTakenError):  # another server sharing the state won
-                self._nak(packet, source, "address taken by another server")
+                self._nak(packet, source, "address taken by another server", arrived)
             else:
                 self._not_stored(failure, "DHCPREQUEST", ip, packet.mac)
 
-        d.addCallbacks(lambda _: self._reply(packet, source, opt.ACK, ip, Stage.DHCP_ACK),
-                       not_bound)
+        d.addCallbacks(lambda _: self._reply(packet, source, opt.ACK, ip, Stage.DHCP_ACK,
+                                             arrived), not_bound)
         d.addErrback(lambda f: self._log.failure("DHCPACK of {ip} to {mac} failed", f, ip=ip,
                                                  mac=packet.mac))
 
-    def _nak(self, packet: DhcpPacket, source: Address, why: str) -> None:
+    def _nak(self, packet: DhcpPacket, source: Address, why: str,
+             arrived: float | None = None) -> None:
         reply = DhcpPacket(
             op=BOOTREPLY, xid=packet.xid, chaddr=packet.chaddr, htype=packet.htype,
             hlen=packet.hlen, flags=packet.flags, giaddr=packet.giaddr,
@@ -172,7 +189,7 @@ class DhcpServer:
         )
         self._log.info("DHCPNAK to {mac}: {why}", mac=packet.mac, why=why)
         self.events.publish(Stage.DHCP_NAK, mac=packet.mac, detail=why)
-        self._send(packet, source, opt.NAK, reply)
+        self._send(packet, source, opt.NAK, reply, arrived)
 
     def _decline(self, packet: DhcpPacket, source: Address) -> None:
         ip = opt.requested_ip(packet)
@@ -220,34 +237,21 @@ class DhcpServer:
     # -- replies ---------------------------------------------------------------------
 
     def _reply(self, packet: DhcpPacket, source: Address, kind: int, ip: IPv4Address | None,
-               stage: str) -> None:
+               stage: str, arrived: float | None = None) -> None:
         facts = facts_of(packet)
-        decision = self.policy.decide(facts)
         booting = facts.is_pxe_client or facts.is_ipxe
+        # only a booting client needs a boot decision: a plain DHCP client gets an address
+        decision = self.policy.decide(facts) if booting else NO_BOOT
         if booting and decision.how == "none":  # an address, but no wrong loader
             log_no_loader(self._log, self._no_loader, packet.mac, decision)
             booting = False
-        siaddr, filename, boot_options = boot_fields(decision, str(self.server))
-        config = self.config
-        options: list[tuple[int, bytes]] = [
-            (opt.MESSAGE_TYPE, bytes((kind,))),
-            (opt.SERVER_ID, self.server.packed),
-            (opt.SUBNET_MASK, config.netmask.packed),
-        ]
-        if ip is not None:  # not for INFORM
-            time = config.lease_time
-            options += [(opt.LEASE_TIME, time.to_bytes(4, "big")),
-                        (opt.RENEWAL_TIME, (time // 2).to_bytes(4, "big")),
-                        (opt.REBINDING_TIME, (time * 7 // 8).to_bytes(4, "big"))]
-        broadcast = self.pool.network.broadcast_address
-        options.append((opt.BROADCAST, broadcast.packed))
-        if config.router is not None:
-            options.append((opt.ROUTER, config.router.packed))
-        if config.dns:
-            options.append((opt.DNS, b"".join(a.packed for a in config.dns)))
-        if config.domain:
-            options.append((opt.DOMAIN, config.domain.encode()))
+        options: list[tuple[int, bytes]] = [(opt.MESSAGE_TYPE, bytes((kind,))),
+                                            (opt.SERVER_ID, self.server.packed)]
+        # not for INFORM: no lease, no lease times
+        options += self._lease_options if ip is not None else self._network_options
+        siaddr, filename = ZERO, b""
         if booting:
+            siaddr, filename, boot_options = boot_fields(decision, self._server_text)
             options += boot_options
             # Option 60 only where it helps: iPXE waits 3 s for a proxy without it, while
             # OVMF's own PXE client rejects it in a full-mode offer without option 43.
@@ -259,30 +263,55 @@ class DhcpServer:
         reply = DhcpPacket(
             op=BOOTREPLY, xid=packet.xid, chaddr=packet.chaddr, htype=packet.htype,
             hlen=packet.hlen, flags=packet.flags, ciaddr=packet.ciaddr,
-            yiaddr=ip or ZERO, siaddr=siaddr if booting else ZERO,
-            giaddr=packet.giaddr,
-            file=filename if booting else b"", options=options,
+            yiaddr=ip or ZERO, siaddr=siaddr, giaddr=packet.giaddr, file=filename,
+            options=options,
         )
         name = opt.MESSAGE_NAMES[kind]
         boot_file = decision.filename if booting else ""
+        arch = arch_name(facts)
         if kind == opt.ACK and ip is not None:
             self._log.info("DHCPACK {ip} to {mac}{boot}", ip=ip, mac=packet.mac,
-                           boot=f" ({arch_name(facts) or '-'}) boot {boot_file}" if booting
-                           else "")
+                           boot=f" ({arch or '-'}) boot {boot_file}" if booting else "")
         self.events.publish(stage, mac=packet.mac, ip=str(ip or packet.ciaddr),
-                            detail=f"{name} {boot_file}".rstrip(), arch=arch_name(facts),
-                            uuid=facts.uuid)
-        self._send(packet, source, kind, reply)
+                            detail=f"{name} {boot_file}".rstrip(), arch=arch, uuid=facts.uuid)
+        self._send(packet, source, kind, reply, arrived)
 
-    def _send(self, request: DhcpPacket, source: Address, kind: int, reply: DhcpPacket) -> None:
+    def _send(self, request: DhcpPacket, source: Address, kind: int, reply: DhcpPacket,
+              arrived: float | None = None) -> None:
+        """Send ``reply`` where RFC 2131 says, timing it from ``arrived`` (``None``: the
+        message being handled now)."""
         data = encode(reply)
         where = destination(request, kind, source)
-        DHCP_REPLIES.labels(type=opt.MESSAGE_NAMES[kind]).inc()
-        if request in self._arrived:
-            DHCP_REPLY_SECONDS.observe(self.clock.seconds() - self._arrived[request])
+        _count(DHCP_REPLIES, self._replies, opt.MESSAGE_NAMES[kind])
+        DHCP_REPLY_SECONDS.observe(
+            self.clock.seconds() - (self._arrived if arrived is None else arrived))
         delay = self.config.reply_delay / 1000
         if delay > 0:
             self.clock.callLater(delay, self.send, data, where)
         else:
             self.send(data, where)
 
+
+def _count(counter: Any, children: dict[str, Any], label: str) -> None:
+    """``counter.labels(type=label).inc()``, the child kept in ``children``."""
+    child = children.get(label)
+    if child is None:
+        child = children[label] = counter.labels(type=label)
+    child.inc()
+
+
+#: The decision for a client that does not boot from us (never read but for its type).
+NO_BOOT = BootDecision("none", "", "", None, "", "not a network boot client")
+
+
+def network_options(config: DhcpConfig, broadcast: IPv4Address | IPv6Address
+                    ) -> list[tuple[int, bytes]]:
+    """Options 1, 28, 3, 6 and 15 of our network, in the order replies carry them."""
+    options = [(opt.SUBNET_MASK, config.netmask.packed), (opt.BROADCAST, broadcast.packed)]
+    if config.router is not None:
+        options.append((opt.ROUTER, config.router.packed))
+    if config.dns:
+        options.append((opt.DNS, b"".join(a.packed for a in config.dns)))
+    if config.domain:
+        options.append((opt.DOMAIN, config.domain.encode()))
+    return options
