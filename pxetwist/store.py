@@ -277,8 +277,9 @@ class Store:
         return self._run(self._write, [_lease_upsert(lease)])
 
     def put_leases(self, leases: Sequence[LeaseRow]) -> Deferred[None]:
-        """Store several leases in one durable transaction (group commit)."""
-        return self._run(self._write, [_lease_upsert(lease) for lease in leases])
+        """Store several leases in one durable transaction (group commit), many rows to
+        a statement (see :func:`_lease_upserts`)."""
+        return self._run(self._write, _lease_upserts(leases))
 
     def bind_leases(
         self, rows: Sequence[tuple[LeaseRow, str]], now: float
@@ -397,26 +398,25 @@ class Store:
         e.g. a client in a boot loop) are not written at all.
 
         :param forget: MACs whose record and history are deleted in the same transaction
-            (evicted records, :class:`pxetwist.machines.MachineRegistry`)."""
-        statements: list[tuple[str, Sequence[object]]] = [
-            (
-                "INSERT INTO events (time, mac, ip, stage, detail, arch, uuid)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (e.time, e.mac, e.ip, e.stage, e.detail, e.arch, e.uuid),
-            )
-            for e in _newest_per_mac(events, EVENTS_PER_MACHINE)
-        ]
-        statements.extend(_machine_upsert(m) for m in machines)
-        for mac in sorted({e.mac for e in events}):
-            statements.append(
-                (
-                    "DELETE FROM events WHERE mac = ? AND id NOT IN"
-                    " (SELECT id FROM events WHERE mac = ? ORDER BY id DESC LIMIT ?)",
-                    (mac, mac, EVENTS_PER_MACHINE),
-                )
-            )
-        statements.extend(("DELETE FROM machines WHERE mac = ?", (mac,)) for mac in forget)
-        statements.extend(("DELETE FROM events WHERE mac = ?", (mac,)) for mac in forget)
+            (evicted records, :class:`pxetwist.machines.MachineRegistry`).
+
+        Many rows to a statement, as :func:`_lease_upserts` and for the same reason: a
+        DHCP storm's history is thousands of rows a second, and one statement per row
+        (or per MAC) kept the SQL thread waiting for the GIL, the lease commits behind it."""
+        rows = [(e.time, e.mac, e.ip, e.stage, e.detail, e.arch, e.uuid)
+                for e in _newest_per_mac(events, EVENTS_PER_MACHINE)]
+        statements = _multi_row(
+            "INSERT INTO events (time, mac, ip, stage, detail, arch, uuid) VALUES ", rows)
+        last = {m.mac: m for m in machines}  # one row per MAC: a valid upsert
+        statements += _multi_row(_MACHINE_INSERT, [_machine_upsert(m)[1] for m in last.values()])
+        macs = sorted({e.mac for e in events})
+        # each machine's newest EVENTS_PER_MACHINE events stay, for all MACs at once
+        statements += _in_list(
+            "DELETE FROM events WHERE id IN (SELECT id FROM (SELECT id, row_number() OVER"
+            " (PARTITION BY mac ORDER BY id DESC) AS newer FROM events WHERE mac IN ({})) AS ranked"
+            " WHERE newer > ?)", macs, (EVENTS_PER_MACHINE,))
+        statements += _in_list("DELETE FROM machines WHERE mac IN ({})", list(forget))
+        statements += _in_list("DELETE FROM events WHERE mac IN ({})", list(forget))
         return self._run(self._write, statements)
 
     def history(self, mac: str, limit: int = EVENTS_PER_MACHINE) -> Deferred[list[EventRow]]:
@@ -452,6 +452,53 @@ def _lease_upsert(lease: LeaseRow) -> tuple[str, Sequence[object]]:
         " VALUES (?, ?, ?, ?, ?, ?)",
         (lease.ip, lease.mac, lease.client_id, lease.hostname, lease.expires, lease.state),
     )
+
+
+#: Rows per multi-row statement: at most 999 ``?`` in one (SQLite's smallest limit).
+MAX_VARIABLES = 999
+
+
+def _lease_upserts(leases: Sequence[LeaseRow]) -> list[tuple[str, Sequence[object]]]:
+    """Statements storing ``leases``, up to 166 rows each, the last row of an address
+    winning as if they were stored one by one.
+
+    Why not one statement per lease: each statement is a step of the SQL thread, and
+    around every step ``sqlite3`` gives the GIL back and must win it again from the
+    reactor thread, which, busy with a DHCP storm, gives it up only every switch
+    interval (5 ms). A batch of 500 one-row statements then took seconds; it is now a
+    handful of steps.
+    """
+    last = {lease.ip: lease for lease in leases}  # one row per address: a valid upsert
+    return _multi_row(_LEASE_INSERT, [_lease_upsert(lease)[1] for lease in last.values()])
+
+
+_LEASE_INSERT = ("INSERT OR REPLACE INTO leases (ip, mac, client_id, hostname, expires, state)"
+                 " VALUES ")
+_MACHINE_INSERT = (
+    "INSERT OR REPLACE INTO machines (mac, first_seen, last_seen, ip, arch, uuid, state,"
+    " entry, once, last_stage, assignment, hostname, vars, loader) VALUES ")
+
+
+def _multi_row(insert: str, rows: Sequence[Sequence[object]]
+               ) -> list[tuple[str, Sequence[object]]]:
+    """``insert`` (ending in ``VALUES``) with as many rows to a statement as
+    :data:`MAX_VARIABLES` allows, in order."""
+    if not rows:
+        return []
+    width = len(rows[0])
+    values = "(" + ", ".join(["?"] * width) + ")"
+    per = MAX_VARIABLES // width
+    return [(insert + ", ".join([values] * len(chunk)), [v for row in chunk for v in row])
+            for chunk in (rows[i:i + per] for i in range(0, len(rows), per))]
+
+
+def _in_list(sql: str, values: Sequence[object], tail: Sequence[object] = ()
+             ) -> list[tuple[str, Sequence[object]]]:
+    """``sql`` with its ``{}`` made an ``IN`` list, one statement per
+    :data:`MAX_VARIABLES` values (less ``tail``'s, bound after them)."""
+    per = MAX_VARIABLES - len(tail)
+    return [(sql.format(", ".join(["?"] * len(chunk))), [*chunk, *tail])
+            for chunk in (values[i:i + per] for i in range(0, len(values), per))]
 
 
 def _machine_upsert(m: MachineRow) -> tuple[str, Sequence[object]]:

@@ -92,6 +92,38 @@ def test_history_is_bounded_per_machine(state_location: Path | str) -> None:
     store.close()
 
 
+def test_batches_larger_than_one_statement(state_location: Path | str) -> None:
+    """Leases, events, machines and forgotten MACs beyond one statement's worth of rows
+    (many rows go to one statement) are all stored: the last row of an address wins,
+    each history is pruned to its newest events across appends, forgetting deletes all."""
+    store = open_store(state_location)
+    leases = [lease(f"10.0.{i // 250}.{i % 250}", f"52:54:00:00:{i // 256:02x}:{i % 256:02x}")
+              for i in range(400)]
+    store.put_leases([*leases, lease("10.0.0.0", "52:54:00:00:ff:99")])
+    stored = {row.ip: row for row in store.leases_now()}
+    assert len(stored) == 400 and stored["10.0.0.0"].mac == "52:54:00:00:ff:99"
+    macs = [f"52:54:00:00:{i // 256:02x}:{i % 256:02x}" for i in range(600)]
+    machines = [MachineRow(mac, 1.0, 2.0, "", "", "", "discovered", None, True, "dhcp.ack")
+                for mac in macs]
+    for start in (0, 300):
+        store.append_events([EventRow(float(i), mac, "", "dhcp.ack", str(i), "", "")
+                             for mac in macs[:2] for i in range(start, start + 300)]
+                            + [EventRow(0.0, mac, "", "dhcp.offer", "", "", "") for mac in macs],
+                            machines)
+    assert len(store.machines_now()) == 600
+    for mac in macs[:2]:
+        result: list[list[EventRow]] = []
+        store.history(mac).addCallback(result.append)
+        details = [e.detail for e in result[0] if e.stage == "dhcp.ack"]
+        assert len(result[0]) == EVENTS_PER_MACHINE and details[-1] == "599"
+    store.append_events([], forget=[*macs, *(f"52:54:00:01:{i:02x}:00" for i in range(256))])
+    assert store.machines_now() == []
+    result = []
+    store.history(macs[5]).addCallback(result.append)
+    assert result == [[]]
+    store.close()
+
+
 def test_corrupt_file_is_a_clear_error(tmp_path: Path) -> None:
     """A file that is not a database is a StoreError naming it, and is left untouched."""
     path = tmp_path / "state.sqlite"
