@@ -257,6 +257,7 @@ def run_once(kind: str, server_ns: str, client_ns: str, rate: int, seconds: floa
         DATABASE["url"] = DATABASE["cluster"].new_database()
     process = start_server(kind, server_ns, folder)
     spy = profiler(kind, process.pid, rate, seconds)
+    cpu = cpu_seconds(process.pid)
     try:
         # -R: distinct clients (sequential MACs), far more than a run uses, so each
         # exchange is a new client and a new lease.
@@ -264,6 +265,7 @@ def run_once(kind: str, server_ns: str, client_ns: str, rate: int, seconds: floa
                 "-r", str(rate), "-p", f"{seconds:g}", "-R", "1000000", "-x", "t", SERVER_IP]
         out = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60)
         time.sleep(1.0)  # let the last commits land before the kill
+        cpu = cpu_seconds(process.pid) - cpu
     finally:
         kill(process)
         if spy is not None:
@@ -272,8 +274,23 @@ def run_once(kind: str, server_ns: str, client_ns: str, rate: int, seconds: floa
     if result["rate"] != result["rate"]:
         print(f"# perfdhcp failed: {(out.stdout + out.stderr)[-800:]}", file=sys.stderr)
     result["durable"] = durable_leases(kind, folder)
+    result["cpu"] = cpu
     result["folder"] = str(folder)
     return result
+
+
+def cpu_per_reply(result: dict[str, Any], stage: str) -> float:
+    """Server CPU milliseconds (from perfdhcp's start to the kill) per final reply
+    received: the work of exchanges perfdhcp dropped counts too."""
+    received = result["stages"][stage].get("received packets", 0)
+    return 1000 * result.get("cpu", float("nan")) / received if received else float("nan")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds the server used so far (all its threads): less at the
+    mercy of other loads on the machine than its rate is."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def profiler(kind: str, pid: int, rate: int, seconds: float
@@ -319,6 +336,9 @@ def bench_main(doc: str, run: Any, stages: tuple[str, str], names: tuple[str, ..
     servers = args.servers.split(",")
     if os.geteuid() != 0:
         sys.exit("needs root (network namespaces, DHCP ports)")
+    # SIGTERM (e.g. from a background job's kill) unwinds like Ctrl-C: the namespaces
+    # and what runs in them go too
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit("terminated"))
     first, second = stages
     exchange, sent, offer, ack, request = names
     results: dict[tuple[int, str], list[dict[str, Any]]] = {}
@@ -342,14 +362,16 @@ def bench_main(doc: str, run: Any, stages: tuple[str, str], names: tuple[str, ..
                     got = result["stages"][second]
                     print(f"# round {round_number + 1} rate {rate} {kind}: "
                           f"{result['rate']:.0f}/s, {ack} {got.get('received packets')}, "
-                          f"durable {result['durable']}", file=sys.stderr, flush=True)
+                          f"durable {result['durable']}, CPU {result.get('cpu', 0):.1f} s",
+                          file=sys.stderr, flush=True)
                     if not args.keep:
                         subprocess.run(["rm", "-rf", result["folder"]], check=False)
     loads.append(Path("/proc/loadavg").read_text().strip())
     print(f"| offered {exchange}/s | server | completed {exchange}/s | {sent}s sent | "
           f"{offer} drops | {ack} received | {request} drops | leases durable after "
-          f"kill -9 | {sent[0]}-{offer[0]} p50 / p99 ms | {request[0]}-{ack[0]} p50 / p99 ms |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+          f"kill -9 | {sent[0]}-{offer[0]} p50 / p99 ms | {request[0]}-{ack[0]} p50 / p99 ms | "
+          f"server CPU ms per {ack[:-1]} |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for (rate, kind), runs in results.items():
         def med(stage: str, key: str, runs: list[dict[str, Any]] = runs) -> float:
             return statistics.median(r["stages"][stage].get(key, float("nan")) for r in runs)
@@ -361,7 +383,8 @@ def bench_main(doc: str, run: Any, stages: tuple[str, str], names: tuple[str, ..
               f"{statistics.median(r['durable'] for r in runs):.0f} "
               f"(min durable - {ack}: {short}) | "
               f"{med(first, 'p50'):.1f} / {med(first, 'p99'):.1f} | "
-              f"{med(second, 'p50'):.1f} / {med(second, 'p99'):.1f} |")
+              f"{med(second, 'p50'):.1f} / {med(second, 'p99'):.1f} | "
+              f"{statistics.median(cpu_per_reply(r, second) for r in runs):.2f} |")
     print(f"\n{rounds} rounds, medians; perfdhcp -p {seconds:g} -R 1000000; "
           f"servers alternate within each round.\n{started}-{time.strftime('%H:%M', time.gmtime())}"
           f" UTC; /proc/loadavg before: {loads[0]}, after: {loads[1]}")
