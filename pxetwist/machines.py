@@ -90,6 +90,15 @@ def machine_json(machine: MachineRow) -> dict[str, Any]:
     }
 
 
+def _seen(m: MachineRow, event: BootEvent) -> MachineRow:
+    """``m`` updated by one of its boot events. Built field by field, not with
+    ``attrs.evolve`` (three times slower, and this runs twice per DHCP exchange);
+    tests/test_machines.py checks that every other field is kept."""
+    return MachineRow(m.mac, m.first_seen, event.time, event.ip or m.ip,
+                      event.arch or m.arch, event.uuid or m.uuid, m.state, m.entry, m.once,
+                      event.stage, m.assignment, m.hostname, m.vars, m.loader)
+
+
 class MachineRegistry:
     """All known machines, kept in memory and mirrored to the store.
 
@@ -345,15 +354,7 @@ class MachineRegistry:
             return  # another server's event: that server records it
         if event.mac not in self._machines:
             self._make_room(1)
-        machine = self._record(event.mac)
-        updated = evolve(
-            machine,
-            last_seen=event.time,
-            ip=event.ip or machine.ip,
-            arch=event.arch or machine.arch,
-            uuid=event.uuid or machine.uuid,
-            last_stage=event.stage,
-        )
+        updated = _seen(self._record(event.mac), event)
         self._machines[event.mac] = updated
         if _unconfigured(updated):
             self._unassigned[event.mac] = None

@@ -37,7 +37,7 @@ from pxetwist.http.app import PxeApp
 from pxetwist.http.unattended import Unattended
 from pxetwist.machine_source import MachineSource
 from pxetwist.machines import MachineRegistry
-from pxetwist.metrics import BOOT_EVENTS
+from pxetwist.metrics import BOOT_EVENTS, ByLabel
 from pxetwist.netinfo import port_holder, server_address
 from pxetwist.shared import SharedStateService
 from pxetwist.store import Store
@@ -88,8 +88,11 @@ class EventsService(Service):
         return self.machines.stop()
 
 
+_EVENTS_BY_STAGE = ByLabel(BOOT_EVENTS)
+
+
 def _count_event(event: BootEvent) -> None:
-    BOOT_EVENTS.labels(stage=event.stage).inc()
+    _EVENTS_BY_STAGE(event.stage).inc()
 
 
 class PxeService(MultiService):

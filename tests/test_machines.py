@@ -101,3 +101,26 @@ def test_bulk_assignment_is_all_or_nothing_in_memory_too(tmp_path: Path) -> None
     assert [m.state for m in done[0]] == ["pending", "local"]  # type: ignore[attr-defined]
     assert machines.get("52:54:00:00:00:01").vars == (("k", "v"),)  # type: ignore[union-attr]
     assert len(bus.recent()) == 2
+
+
+def test_an_event_keeps_every_field_it_does_not_set() -> None:
+    """A boot event updates last_seen, ip, arch, uuid and last_stage of a record and keeps
+    every other field (``_seen`` builds the record field by field)."""
+    import attrs
+
+    from pxetwist.events import BootEvent
+    from pxetwist.machines import _seen
+    from pxetwist.store import MachineRow
+
+    before = MachineRow("52:54:00:00:00:01", 1.0, 2.0, "10.0.0.5", "bios", "u-1", "pending",
+                        "debian", False, "dhcp.ack", 3, "web1", (("a", "b"),), "shim")
+    after = _seen(before, BootEvent(7, 9.0, before.mac, "10.0.0.6", Stage.TFTP_START, "f",
+                                    "efi64", "u-2"))
+    changed = {"last_seen": 9.0, "ip": "10.0.0.6", "arch": "efi64", "uuid": "u-2",
+               "last_stage": Stage.TFTP_START}
+    assert after == attrs.evolve(before, **changed)
+    kept = _seen(before, BootEvent(8, 10.0, before.mac, "", Stage.HTTP_FILE))
+    assert (kept.ip, kept.arch, kept.uuid) == (before.ip, before.arch, before.uuid)
+    assert {f.name for f in attrs.fields(MachineRow)} - set(changed) == {
+        "mac", "first_seen", "state", "entry", "once", "assignment", "hostname", "vars",
+        "loader"}

@@ -170,20 +170,22 @@ class LeasePool:
         size = self._end - self._start + 1
         for step in range(size):
             number = self._start + (self._next_free - self._start + step) % size
-            if str(self._address(number)) not in self._by_ip:
+            address = self._address(number)
+            if str(address) not in self._by_ip:
                 self._next_free = number + 1 if number < self._end else self._start
-                yield self._address(number)
+                yield address
         expired = sorted((r.expires, r.ip) for r in self._by_ip.values()
                          if self.holder(r.ip) is None)
         for _, ip in expired:
             yield self._address(ip)
 
     def _hold(self, ip: Address, key: str) -> Address:
+        text = str(ip)  # once: an address's text costs microseconds, per DHCP packet
         previous = self._offer_of.get(key)
-        if previous is not None and previous != str(ip):
+        if previous is not None and previous != text:
             self._offers.pop(previous, None)
-        self._offers[str(ip)] = (key, self._clock.seconds() + OFFER_HOLD)
-        self._offer_of[key] = str(ip)
+        self._offers[text] = (key, self._clock.seconds() + OFFER_HOLD)
+        self._offer_of[key] = text
         if len(self._offers) > 4 * (self._end - self._start + 1) + 100:
             now = self._clock.seconds()
             self._offers = {k: v for k, v in self._offers.items() if v[1] > now}
@@ -202,7 +204,7 @@ class LeasePool:
         """Bind ``ip`` to the client for ``lease_time``; fires once it is on disk."""
         row = LeaseRow(str(ip), mac, key, name, self._clock.seconds() + self._config.lease_time,
                        BOUND)
-        self._offers.pop(str(ip), None)
+        self._offers.pop(row.ip, None)
         self._offer_of.pop(key, None)
         return self._set(row)
 

@@ -109,6 +109,15 @@ def _cstring(field_bytes: bytes) -> bytes:
     return field_bytes.split(b"\0", 1)[0]
 
 
+def _address(packed: bytes) -> IPv4Address:
+    """The address of four bytes; :data:`ZERO` itself for the zeros most requests carry
+    (no new object for them)."""
+    return ZERO if packed == _ZERO_BYTES else IPv4Address(packed)
+
+
+_ZERO_BYTES = bytes(4)
+
+
 def parse(data: bytes) -> DhcpPacket:
     """Decode one datagram. :raises DhcpPacketError: for anything malformed."""
     if len(data) < HEADER.size + 4:
@@ -136,8 +145,8 @@ def parse(data: bytes) -> DhcpPacket:
             sname = b""
     return DhcpPacket(
         op=op, xid=xid, chaddr=chaddr, htype=htype, hlen=hlen, hops=hops, secs=secs,
-        flags=flags, ciaddr=IPv4Address(ciaddr), yiaddr=IPv4Address(yiaddr),
-        siaddr=IPv4Address(siaddr), giaddr=IPv4Address(giaddr), sname=_cstring(sname),
+        flags=flags, ciaddr=_address(ciaddr), yiaddr=_address(yiaddr),
+        siaddr=_address(siaddr), giaddr=_address(giaddr), sname=_cstring(sname),
         file=_cstring(file),
         options=tuple((code, bytes(values[code])) for code in order if code != OPT_OVERLOAD),
     )

@@ -41,7 +41,13 @@ from pxetwist.dhcp.replies import (
     log_no_loader,
 )
 from pxetwist.events import EventBus, Stage
-from pxetwist.metrics import DHCP_DROPPED, DHCP_PACKETS, DHCP_REPLIES, DHCP_REPLY_SECONDS
+from pxetwist.metrics import (
+    DHCP_DROPPED,
+    DHCP_PACKETS,
+    DHCP_REPLIES,
+    DHCP_REPLY_SECONDS,
+    ByLabel,
+)
 from pxetwist.policy import BootDecision, BootPolicy
 from pxetwist.store import LeaseTakenError
 
@@ -81,10 +87,8 @@ class DhcpServer:
         #: When the message being handled arrived: a reply sent while handling it (OFFER,
         #: NAK) is timed from here; an ACK, sent after its commit, carries its own.
         self._arrived = 0.0
-        #: Prometheus children by label, made on first use (``labels()`` costs more
-        #: than the count itself, twice per packet).
-        self._packets: dict[str, Any] = {}
-        self._replies: dict[str, Any] = {}
+        self._packets = ByLabel(DHCP_PACKETS)
+        self._replies = ByLabel(DHCP_REPLIES)
         #: With ``[dhcp] peers``: whose DISCOVERs this server answers (RFC 3074 buckets).
         self.balancer: Balancer | None = None
 
@@ -93,7 +97,7 @@ class DhcpServer:
     def message_received(self, packet: DhcpPacket, source: Address) -> None:
         self._arrived = self.clock.seconds()
         kind = opt.message_type(packet)
-        _count(DHCP_PACKETS, self._packets, opt.MESSAGE_NAMES.get(kind or 0, "BOOTP"))
+        self._packets(opt.MESSAGE_NAMES.get(kind or 0, "BOOTP")).inc()
         if kind is None:
             DHCP_DROPPED.labels(reason="bootp").inc()
             return
@@ -282,7 +286,7 @@ class DhcpServer:
         message being handled now)."""
         data = encode(reply)
         where = destination(request, kind, source)
-        _count(DHCP_REPLIES, self._replies, opt.MESSAGE_NAMES[kind])
+        self._replies(opt.MESSAGE_NAMES[kind]).inc()
         DHCP_REPLY_SECONDS.observe(
             self.clock.seconds() - (self._arrived if arrived is None else arrived))
         delay = self.config.reply_delay / 1000
@@ -291,13 +295,6 @@ class DhcpServer:
         else:
             self.send(data, where)
 
-
-def _count(counter: Any, children: dict[str, Any], label: str) -> None:
-    """``counter.labels(type=label).inc()``, the child kept in ``children``."""
-    child = children.get(label)
-    if child is None:
-        child = children[label] = counter.labels(type=label)
-    child.inc()
 
 
 #: The decision for a client that does not boot from us (never read but for its type).
