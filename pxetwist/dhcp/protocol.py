@@ -7,8 +7,9 @@ controller. It decides nothing; garbage is dropped and counted.
 
 from __future__ import annotations
 
+from collections import deque
 from functools import partial
-from typing import Protocol
+from typing import Any, Protocol
 
 from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
@@ -18,6 +19,14 @@ from pxetwist.dhcp.packet import BOOTREQUEST, DhcpPacket, DhcpPacketError, parse
 from pxetwist.metrics import DHCP_DROPPED
 
 Address = tuple[str, int]
+
+#: DISCOVERs kept waiting behind the other messages, at most (beyond, the oldest is
+#: dropped): see :class:`DhcpDatagramProtocol`. Room for a few hundred machines powered
+#: on at once (one reactor turn reads up to 256 KiB of datagrams, ~850 DISCOVERs), and
+#: a bound on how long one waits (~0.1 s of work).
+DISCOVER_BACKLOG = 512
+#: DISCOVERs answered per reactor turn, before the socket is read again.
+DISCOVERS_PER_TURN = 32
 
 
 class Controller(Protocol):
@@ -35,14 +44,26 @@ class DhcpDatagramProtocol(DatagramProtocol):
         costs a few microseconds even when the log level drops it (four per DORA, ~10 %
         of the server's time in a DHCP storm), so ``twistd pxeboot`` turns them off
         unless ``--verbose``.
+
+    With a ``clock``, DISCOVERs wait: every other message is handed on as it is read,
+    DISCOVERs a few per reactor turn from a short queue (newest kept). When more
+    clients come than the server can answer, a REQUEST finishes an exchange already
+    begun while a DISCOVER only starts one; answering DISCOVERs first filled the socket
+    with them, the REQUESTs of the clients offered an address were dropped, and the
+    work spent on their offers was lost. Without load the queue is empty at each turn
+    and a DISCOVER is answered in the turn it arrives.
     """
 
     noisy = False
     _log = Logger()
 
-    def __init__(self, controller: Controller | None = None, packet_dumps: bool = True) -> None:
+    def __init__(self, controller: Controller | None = None, packet_dumps: bool = True,
+                 clock: Any = None) -> None:
         self.controller = controller
         self.packet_dumps = packet_dumps
+        self._clock = clock
+        self._discovers: deque[tuple[DhcpPacket, Address]] = deque()
+        self._drain_call: Any = None
 
     def startProtocol(self) -> None:
         assert self.transport is not None
@@ -77,11 +98,37 @@ class DhcpDatagramProtocol(DatagramProtocol):
             return
         if self.controller is None:
             return
+        if self._clock is not None and opt.message_type(packet) == opt.DISCOVER:
+            if len(self._discovers) >= DISCOVER_BACKLOG:
+                self._discovers.popleft()
+                DHCP_DROPPED.labels(reason="overload").inc()
+            self._discovers.append((packet, addr))
+            if self._drain_call is None:
+                self._drain_call = self._clock.callLater(0, self._drain)
+            return
+        self._hand_on(packet, addr)
+
+    def _drain(self) -> None:
+        """Answer up to :data:`DISCOVERS_PER_TURN` waiting DISCOVERs, oldest first."""
+        self._drain_call = None
+        for _ in range(min(DISCOVERS_PER_TURN, len(self._discovers))):
+            self._hand_on(*self._discovers.popleft())
+        if self._discovers:
+            self._drain_call = self._clock.callLater(0, self._drain)
+
+    def _hand_on(self, packet: DhcpPacket, addr: Address) -> None:
+        assert self.controller is not None
         try:
             self.controller.message_received(packet, addr)
         except Exception:
             DHCP_DROPPED.labels(reason="internal-error").inc()
             self._log.failure("DHCP message from {addr} failed", addr=addr)
+
+    def stopProtocol(self) -> None:
+        if self._drain_call is not None and self._drain_call.active():
+            self._drain_call.cancel()
+        self._drain_call = None
+        self._discovers.clear()
 
 
 def _describe_datagram(data: bytes) -> str:

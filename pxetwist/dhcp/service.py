@@ -67,8 +67,8 @@ class DhcpService(Service):
         self.reactor = reactor
         self.policy = BootPolicy(config.boot, base_url, server_address, loader_of)
         self.pool: LeasePool | None = None
-        self.main = DhcpDatagramProtocol(packet_dumps=packet_dumps)
-        self.boot_server = DhcpDatagramProtocol(packet_dumps=packet_dumps)
+        self.main = DhcpDatagramProtocol(packet_dumps=packet_dumps, clock=reactor)
+        self.boot_server = DhcpDatagramProtocol(packet_dumps=packet_dumps, clock=reactor)
         dhcp = config.dhcp
         self.main_controller: DhcpServer | ProxyServer
         if dhcp.mode == "full":
