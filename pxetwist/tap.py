@@ -130,7 +130,7 @@ def makeService(options: Options) -> IService:
     try:
         # DHCP packet dumps only with --verbose: below it they would be dropped anyway,
         # after costing a log event per datagram
-        service = make_service(options.config, reactor, packet_dumps=options["verbose"])
+        service = make_service(options.config, reactor, packet_dumps=bool(options["verbose"]))
     except (StoreError, ConfigError) as e:
         raise SystemExit(f"pxetwist: {e}") from None
     _hand_state_to(options, options.config)

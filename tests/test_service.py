@@ -171,3 +171,21 @@ def test_tftp_serves_generated_scripts_after_its_folders(tmp_path: Path) -> None
     assert read("boot.ipxe") == "#!ipxe\necho site script\n"
     with pytest.raises(FileRefusedError):
         resolver.open("other.ipxe")
+
+
+@pytest.mark.parametrize("verbose", [False, True])
+def test_dhcp_packet_dumps_only_with_verbose(tmp_path: Path, verbose: bool) -> None:
+    """``twistd pxeboot`` gives the DHCP ports a debug event per datagram only with
+    --verbose (below debug they cost time and are dropped)."""
+    from pxetwist.tap import makeService
+
+    lab_config(tmp_path)  # the folders
+    (tmp_path / "pxe.ini").write_text(
+        "[server]\naddress = 127.0.0.1\nstate = state.sqlite\n[dhcp]\nmode = proxy\n"
+        "[tftp]\nenabled = no\nport = 0\nroot = tftproot\n[http]\nport = 0\n"
+        "interface = 127.0.0.1\n[catalog]\npaths = catalog\n")
+    options = Options()
+    options.parseOptions(["--config", str(tmp_path / "pxe.ini")]
+                         + (["--verbose"] if verbose else []))
+    dhcp = makeService(options).getServiceNamed("dhcp")  # type: ignore[attr-defined]
+    assert dhcp.main.packet_dumps is verbose and dhcp.boot_server.packet_dumps is verbose
