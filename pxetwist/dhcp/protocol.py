@@ -32,7 +32,10 @@ DISCOVERS_PER_TURN = 32
 class Controller(Protocol):
     """What a DHCP protocol hands its requests to."""
 
-    def message_received(self, packet: DhcpPacket, source: Address) -> None: ...
+    def message_received(self, packet: DhcpPacket, source: Address,
+                         arrived: float | None = None) -> None:
+        """Handle one request; ``arrived``: when it was read, if it waited in the
+        protocol's queue (``None``: now)."""
 
 
 class DhcpDatagramProtocol(DatagramProtocol):
@@ -62,7 +65,7 @@ class DhcpDatagramProtocol(DatagramProtocol):
         self.controller = controller
         self.packet_dumps = packet_dumps
         self._clock = clock
-        self._discovers: deque[tuple[DhcpPacket, Address]] = deque()
+        self._discovers: deque[tuple[DhcpPacket, Address, float]] = deque()
         self._drain_call: Any = None
 
     def startProtocol(self) -> None:
@@ -102,7 +105,7 @@ class DhcpDatagramProtocol(DatagramProtocol):
             if len(self._discovers) >= DISCOVER_BACKLOG:
                 self._discovers.popleft()
                 DHCP_DROPPED.labels(reason="overload").inc()
-            self._discovers.append((packet, addr))
+            self._discovers.append((packet, addr, self._clock.seconds()))
             if self._drain_call is None:
                 self._drain_call = self._clock.callLater(0, self._drain)
             return
@@ -116,10 +119,11 @@ class DhcpDatagramProtocol(DatagramProtocol):
         if self._discovers:
             self._drain_call = self._clock.callLater(0, self._drain)
 
-    def _hand_on(self, packet: DhcpPacket, addr: Address) -> None:
+    def _hand_on(self, packet: DhcpPacket, addr: Address, arrived: float | None = None
+                 ) -> None:
         assert self.controller is not None
         try:
-            self.controller.message_received(packet, addr)
+            self.controller.message_received(packet, addr, arrived)
         except Exception:
             DHCP_DROPPED.labels(reason="internal-error").inc()
             self._log.failure("DHCP message from {addr} failed", addr=addr)

@@ -57,8 +57,9 @@ class ProxyServer:
         self.limiter = RateLimiter(clock)
         self._no_loader = OncePerKey()
 
-    def message_received(self, packet: DhcpPacket, source: Address) -> None:
-        arrived = self.clock.seconds()
+    def message_received(self, packet: DhcpPacket, source: Address,
+                         arrived: float | None = None) -> None:
+        arrived = self.clock.seconds() if arrived is None else arrived
         kind = opt.message_type(packet)
         DHCP_PACKETS.labels(type=opt.MESSAGE_NAMES.get(kind or 0, "BOOTP")).inc()
         facts = facts_of(packet)

@@ -97,8 +97,10 @@ class DhcpServer:
 
     # -- dispatch --------------------------------------------------------------------
 
-    def message_received(self, packet: DhcpPacket, source: Address) -> None:
-        self._arrived = self.clock.seconds()
+    def message_received(self, packet: DhcpPacket, source: Address,
+                         arrived: float | None = None) -> None:
+        """Handle one request (``arrived``: when it was read, if it waited)."""
+        self._arrived = self.clock.seconds() if arrived is None else arrived
         kind = opt.message_type(packet)
         self._packets(opt.MESSAGE_NAMES.get(kind or 0, "BOOTP")).inc()
         if kind is None:

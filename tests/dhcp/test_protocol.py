@@ -20,9 +20,12 @@ class Recorder:
 
     def __init__(self) -> None:
         self.seen: list[tuple[int | None, str]] = []
+        self.arrived: list[float | None] = []
 
-    def message_received(self, packet: DhcpPacket, source: tuple[str, int]) -> None:
+    def message_received(self, packet: DhcpPacket, source: tuple[str, int],
+                         arrived: float | None = None) -> None:
         self.seen.append((opt.message_type(packet), packet.mac))
+        self.arrived.append(arrived)
 
 
 class Turns:
@@ -32,6 +35,10 @@ class Turns:
 
     def __init__(self) -> None:
         self.calls: list[Callable[[], Any]] = []
+        self.now = 0.0
+
+    def seconds(self) -> float:
+        return self.now
 
     def callLater(self, delay: float, f: Callable[..., Any], *args: Any) -> Any:
         self.calls.append(lambda: f(*args))
@@ -61,8 +68,11 @@ def test_a_request_goes_before_the_discovers_read_with_it() -> None:
     protocol.datagramReceived(encode(plain(opt.REQUEST, mac=mac(2),
                                            options=[requested("10.0.0.5")])), CLIENT)
     assert controller.seen == [(opt.REQUEST, mac(2))]
+    clock.now = 0.5
     clock.turn()
     assert controller.seen == [(opt.REQUEST, mac(2)), (opt.DISCOVER, mac(1))]
+    # the DISCOVER is timed from when it was read, not from when it was answered
+    assert controller.arrived == [None, 0.0]
 
 
 def test_discovers_a_few_per_turn_and_the_newest_kept() -> None:
