@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import inspect
+import shutil
 import tempfile
 import time
 from ipaddress import IPv4Address
@@ -93,6 +94,7 @@ def main() -> None:
     reactor.advance(1)
     cpu = time.process_time() - started
     store.close()
+    shutil.rmtree(folder, ignore_errors=True)
     print(f"{clients} DORA, {acks} ACKs, {cpu * 1e6 / clients:.0f} us CPU per DORA")
 
 
