@@ -113,13 +113,16 @@ def start_server(kind: str, ns: str, folder: Path) -> subprocess.Popen[bytes]:
     raise ValueError(kind)
 
 
-def start_pxetwist(ns: str, folder: Path, config: Path) -> subprocess.Popen[bytes]:
-    """The real ``twistd -n pxeboot`` with ``config``, ready once ``/health`` answers."""
+def start_pxetwist(ns: str, folder: Path, config: Path, repo: Path = REPO
+                   ) -> subprocess.Popen[bytes]:
+    """The real ``twistd -n pxeboot`` with ``config`` (the code of ``repo``), ready once
+    ``/health`` answers."""
     argv = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()", "-n",
             "--pidfile=", "pxeboot", "--config", str(config)]
     return start("pxetwist", argv, ns, folder, lambda: subprocess.run(
         ["ip", "netns", "exec", ns, "curl", "-sf", "--max-time", "1",
-         "http://127.0.0.1:8080/health"], capture_output=True, timeout=5).returncode == 0)
+         "http://127.0.0.1:8080/health"], capture_output=True, timeout=5).returncode == 0,
+        env={"PYTHONPATH": str(repo)})
 
 
 def log_text(path: Path) -> str:
@@ -131,7 +134,7 @@ def start(kind: str, argv: list[str], ns: str, folder: Path, ready: Callable[[],
     """Run ``argv`` in ``ns`` (output to ``folder/server.log``); return once ``ready()``
     (at most 30 s), or kill it and raise."""
     log = (folder / "server.log").open("ab")
-    environment = dict(os.environ, PYTHONPATH=str(REPO), **(env or {}))
+    environment = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
     process = subprocess.Popen(["ip", "netns", "exec", ns, *argv], cwd=folder,
                                env=environment, stdout=log, stderr=subprocess.STDOUT,
                                stdin=subprocess.DEVNULL)

@@ -3,12 +3,15 @@ database, against Kea's ``kea-dhcp4`` on its PostgreSQL lease backend, in one ru
 
     sudo python bench/dhcp_peers_bench.py [--seconds 10] [--rate 2000 --rate 1000]
         [--rounds 3] [--servers pxetwist,pxetwist-pg,pxetwist-pg2,kea-pg] [--capture]
+        [--compare DIR]
 
 Kinds: ``pxetwist`` (SQLite), ``pxetwist-pg`` (one server, PostgreSQL), ``pxetwist-pg2``
 (two ``twistd -n pxeboot``, server identifiers 10.78.0.1 and 10.78.0.3, both in
 ``[dhcp] peers``, one database: each answers its RFC 3074 buckets), ``kea-pg``
 (``kea-dhcp4``, ``lease-database`` postgresql, schema by ``kea-admin db-init pgsql``, the
-same pool and lease time). One throwaway PostgreSQL cluster (tests/pg.py, a Unix socket,
+same pool and lease time). ``--compare DIR`` adds ``KIND-compare`` for each pxetwist kind:
+the same run with the code in DIR (e.g. ``git archive`` of an older commit), for A/B in
+one run. One throwaway PostgreSQL cluster (tests/pg.py, a Unix socket,
 ``fsync`` and ``synchronous_commit`` on) serves every run, a fresh database per run.
 
 One broadcast segment, as a site with two DHCP servers has: a bridge in the client
@@ -177,9 +180,13 @@ def parse_metrics(text: str) -> dict[str, float]:
 
 # -- one run ---------------------------------------------------------------------------
 
-def run_once(kind: str, servers: list[str], client: str, rate: int, seconds: float,
-             cluster: Any, capture: bool) -> dict[str, Any]:
-    folder = Path(tempfile.mkdtemp(prefix=f"pxetwist-peers-bench-{kind}-"))
+def run_once(name: str, servers: list[str], client: str, rate: int, seconds: float,
+             cluster: Any, capture: bool, compare: Path | None = None) -> dict[str, Any]:
+    """One perfdhcp run against a fresh server (or pair) of kind ``name`` (``-compare``:
+    with the code in ``compare``)."""
+    kind = name.removesuffix("-compare")
+    repo = compare if name.endswith("-compare") and compare is not None else v4.REPO
+    folder = Path(tempfile.mkdtemp(prefix=f"pxetwist-peers-bench-{name}-"))
     url = cluster.new_database() if kind != "pxetwist" else None
     processes: list[subprocess.Popen[bytes]] = []
     # -B: perfdhcp's socket may broadcast (giaddr stays its -l address)
@@ -197,11 +204,11 @@ def run_once(kind: str, servers: list[str], client: str, rate: int, seconds: flo
                 own = folder / address
                 own.mkdir()
                 processes.append(v4.start_pxetwist(
-                    ns, own, v4.pxetwist_config(own, url, address, peers)))
+                    ns, own, v4.pxetwist_config(own, url, address, peers), repo))
         else:
             state = url or "state.sqlite"
             processes.append(v4.start_pxetwist(servers[0], folder,
-                                               v4.pxetwist_config(folder, state)))
+                                               v4.pxetwist_config(folder, state), repo))
         if capture:
             dump = subprocess.Popen(
                 ["ip", "netns", "exec", client, "tcpdump", "-i", "br0", "-s", "600", "-B",
@@ -284,6 +291,8 @@ def main() -> None:
     parser.add_argument("--servers", default=",".join(KINDS))
     parser.add_argument("--capture", action="store_true",
                         help="tcpdump the client side and check the ACKs (costs CPU)")
+    parser.add_argument("--compare", type=Path,
+                        help="also run each pxetwist kind with the code in this folder")
     parser.add_argument("--keep", action="store_true", help="keep state folders")
     args = parser.parse_args()
     seconds = min(max(args.seconds, 1.0), 120.0)
@@ -292,6 +301,9 @@ def main() -> None:
     kinds = args.servers.split(",")
     if unknown := set(kinds) - set(KINDS):
         sys.exit(f"unknown servers: {', '.join(sorted(unknown))}")
+    if args.compare is not None:
+        kinds = [name for kind in kinds for name in (
+            (kind, f"{kind}-compare") if kind.startswith("pxetwist") else (kind,))]
     if v4.os.geteuid() != 0:
         sys.exit("needs root (network namespaces, DHCP ports)")
     sys.path.insert(0, str(v4.REPO))
@@ -306,7 +318,7 @@ def main() -> None:
                 order = kinds if round_number % 2 == 0 else kinds[::-1]
                 for kind in order:
                     result = run_once(kind, servers, client, rate, seconds, cluster,
-                                      args.capture)
+                                      args.capture, args.compare)
                     results.setdefault((rate, kind), []).append(result)
                     print(f"# {time.strftime('%H:%M:%S', time.gmtime())} round "
                           f"{round_number + 1} rate {rate} {describe(kind, result)}; load "

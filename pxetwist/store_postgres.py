@@ -96,6 +96,28 @@ POSTGRES_MIGRATIONS: tuple[str, ...] = (
     CREATE TRIGGER leases_notify AFTER INSERT OR UPDATE ON leases
         FOR EACH ROW EXECUTE FUNCTION pxetwist_notify_lease();
     """,
+    # a changed machine record travels in its announcement, so the others need not read
+    # it back (a read per record, on the store's one thread, delayed the lease commits of
+    # two servers sharing a DHCP storm); the key alone when too long for NOTIFY
+    """
+    CREATE OR REPLACE FUNCTION pxetwist_notify() RETURNS trigger LANGUAGE plpgsql AS $$
+    DECLARE changed jsonb; message text;
+    BEGIN
+        IF TG_OP = 'DELETE' THEN changed := to_jsonb(OLD); ELSE changed := to_jsonb(NEW);
+        END IF;
+        message := json_build_object(
+            'table', TG_TABLE_NAME, 'key', changed ->> TG_ARGV[0],
+            'origin', current_setting('application_name'),
+            'row', CASE WHEN TG_OP = 'DELETE' THEN NULL ELSE changed END)::text;
+        IF octet_length(message) > 7900 THEN
+            message := json_build_object(
+                'table', TG_TABLE_NAME, 'key', changed ->> TG_ARGV[0],
+                'origin', current_setting('application_name'))::text;
+        END IF;
+        PERFORM pg_notify('pxetwist', message);
+        RETURN NULL;
+    END $$;
+    """,
 )
 
 #: The channel of :data:`POSTGRES_MIGRATIONS`' change announcements.
@@ -213,6 +235,15 @@ def _migrate(conn: Any) -> None:
             conn.execute(POSTGRES_MIGRATIONS[number])
         conn.execute("UPDATE pxetwist_schema SET version = %s, postgres_version = %s",
                      (len(MIGRATIONS), len(POSTGRES_MIGRATIONS)))
+
+
+def machine_from_announcement(row: dict[str, Any]) -> MachineRow:
+    """A machine record from the ``row`` of its change announcement (``to_jsonb``)."""
+    return _machine_row(tuple(row[column] for column in _MACHINE_FIELDS))
+
+
+_MACHINE_FIELDS = tuple(name.strip() for name in
+                        _MACHINE_COLUMNS.removeprefix("SELECT ").split(" FROM ")[0].split(","))
 
 
 def _primary_keys(conn: Any) -> dict[str, tuple[str, ...]]:
@@ -372,7 +403,8 @@ class PostgresStore(Store):
 
     def listen(self, changed: Callable[[str | None, Any, str], object]) -> None:
         """Call ``changed(table, key, server)`` in the reactor thread whenever another
-        server changes a machine (``"machines"``, its MAC), a catalog setting
+        server changes a machine (``"machines"``, its row as a dict, or its MAC when the
+        row was too long to announce or the record was deleted), a catalog setting
         (``"catalog_settings"``, its entry id), records a boot event (``"events"``, the
         event's fields) or writes a lease (``"leases"``, its fields), a moment after it
         commits; and ``changed(None, None, "")`` after
@@ -404,7 +436,8 @@ class PostgresStore(Store):
                             if origin != self.origin:
                                 reactor.callFromThread(
                                     changed, message.get("table"),
-                                    message.get("event", message.get("key")),
+                                    message.get("event") or message.get("row")
+                                    or message.get("key"),
                                     origin.split(" ", 2)[2] if origin.count(" ") >= 2
                                     else "")
             except (psycopg.Error, ValueError) as e:
