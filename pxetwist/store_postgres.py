@@ -34,6 +34,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorThreads
+from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
 
@@ -282,6 +283,10 @@ class PostgresStore(Store):
         self._reactor = reactor
         self._pool: ThreadPool | None = None
         self._pg: Any = None
+        #: Lease commits have their own thread and connection: an ACK waits for its lease
+        #: commit only, not behind the boot history and machine records of the other.
+        self._lease_pool: ThreadPool | None = None
+        self._lease_pg: Any = None
         #: This store's name in the database: its own change announcements are skipped.
         self.origin = f"pxetwist {secrets.token_hex(6)} {server}"
         self._stopping = threading.Event()
@@ -308,19 +313,28 @@ class PostgresStore(Store):
             raise StoreError(f"state {redact(url)}: {e}") from None
         if reactor is not None:
             self._pool = ThreadPool(minthreads=1, maxthreads=1, name="pxetwist-store")
+            self._lease_pool = ThreadPool(minthreads=1, maxthreads=1,
+                                          name="pxetwist-store-leases")
 
     def __repr__(self) -> str:
         return f"<PostgresStore {redact(self.url)}>"
+
+    def start(self) -> None:
+        super().start()
+        if self._lease_pool is not None and not self._lease_pool.started:
+            self._lease_pool.start()
 
     def close(self) -> None:
         self._stopping.set()
         if self._listener is not None:
             self._listener.join(10)
-        if self._pool is not None and self._pool.started:
-            self._pool.stop()
-        if self._pg is not None:
-            self._pg.close()
-            self._pg = None
+        for pool in (self._pool, self._lease_pool):
+            if pool is not None and pool.started:
+                pool.stop()
+        for conn in (self._pg, self._lease_pg):
+            if conn is not None:
+                conn.close()
+        self._pg = self._lease_pg = None
 
     def status(self) -> dict[str, Any]:
         """The backend, the URL without its password, and whether the database answers
@@ -340,7 +354,7 @@ class PostgresStore(Store):
         except Exception as e:
             DATABASE_ERRORS.labels(kind=kind).inc()
             self._problem = (str(e).strip().splitlines() or [type(e).__name__])[0]
-            self._lost()
+            self._lost(e)
             raise
         DATABASE_SECONDS.labels(kind=kind).observe(time.monotonic() - start)
         self._problem = ""
@@ -351,19 +365,31 @@ class PostgresStore(Store):
             self._pg = _connect(self.url, self.origin)
         return self._pg
 
-    def _lost(self) -> None:
-        """After an error: drop the connection if it broke, so the next call reconnects."""
-        conn = self._pg
-        if conn is not None and (conn.closed or conn.broken):
-            conn.close()
-            self._pg = None
+    def _lease_connection(self) -> Any:
+        if self._lease_pg is None or self._lease_pg.closed:
+            self._lease_pg = _connect(self.url, self.origin)
+        return self._lease_pg
+
+    def _lost(self, error: Exception) -> None:
+        """After an error: when a connection broke or could not be made, drop both (they go
+        to the same server: the idle one is most likely dead too), so the next calls
+        connect again."""
+        import psycopg
+
+        connections = [c for c in (self._pg, self._lease_pg) if c is not None]
+        if isinstance(error, psycopg.OperationalError) or any(
+                c.closed or c.broken for c in connections):
+            for conn in connections:
+                conn.close()
+            self._pg = self._lease_pg = None
 
     def _write(self, statements: Iterable[tuple[str, Sequence[object]]]) -> None:
         self._timed("write", self._write_now, statements)
 
     def _write_now(self, statements: Iterable[tuple[str, Sequence[object]]]) -> None:
         conn = self._connection()
-        with conn.transaction(), conn.cursor() as cursor:
+        # one round trip, BEGIN and COMMIT included (pipeline mode)
+        with conn.pipeline(), conn.transaction(), conn.cursor() as cursor:
             for sql, run in groupby(statements, key=itemgetter(0)):
                 cursor.executemany(to_postgres(sql, self._keys),
                                    [params for _, params in run])
@@ -373,30 +399,35 @@ class PostgresStore(Store):
     ) -> Deferred[dict[str, LeaseRow]]:
         """Bind in one transaction; a row whose address another client holds in the database
         (bound by another server, unexpired) is not written, and the holder's row is
-        returned for it. A bound row first releases its client's other bound addresses."""
-        return self._run(self._bind, rows, now)
+        returned for it. A bound row first releases its client's other bound addresses.
+        Runs on the leases' own thread and connection, in the order called."""
+        if self._lease_pool is None or self._reactor is None:
+            return self._run(self._bind, rows, now)
+        return deferToThreadPool(self._reactor, self._lease_pool, self._bind, rows, now)
 
     def _bind(self, rows: Sequence[tuple[LeaseRow, str]], now: float) -> dict[str, LeaseRow]:
         return self._timed("bind", self._bind_now, rows, now)
 
     def _bind_now(self, rows: Sequence[tuple[LeaseRow, str]], now: float
                   ) -> dict[str, LeaseRow]:
+        conn = self._lease_connection()
+        # The whole batch, BEGIN and COMMIT included, in one round trip (pipeline mode):
+        # with the CPU shared, each round trip waits for the database's process to be
+        # scheduled, and three per batch (BEGIN, statements, COMMIT) held the ACKs back.
+        upserts: list[tuple[LeaseRow, Any]] = []
+        with conn.pipeline(), conn.transaction():
+            for row, owner in rows:
+                if row.state == "bound":
+                    conn.execute(_RELEASE_OTHERS, (now, row.client_id, row.ip))
+                upserts.append((row, conn.execute(_CONDITIONAL_UPSERT, (
+                    row.ip, row.mac, row.client_id, row.hostname, row.expires, row.state,
+                    owner, now))))
         lost: dict[str, LeaseRow] = {}
-        conn = self._connection()
-        with conn.transaction():
-            # one round trip for the whole batch (pipeline mode), in order
-            upserts: list[tuple[LeaseRow, Any]] = []
-            with conn.pipeline():
-                for row, owner in rows:
-                    if row.state == "bound":
-                        conn.execute(_RELEASE_OTHERS, (now, row.client_id, row.ip))
-                    upserts.append((row, conn.execute(_CONDITIONAL_UPSERT, (
-                        row.ip, row.mac, row.client_id, row.hostname, row.expires, row.state,
-                        owner, now))))
-            for row, cursor in upserts:
-                if cursor.fetchone() is None:
-                    held = conn.execute(f"{_LEASE_COLUMNS} WHERE ip = %s", (row.ip,))
-                    lost[row.ip] = LeaseRow(*held.fetchone())
+        for row, cursor in upserts:
+            if cursor.fetchone() is None:  # another client holds it: who, now
+                held = conn.execute(f"{_LEASE_COLUMNS} WHERE ip = %s", (row.ip,)).fetchone()
+                lost[row.ip] = LeaseRow(*held) if held is not None else LeaseRow(
+                    row.ip, "", "", "", now, "released")  # and gave it back meanwhile
         return lost
 
     # -- changes made by the other servers -----------------------------------------------
