@@ -188,19 +188,49 @@ _MACHINE_COLUMNS = ("SELECT mac, first_seen, last_seen, ip, arch, uuid, state, e
                     " last_stage, assignment, hostname, vars, loader FROM machines")
 _LEASE_COLUMNS = "SELECT ip, mac, client_id, hostname, expires, state FROM leases"
 
-#: A client's other bound addresses are freed when it binds one (one address per client).
-_RELEASE_OTHERS = ("UPDATE leases SET state = 'released', expires = LEAST(expires, %s)"
-                   " WHERE client_id = %s AND ip <> %s AND state = 'bound'")
+#: A batch's clients (``client_id`` with the address it binds) free their other bound
+#: addresses (one address per client).
+_RELEASE_OTHERS = (
+    "UPDATE leases AS l SET state = 'released', expires = LEAST(l.expires, %s)"
+    " FROM unnest(%s::text[], %s::text[]) AS b(client_id, ip)"
+    " WHERE l.client_id = b.client_id AND l.ip <> b.ip AND l.state = 'bound'"
+)
 
-#: Write a lease unless another client holds the address (whoever bound it, unexpired).
+#: A batch of leases, each written unless another client holds its address (whoever
+#: bound it, unexpired): ``owner``, the client that may overwrite it, comes with each row.
+#: Returns the addresses written.
 _CONDITIONAL_UPSERT = (
     "INSERT INTO leases AS l (ip, mac, client_id, hostname, expires, state)"
-    " VALUES (%s, %s, %s, %s, %s, %s)"
+    " SELECT ip, mac, client_id, hostname, expires, state FROM unnest("
+    "%s::text[], %s::text[], %s::text[], %s::text[], %s::float8[], %s::text[])"
+    " AS b(ip, mac, client_id, hostname, expires, state)"
     " ON CONFLICT (ip) DO UPDATE SET mac = EXCLUDED.mac, client_id = EXCLUDED.client_id,"
     " hostname = EXCLUDED.hostname, expires = EXCLUDED.expires, state = EXCLUDED.state"
-    " WHERE l.client_id = %s OR l.state = 'released' OR l.expires <= %s"
+    " WHERE l.state = 'released' OR l.expires <= %s OR l.client_id ="
+    " (SELECT o.owner FROM unnest(%s::text[], %s::text[]) AS o(ip, owner)"
+    " WHERE o.ip = EXCLUDED.ip)"
     " RETURNING ip"
 )
+
+
+def lease_runs(rows: Sequence[tuple[LeaseRow, str]]) -> list[list[tuple[LeaseRow, str]]]:
+    """``rows`` cut, in order, into runs that one set-based statement each may write as
+    if row by row: a run has each address once (a statement may not change a row twice)
+    and each client bound once (its other addresses are freed before the run's rows are
+    written)."""
+    runs: list[list[tuple[LeaseRow, str]]] = []
+    addresses: set[str] = set()
+    clients: set[str] = set()
+    for row, owner in rows:
+        bound = row.state == "bound"
+        if not runs or row.ip in addresses or (bound and row.client_id in clients):
+            runs.append([])
+            addresses, clients = set(), set()
+        runs[-1].append((row, owner))
+        addresses.add(row.ip)
+        if bound:
+            clients.add(row.client_id)
+    return runs
 
 
 _BEAT = ("INSERT INTO peers (server, beat) VALUES (?, extract(epoch FROM clock_timestamp()))"
@@ -411,23 +441,31 @@ class PostgresStore(Store):
     def _bind_now(self, rows: Sequence[tuple[LeaseRow, str]], now: float
                   ) -> dict[str, LeaseRow]:
         conn = self._lease_connection()
-        # The whole batch, BEGIN and COMMIT included, in one round trip (pipeline mode):
-        # with the CPU shared, each round trip waits for the database's process to be
-        # scheduled, and three per batch (BEGIN, statements, COMMIT) held the ACKs back.
-        upserts: list[tuple[LeaseRow, Any]] = []
+        # The whole batch, BEGIN and COMMIT included, in one round trip (pipeline mode),
+        # and two statements a run, not two a lease: with the CPU shared, each round trip
+        # waits for the database's process to be scheduled, and adapting two statements'
+        # parameters per lease in Python took ~1 ms a lease (batches of 500 took 0.5 s).
+        written: list[tuple[list[tuple[LeaseRow, str]], Any]] = []
         with conn.pipeline(), conn.transaction():
-            for row, owner in rows:
-                if row.state == "bound":
-                    conn.execute(_RELEASE_OTHERS, (now, row.client_id, row.ip))
-                upserts.append((row, conn.execute(_CONDITIONAL_UPSERT, (
-                    row.ip, row.mac, row.client_id, row.hostname, row.expires, row.state,
-                    owner, now))))
+            for run in lease_runs(rows):
+                bound = [row for row, _ in run if row.state == "bound"]
+                if bound:
+                    conn.execute(_RELEASE_OTHERS, (now, [r.client_id for r in bound],
+                                                   [r.ip for r in bound]))
+                ips = [row.ip for row, _ in run]
+                written.append((run, conn.execute(_CONDITIONAL_UPSERT, (
+                    ips, [row.mac for row, _ in run], [row.client_id for row, _ in run],
+                    [row.hostname for row, _ in run], [row.expires for row, _ in run],
+                    [row.state for row, _ in run], now, ips, [owner for _, owner in run]))))
         lost: dict[str, LeaseRow] = {}
-        for row, cursor in upserts:
-            if cursor.fetchone() is None:  # another client holds it: who, now
-                held = conn.execute(f"{_LEASE_COLUMNS} WHERE ip = %s", (row.ip,)).fetchone()
-                lost[row.ip] = LeaseRow(*held) if held is not None else LeaseRow(
-                    row.ip, "", "", "", now, "released")  # and gave it back meanwhile
+        for run, cursor in written:
+            won = {ip for (ip,) in cursor.fetchall()}
+            for row, _ in run:
+                if row.ip not in won:  # another client holds it: who, now
+                    held = conn.execute(f"{_LEASE_COLUMNS} WHERE ip = %s",
+                                        (row.ip,)).fetchone()
+                    lost[row.ip] = LeaseRow(*held) if held is not None else LeaseRow(
+                        row.ip, "", "", "", now, "released")  # and gave it back meanwhile
         return lost
 
     # -- changes made by the other servers -----------------------------------------------
