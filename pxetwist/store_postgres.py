@@ -39,7 +39,18 @@ from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
 
 from pxetwist.metrics import DATABASE_ERRORS, DATABASE_SECONDS
-from pxetwist.store import MIGRATIONS, LeaseRow, MachineRow, Store, StoreError, _machine_row
+from pxetwist.store import (
+    EVENTS_PER_MACHINE,
+    MIGRATIONS,
+    EventRow,
+    LeaseRow,
+    MachineRow,
+    Store,
+    StoreError,
+    _machine_row,
+    _machine_upsert,
+    _newest_per_mac,
+)
 
 T = TypeVar("T")
 
@@ -213,6 +224,11 @@ _CONDITIONAL_UPSERT = (
 )
 
 
+def _columns(rows: Iterable[Sequence[object]]) -> list[list[object]]:
+    """Rows of parameters as one list per column (the arrays ``unnest`` takes)."""
+    return [list(column) for column in zip(*rows, strict=True)]
+
+
 def lease_runs(rows: Sequence[tuple[LeaseRow, str]]) -> list[list[tuple[LeaseRow, str]]]:
     """``rows`` cut, in order, into runs that one set-based statement each may write as
     if row by row: a run has each address once (a statement may not change a row twice)
@@ -232,6 +248,37 @@ def lease_runs(rows: Sequence[tuple[LeaseRow, str]]) -> list[list[tuple[LeaseRow
             clients.add(row.client_id)
     return runs
 
+
+#: A batch of boot events, in order.
+_INSERT_EVENTS = (
+    "INSERT INTO events (time, mac, ip, stage, detail, arch, uuid)"
+    " SELECT time, mac, ip, stage, detail, arch, uuid FROM unnest("
+    "%s::float8[], %s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::text[])"
+    " WITH ORDINALITY AS e(time, mac, ip, stage, detail, arch, uuid, n) ORDER BY n"
+)
+
+_MACHINE_TYPES = ("text", "float8", "float8", "text", "text", "text", "text", "text",
+                  "integer", "text", "integer", "text", "text", "text")
+
+#: A batch of machine records (each MAC once), written whole (``INSERT OR REPLACE``).
+_UPSERT_MACHINES = (
+    "INSERT INTO machines (mac, first_seen, last_seen, ip, arch, uuid, state, entry, once,"
+    " last_stage, assignment, hostname, vars, loader) SELECT * FROM unnest("
+    + ", ".join(f"%s::{kind}[]" for kind in _MACHINE_TYPES) + ")"
+    " ON CONFLICT (mac) DO UPDATE SET first_seen = EXCLUDED.first_seen,"
+    " last_seen = EXCLUDED.last_seen, ip = EXCLUDED.ip, arch = EXCLUDED.arch,"
+    " uuid = EXCLUDED.uuid, state = EXCLUDED.state, entry = EXCLUDED.entry,"
+    " once = EXCLUDED.once, last_stage = EXCLUDED.last_stage,"
+    " assignment = EXCLUDED.assignment, hostname = EXCLUDED.hostname, vars = EXCLUDED.vars,"
+    " loader = EXCLUDED.loader"
+)
+
+#: Each of these machines keeps its newest ``%s`` events.
+_PRUNE_EVENTS = (
+    "DELETE FROM events WHERE id IN (SELECT id FROM (SELECT id, row_number() OVER"
+    " (PARTITION BY mac ORDER BY id DESC) AS n FROM events WHERE mac = ANY(%s)) AS r"
+    " WHERE n > %s)"
+)
 
 _BEAT = ("INSERT INTO peers (server, beat) VALUES (?, extract(epoch FROM clock_timestamp()))"
          " ON CONFLICT (server) DO UPDATE SET beat = EXCLUDED.beat")
@@ -490,6 +537,9 @@ class PostgresStore(Store):
         import psycopg
 
         lost = False
+        # json_build_object's spelling of the origin key and value; quotes inside a value
+        # are escaped, so only the origin itself reads like this
+        own = f'"origin" : {json.dumps(self.origin)}'
         while not self._stopping.is_set():
             try:
                 with _connect(self.url, self.origin + " listen") as conn:
@@ -500,6 +550,8 @@ class PostgresStore(Store):
                         lost = False
                     while not self._stopping.is_set():
                         for note in conn.notifies(timeout=0.5):
+                            if own in note.payload:
+                                continue  # this store's change: no need to decode it
                             message = json.loads(note.payload)
                             origin = str(message.get("origin", ""))
                             if origin != self.origin:
@@ -530,6 +582,35 @@ class PostgresStore(Store):
     def machines(self) -> Deferred[list[MachineRow]]:
         """Every stored machine record."""
         return self._run(self.machines_now)
+
+    def append_events(
+        self, events: Sequence[EventRow], machines: Sequence[MachineRow] = (),
+        forget: Sequence[str] = (),
+    ) -> Deferred[None]:
+        """As :meth:`pxetwist.store.Store.append_events`, in five set-based statements at
+        most, not three a machine: a DHCP storm flushes hundreds of machines at once, and
+        adapting a statement's parameters per row in Python took ~1 ms a row, on a thread
+        that shares the GIL with the reactor."""
+        kept = _newest_per_mac(events, EVENTS_PER_MACHINE)
+        records = list({m.mac: m for m in machines}.values())  # the last of each MAC
+        return self._run(self._timed, "write", self._append_now, kept, records,
+                         sorted({e.mac for e in events}), list(forget))
+
+    def _append_now(self, events: list[EventRow], machines: list[MachineRow],
+                    macs: list[str], forget: list[str]) -> None:
+        conn = self._connection()
+        with conn.pipeline(), conn.transaction():
+            if events:
+                conn.execute(_INSERT_EVENTS, _columns(
+                    (e.time, e.mac, e.ip, e.stage, e.detail, e.arch, e.uuid) for e in events))
+            if machines:
+                conn.execute(_UPSERT_MACHINES, _columns(_machine_upsert(m)[1]
+                                                        for m in machines))
+            if macs:
+                conn.execute(_PRUNE_EVENTS, (macs, EVENTS_PER_MACHINE))
+            if forget:
+                conn.execute("DELETE FROM machines WHERE mac = ANY(%s)", (forget,))
+                conn.execute("DELETE FROM events WHERE mac = ANY(%s)", (forget,))
 
     def heartbeat(self, server: str, timeout: float) -> Deferred[list[str]]:
         """Record that ``server`` is alive now (the database's clock, so the servers' own
