@@ -9,9 +9,10 @@ Kinds: ``pxetwist`` (SQLite), ``pxetwist-pg`` (one server, PostgreSQL), ``pxetwi
 (two ``twistd -n pxeboot``, server identifiers 10.78.0.1 and 10.78.0.3, both in
 ``[dhcp] peers``, one database: each answers its RFC 3074 buckets), ``kea-pg``
 (``kea-dhcp4``, ``lease-database`` postgresql, schema by ``kea-admin db-init pgsql``, the
-same pool and lease time). ``--compare DIR`` adds ``KIND-compare`` for each pxetwist kind:
-the same run with the code in DIR (e.g. ``git archive`` of an older commit), for A/B in
-one run. One throwaway PostgreSQL cluster (tests/pg.py, a Unix socket,
+same pool and lease time; Kea 2.2's default of one thread), ``kea-pg-mt`` (the same with
+Kea's multi-threading on, 4 threads). ``--compare DIR`` adds ``KIND-compare`` for each
+pxetwist kind: the same run with the code in DIR (e.g. ``git archive`` of an older commit),
+for A/B in one run. One throwaway PostgreSQL cluster (tests/pg.py, a Unix socket,
 ``fsync`` and ``synchronous_commit`` on) serves every run, a fresh database per run.
 
 One broadcast segment, as a site with two DHCP servers has: a bridge in the client
@@ -51,7 +52,10 @@ import dhcp_capture
 
 #: Server identifiers; the first one is also the single servers' address.
 SERVERS = ("10.78.0.1", "10.78.0.3")
-KINDS = ("pxetwist", "pxetwist-pg", "pxetwist-pg2", "kea-pg")
+#: ``kea-pg-mt``: Kea's multi-threading with this many threads (each its own database
+#: connection), its documented way to more leases a second on a database backend.
+KEA_THREADS = 4
+KINDS = ("pxetwist", "pxetwist-pg", "pxetwist-pg2", "kea-pg", "kea-pg-mt")
 
 
 def ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -92,11 +96,15 @@ def segment() -> Iterator[tuple[list[str], str]]:
 
 # -- Kea -------------------------------------------------------------------------------
 
-def kea_config(folder: Path, database: str, socket_folder: str) -> dict[str, Any]:
+def kea_config(folder: Path, database: str, socket_folder: str, threads: int = 0
+               ) -> dict[str, Any]:
     """``kea-dhcp4``'s configuration: the bench's pool and lease time, leases in
-    PostgreSQL (``host``: the cluster's socket folder, which libpq takes for a host)."""
+    PostgreSQL (``host``: the cluster's socket folder, which libpq takes for a host);
+    ``threads``: Kea's multi-threading with that many threads (0: off, Kea 2.2's default)."""
     network = f"{v4.RANGE[0].rsplit('.', 2)[0]}.0.0/16"
     return {"Dhcp4": {
+        "multi-threading": {"enable-multi-threading": threads > 0,
+                            "thread-pool-size": threads, "packet-queue-size": 64},
         "interfaces-config": {"interfaces": ["pxdv0"], "dhcp-socket-type": "udp"},
         "lease-database": {"type": "postgresql", "name": database, "host": socket_folder,
                            "user": "postgres"},
@@ -116,13 +124,13 @@ def database_name(url: str) -> str:
     return match.group(1)
 
 
-def start_kea(ns: str, folder: Path, url: str, socket_folder: str
+def start_kea(ns: str, folder: Path, url: str, socket_folder: str, threads: int = 0
               ) -> subprocess.Popen[bytes]:
     name = database_name(url)
     subprocess.run(["kea-admin", "db-init", "pgsql", "-u", "postgres", "-n", name,
                     "-h", socket_folder], check=True, capture_output=True, timeout=60)
     config = folder / "kea.json"
-    config.write_text(json.dumps(kea_config(folder, name, socket_folder), indent=1))
+    config.write_text(json.dumps(kea_config(folder, name, socket_folder, threads), indent=1))
     return v4.start("kea-pg", ["kea-dhcp4", "-c", str(config)], ns, folder,
                     lambda: "DHCP4_STARTED" in v4.log_text(folder / "kea.log"),
                     env={"KEA_PIDFILE_DIR": str(folder), "KEA_LOCKFILE_DIR": str(folder)})
@@ -145,7 +153,7 @@ def database_counts(kind: str, folder: Path, url: str | None) -> tuple[int, int]
     """(bound leases, MACs bound to two addresses) after every server was killed. An
     address bound to two MACs cannot show here (the address is the key): see
     ``--capture``."""
-    count, doubles = BOUND_SQL["kea-pg" if kind == "kea-pg" else "pxetwist"]
+    count, doubles = BOUND_SQL["kea-pg" if kind.startswith("kea") else "pxetwist"]
     if url is None:
         conn = sqlite3.connect(str(folder / "state.sqlite"))
         try:
@@ -194,9 +202,10 @@ def run_once(name: str, servers: list[str], client: str, rate: int, seconds: flo
     metrics: dict[str, dict[str, float]] = {}
     dump: subprocess.Popen[bytes] | None = None
     try:
-        if kind == "kea-pg":
+        if kind.startswith("kea-pg"):
             assert url is not None
-            processes.append(start_kea(servers[0], folder, url, str(cluster.socket)))
+            processes.append(start_kea(servers[0], folder, url, str(cluster.socket),
+                                       KEA_THREADS if kind == "kea-pg-mt" else 0))
         elif kind == "pxetwist-pg2":
             assert url is not None
             peers = f"peers = {', '.join(SERVERS)}\n"
@@ -243,7 +252,9 @@ def run_once(name: str, servers: list[str], client: str, rate: int, seconds: flo
 def describe(kind: str, result: dict[str, Any]) -> str:
     """One run in a line: rate, ACKs, durable, doubles, and per server what it saw."""
     acks = result["stages"]["REQUEST-ACK"].get("received packets", 0)
-    line = (f"{kind}: {result['rate']:.0f}/s, ACKs {acks}, durable {result['durable']}, "
+    sent = result["stages"]["DISCOVER-OFFER"].get("sent packets", 0)
+    line = (f"{kind}: {result['rate']:.0f}/s, DISCOVERs sent {sent}, ACKs {acks}, "
+            f"durable {result['durable']}, "
             f"MACs bound twice {result['mac_doubles']}")
     for address, counts in result["metrics"].items():
         line += (f"; {address} got DISCOVER {counts.get('packets DISCOVER', 0):.0f} "
@@ -259,9 +270,9 @@ def describe(kind: str, result: dict[str, Any]) -> str:
 def table(results: dict[tuple[int, str], list[dict[str, Any]]], rounds: int,
           seconds: float) -> str:
     lines = ["| offered DORA/s | server | completed DORA/s per round | median DORA/s | "
-             "ACKs received | durable after kill -9 (min durable - ACKs) | MACs bound "
-             "twice | D-O p50 / p99 ms | R-A p50 / p99 ms |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "DISCOVERs sent | ACKs received | durable after kill -9 (min durable - ACKs) | "
+             "MACs bound twice | D-O p50 / p99 ms | R-A p50 / p99 ms |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for (rate, kind), runs in results.items():
         def med(stage: str, key: str, runs: list[dict[str, Any]] = runs) -> float:
             return statistics.median(r["stages"][stage].get(key, float("nan")) for r in runs)
@@ -271,6 +282,7 @@ def table(results: dict[tuple[int, str], list[dict[str, Any]]], rounds: int,
         lines.append(
             f"| {rate} | {kind} | {', '.join(format(r['rate'], '.0f') for r in runs)} | "
             f"{statistics.median(r['rate'] for r in runs):.0f} | "
+            f"{med('DISCOVER-OFFER', 'sent packets'):.0f} | "
             f"{med('REQUEST-ACK', 'received packets'):.0f} | "
             f"{statistics.median(r['durable'] for r in runs):.0f} ({short}) | "
             f"{max(r['mac_doubles'] for r in runs)} | "
