@@ -4,7 +4,8 @@
         [--servers pxetwist,pxetwist-pg,dnsmasq]
 
 ``pxetwist-pg``: pxetwist with its state in PostgreSQL (a throwaway cluster on a Unix
-socket, tests/pg.py; a fresh database per run), durable leases counted there.
+socket, tests/pg.py; a fresh database per run), durable leases counted there. Two servers
+on one database (``pxetwist-pg2``) and Kea on PostgreSQL (``kea-pg``): bench/dhcp_peers_bench.py.
 
 Makes two network namespaces of its own (server and client, a veth between them, a /16),
 and runs Kea's ``perfdhcp`` in the client namespace against each server in turn
