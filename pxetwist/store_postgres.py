@@ -2,12 +2,16 @@
 
 :class:`PostgresStore` is a :class:`pxetwist.store.Store` whose connection is a
 PostgreSQL one (psycopg 3): every public method, every Deferred and every
-guarantee are the same. SQL runs on the store's own thread, never on the
-reactor thread; every commit runs with ``synchronous_commit = on``, so a
-Deferred fires only once the change is on the database server's disk.
+guarantee are the same. SQL runs on the store's own threads, never on the
+reactor thread: lease commits on one, with their own connection, so an ACK
+never waits behind boot history; everything else on the other. Every commit
+runs with ``synchronous_commit = on``, so a Deferred fires only once the change
+is on the database server's disk.
 
 The store's SQL is written once, in the SQLite dialect :mod:`pxetwist.store`
-speaks; :func:`to_postgres` turns it into PostgreSQL: ``?`` parameters,
+speaks (save the hot batches of leases and boot history, written here as a few
+set-based statements over arrays, not a statement a row); :func:`to_postgres`
+turns it into PostgreSQL: ``?`` parameters,
 ``INSERT OR REPLACE`` / ``INSERT OR IGNORE`` into ``ON CONFLICT`` on the
 table's primary key (read from the database's catalog, so a table a later
 migration adds needs nothing here), and the migrations' column types. The
