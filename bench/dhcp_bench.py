@@ -5,7 +5,8 @@ one run.
         [--servers pxetwist,pxetwist-pg,dnsmasq,kea]
 
 ``pxetwist-pg``: pxetwist with its state in PostgreSQL (a throwaway cluster on a Unix
-socket, tests/pg.py; a fresh database per run), durable leases counted there.
+socket, tests/pg.py; a fresh database per run), durable leases counted there. Two servers
+on one database (``pxetwist-pg2``) and Kea on PostgreSQL (``kea-pg``): bench/dhcp_peers_bench.py.
 ``pxetwist=TREE``: pxetwist from another source tree (``PYTHONPATH=TREE``), for an A/B
 of a change against e.g. ``pxetwist=/work/main`` in the same run.
 ``kea``: ``kea-dhcp4`` with its memfile backend (``persist: true``, ``lfc-interval`` left
@@ -46,7 +47,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -95,14 +96,17 @@ DATABASE: dict[str, Any] = {}
 PROFILE: dict[str, Path] = {}
 
 
-def pxetwist_config(folder: Path, state: str = "state.sqlite") -> Path:
+def pxetwist_config(folder: Path, state: str = "state.sqlite", address: str = SERVER_IP,
+                    dhcp_extra: str = "") -> Path:
+    """Full mode on ``pxdv0`` with the bench's pool (``dhcp_extra``: more ``[dhcp]`` lines,
+    e.g. ``peers = ...``)."""
     for name in ("tftproot", "catalog"):
         (folder / name).mkdir(parents=True, exist_ok=True)
     config = folder / "pxe.ini"
     config.write_text(
-        f"[server]\naddress = {SERVER_IP}\ninterface = pxdv0\nstate = {state}\n"
+        f"[server]\naddress = {address}\ninterface = pxdv0\nstate = {state}\n"
         f"[dhcp]\nmode = full\nrange_start = {RANGE[0]}\nrange_end = {RANGE[1]}\n"
-        f"netmask = {NETMASK}\nlease_time = 3600\n"
+        f"netmask = {NETMASK}\nlease_time = 3600\n{dhcp_extra}"
         "[tftp]\nroot = tftproot\n[http]\nport = 8080\n[catalog]\npaths = catalog\n"
         "rescan_interval = 0\n[boot]\nunknown = menu\nmenu_timeout = 0\n")
     return config
@@ -130,42 +134,56 @@ def kea_config(folder: Path) -> Path:
 
 def start_server(kind: str, ns: str, folder: Path) -> subprocess.Popen[bytes]:
     """Start one server in ``ns``; return once it answers (at most 30 s)."""
-    log = (folder / "server.log").open("ab")
     kind, _, tree = kind.partition("=")
-    env = dict(os.environ, PYTHONPATH=tree or str(REPO))
     if kind in ("pxetwist", "pxetwist-pg"):
         state = DATABASE["url"] if kind == "pxetwist-pg" else "state.sqlite"
-        argv = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()", "-n",
-                "--pidfile=", "pxeboot", "--config", str(pxetwist_config(folder, state))]
-    elif kind == "dnsmasq":
+        return start_pxetwist(ns, folder, pxetwist_config(folder, state),
+                              Path(tree) if tree else REPO)
+    if kind == "dnsmasq":
         argv = ["dnsmasq", "--no-daemon", "--port=0", "--conf-file=/dev/null", "--pid-file=",
                 f"--log-facility={folder / 'dnsmasq.log'}", "--no-ping",
                 f"--dhcp-range={RANGE[0]},{RANGE[1]},{NETMASK},1h",
                 f"--dhcp-leasefile={folder / 'leases'}", "--interface=pxdv0",
                 "--bind-interfaces", "--dhcp-lease-max=100000"]
-    elif kind == "kea":
-        argv = ["kea-dhcp4", "-c", str(kea_config(folder))]
-        env.update(KEA_PIDFILE_DIR=str(folder), KEA_LOCKFILE_DIR=str(folder))
-    else:
-        raise ValueError(kind)
-    process = subprocess.Popen(["ip", "netns", "exec", ns, *argv], cwd=folder, env=env,
-                               stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        return start(kind, argv, ns, folder, lambda: "started" in log_text(
+            folder / "dnsmasq.log"))
+    if kind == "kea":
+        return start(kind, ["kea-dhcp4", "-c", str(kea_config(folder))], ns, folder,
+                     lambda: "DHCP4_STARTED" in log_text(folder / "kea.log"),
+                     env={"KEA_PIDFILE_DIR": str(folder), "KEA_LOCKFILE_DIR": str(folder)})
+    raise ValueError(kind)
+
+
+def start_pxetwist(ns: str, folder: Path, config: Path, repo: Path = REPO
+                   ) -> subprocess.Popen[bytes]:
+    """The real ``twistd -n pxeboot`` with ``config`` (the code of ``repo``), ready once
+    ``/health`` answers."""
+    argv = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()", "-n",
+            "--pidfile=", "pxeboot", "--config", str(config)]
+    return start("pxetwist", argv, ns, folder, lambda: subprocess.run(
+        ["ip", "netns", "exec", ns, "curl", "-sf", "--max-time", "1",
+         "http://127.0.0.1:8080/health"], capture_output=True, timeout=5).returncode == 0,
+        env={"PYTHONPATH": str(repo)})
+
+
+def log_text(path: Path) -> str:
+    return path.read_text(errors="replace") if path.exists() else ""
+
+
+def start(kind: str, argv: list[str], ns: str, folder: Path, ready: Callable[[], bool],
+          env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    """Run ``argv`` in ``ns`` (output to ``folder/server.log``); return once ``ready()``
+    (at most 30 s), or kill it and raise."""
+    log = (folder / "server.log").open("ab")
+    environment = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
+    process = subprocess.Popen(["ip", "netns", "exec", ns, *argv], cwd=folder,
+                               env=environment, stdout=log, stderr=subprocess.STDOUT,
+                               stdin=subprocess.DEVNULL)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(f"{kind} exited: {(folder / 'server.log').read_text()[-1500:]}")
-        dnsmasq_log = folder / "dnsmasq.log"
-        if kind == "dnsmasq" and dnsmasq_log.exists() and "started" in dnsmasq_log.read_text(
-                errors="replace"):
-            return process
-        kea_log = folder / "kea.log"
-        if kind == "kea" and kea_log.exists() and "DHCP4_STARTED" in kea_log.read_text(
-                errors="replace"):
-            return process
-        if kind.startswith("pxetwist") and subprocess.run(
-                ["ip", "netns", "exec", ns, "curl", "-sf", "--max-time", "1",
-                 "http://127.0.0.1:8080/health"], capture_output=True,
-                timeout=5).returncode == 0:
+            raise RuntimeError(f"{kind} exited: {log_text(folder / 'server.log')[-1500:]}")
+        if ready():
             return process
         time.sleep(0.2)
     kill(process)

@@ -17,7 +17,7 @@ from pxetwist.dhcp.leases import LeasePool
 from pxetwist.events import EventBus
 from pxetwist.machines import MachineRegistry
 from pxetwist.store import LeaseRow
-from pxetwist.store_postgres import PostgresStore
+from pxetwist.store_postgres import PostgresStore, machine_from_announcement
 
 
 class SharedStateService(Service):
@@ -53,6 +53,9 @@ class SharedStateService(Service):
                 ip=str(key.get("ip", "")), detail=str(key.get("detail", "")),
                 arch=str(key.get("arch", "")), uuid=str(key.get("uuid", "")),
                 server=server or "another server", time=float(key.get("time", 0.0)))
+            return None
+        if table == "machines" and isinstance(key, dict):  # the changed row itself
+            self.machines.replace_from_store(str(key["mac"]), machine_from_announcement(key))
             return None
         if table == "machines" and isinstance(key, str):
             d = self.store.machine(key).addCallback(

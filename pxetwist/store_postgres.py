@@ -2,12 +2,16 @@
 
 :class:`PostgresStore` is a :class:`pxetwist.store.Store` whose connection is a
 PostgreSQL one (psycopg 3): every public method, every Deferred and every
-guarantee are the same. SQL runs on the store's own thread, never on the
-reactor thread; every commit runs with ``synchronous_commit = on``, so a
-Deferred fires only once the change is on the database server's disk.
+guarantee are the same. SQL runs on the store's own threads, never on the
+reactor thread: lease commits on one, with their own connection, so an ACK
+never waits behind boot history; everything else on the other. Every commit
+runs with ``synchronous_commit = on``, so a Deferred fires only once the change
+is on the database server's disk.
 
 The store's SQL is written once, in the SQLite dialect :mod:`pxetwist.store`
-speaks; :func:`to_postgres` turns it into PostgreSQL: ``?`` parameters,
+speaks (save the hot batches of leases and boot history, written here as a few
+set-based statements over arrays, not a statement a row); :func:`to_postgres`
+turns it into PostgreSQL: ``?`` parameters,
 ``INSERT OR REPLACE`` / ``INSERT OR IGNORE`` into ``ON CONFLICT`` on the
 table's primary key (read from the database's catalog, so a table a later
 migration adds needs nothing here), and the migrations' column types. The
@@ -34,11 +38,23 @@ from urllib.parse import urlsplit, urlunsplit
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorThreads
+from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
 
 from pxetwist.metrics import DATABASE_ERRORS, DATABASE_SECONDS
-from pxetwist.store import MIGRATIONS, LeaseRow, MachineRow, Store, StoreError, _machine_row
+from pxetwist.store import (
+    EVENTS_PER_MACHINE,
+    MIGRATIONS,
+    EventRow,
+    LeaseRow,
+    MachineRow,
+    Store,
+    StoreError,
+    _machine_row,
+    _machine_upsert,
+    _newest_per_mac,
+)
 
 T = TypeVar("T")
 
@@ -95,6 +111,28 @@ POSTGRES_MIGRATIONS: tuple[str, ...] = (
     END $$;
     CREATE TRIGGER leases_notify AFTER INSERT OR UPDATE ON leases
         FOR EACH ROW EXECUTE FUNCTION pxetwist_notify_lease();
+    """,
+    # a changed machine record travels in its announcement, so the others need not read
+    # it back (a read per record, on the store's one thread, delayed the lease commits of
+    # two servers sharing a DHCP storm); the key alone when too long for NOTIFY
+    """
+    CREATE OR REPLACE FUNCTION pxetwist_notify() RETURNS trigger LANGUAGE plpgsql AS $$
+    DECLARE changed jsonb; message text;
+    BEGIN
+        IF TG_OP = 'DELETE' THEN changed := to_jsonb(OLD); ELSE changed := to_jsonb(NEW);
+        END IF;
+        message := json_build_object(
+            'table', TG_TABLE_NAME, 'key', changed ->> TG_ARGV[0],
+            'origin', current_setting('application_name'),
+            'row', CASE WHEN TG_OP = 'DELETE' THEN NULL ELSE changed END)::text;
+        IF octet_length(message) > 7900 THEN
+            message := json_build_object(
+                'table', TG_TABLE_NAME, 'key', changed ->> TG_ARGV[0],
+                'origin', current_setting('application_name'))::text;
+        END IF;
+        PERFORM pg_notify('pxetwist', message);
+        RETURN NULL;
+    END $$;
     """,
 )
 
@@ -165,20 +203,86 @@ _MACHINE_COLUMNS = ("SELECT mac, first_seen, last_seen, ip, arch, uuid, state, e
                     " last_stage, assignment, hostname, vars, loader FROM machines")
 _LEASE_COLUMNS = "SELECT ip, mac, client_id, hostname, expires, state FROM leases"
 
-#: A client's other bound addresses are freed when it binds one (one address per client).
-_RELEASE_OTHERS = ("UPDATE leases SET state = 'released', expires = LEAST(expires, %s)"
-                   " WHERE client_id = %s AND ip <> %s AND state = 'bound'")
+#: A batch's clients (``client_id`` with the address it binds) free their other bound
+#: addresses (one address per client).
+_RELEASE_OTHERS = (
+    "UPDATE leases AS l SET state = 'released', expires = LEAST(l.expires, %s)"
+    " FROM unnest(%s::text[], %s::text[]) AS b(client_id, ip)"
+    " WHERE l.client_id = b.client_id AND l.ip <> b.ip AND l.state = 'bound'"
+)
 
-#: Write a lease unless another client holds the address (whoever bound it, unexpired).
+#: A batch of leases, each written unless another client holds its address (whoever
+#: bound it, unexpired): ``owner``, the client that may overwrite it, comes with each row.
+#: Returns the addresses written.
 _CONDITIONAL_UPSERT = (
     "INSERT INTO leases AS l (ip, mac, client_id, hostname, expires, state)"
-    " VALUES (%s, %s, %s, %s, %s, %s)"
+    " SELECT ip, mac, client_id, hostname, expires, state FROM unnest("
+    "%s::text[], %s::text[], %s::text[], %s::text[], %s::float8[], %s::text[])"
+    " AS b(ip, mac, client_id, hostname, expires, state)"
     " ON CONFLICT (ip) DO UPDATE SET mac = EXCLUDED.mac, client_id = EXCLUDED.client_id,"
     " hostname = EXCLUDED.hostname, expires = EXCLUDED.expires, state = EXCLUDED.state"
-    " WHERE l.client_id = %s OR l.state = 'released' OR l.expires <= %s"
+    " WHERE l.state = 'released' OR l.expires <= %s OR l.client_id ="
+    " (SELECT o.owner FROM unnest(%s::text[], %s::text[]) AS o(ip, owner)"
+    " WHERE o.ip = EXCLUDED.ip)"
     " RETURNING ip"
 )
 
+
+def _columns(rows: Iterable[Sequence[object]]) -> list[list[object]]:
+    """Rows of parameters as one list per column (the arrays ``unnest`` takes)."""
+    return [list(column) for column in zip(*rows, strict=True)]
+
+
+def lease_runs(rows: Sequence[tuple[LeaseRow, str]]) -> list[list[tuple[LeaseRow, str]]]:
+    """``rows`` cut, in order, into runs that one set-based statement each may write as
+    if row by row: a run has each address once (a statement may not change a row twice)
+    and each client bound once (its other addresses are freed before the run's rows are
+    written)."""
+    runs: list[list[tuple[LeaseRow, str]]] = []
+    addresses: set[str] = set()
+    clients: set[str] = set()
+    for row, owner in rows:
+        bound = row.state == "bound"
+        if not runs or row.ip in addresses or (bound and row.client_id in clients):
+            runs.append([])
+            addresses, clients = set(), set()
+        runs[-1].append((row, owner))
+        addresses.add(row.ip)
+        if bound:
+            clients.add(row.client_id)
+    return runs
+
+
+#: A batch of boot events, in order.
+_INSERT_EVENTS = (
+    "INSERT INTO events (time, mac, ip, stage, detail, arch, uuid)"
+    " SELECT time, mac, ip, stage, detail, arch, uuid FROM unnest("
+    "%s::float8[], %s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::text[])"
+    " WITH ORDINALITY AS e(time, mac, ip, stage, detail, arch, uuid, n) ORDER BY n"
+)
+
+_MACHINE_TYPES = ("text", "float8", "float8", "text", "text", "text", "text", "text",
+                  "integer", "text", "integer", "text", "text", "text")
+
+#: A batch of machine records (each MAC once), written whole (``INSERT OR REPLACE``).
+_UPSERT_MACHINES = (
+    "INSERT INTO machines (mac, first_seen, last_seen, ip, arch, uuid, state, entry, once,"
+    " last_stage, assignment, hostname, vars, loader) SELECT * FROM unnest("
+    + ", ".join(f"%s::{kind}[]" for kind in _MACHINE_TYPES) + ")"
+    " ON CONFLICT (mac) DO UPDATE SET first_seen = EXCLUDED.first_seen,"
+    " last_seen = EXCLUDED.last_seen, ip = EXCLUDED.ip, arch = EXCLUDED.arch,"
+    " uuid = EXCLUDED.uuid, state = EXCLUDED.state, entry = EXCLUDED.entry,"
+    " once = EXCLUDED.once, last_stage = EXCLUDED.last_stage,"
+    " assignment = EXCLUDED.assignment, hostname = EXCLUDED.hostname, vars = EXCLUDED.vars,"
+    " loader = EXCLUDED.loader"
+)
+
+#: Each of these machines keeps its newest ``%s`` events.
+_PRUNE_EVENTS = (
+    "DELETE FROM events WHERE id IN (SELECT id FROM (SELECT id, row_number() OVER"
+    " (PARTITION BY mac ORDER BY id DESC) AS n FROM events WHERE mac = ANY(%s)) AS r"
+    " WHERE n > %s)"
+)
 
 _BEAT = ("INSERT INTO peers (server, beat) VALUES (?, extract(epoch FROM clock_timestamp()))"
          " ON CONFLICT (server) DO UPDATE SET beat = EXCLUDED.beat")
@@ -213,6 +317,15 @@ def _migrate(conn: Any) -> None:
             conn.execute(POSTGRES_MIGRATIONS[number])
         conn.execute("UPDATE pxetwist_schema SET version = %s, postgres_version = %s",
                      (len(MIGRATIONS), len(POSTGRES_MIGRATIONS)))
+
+
+def machine_from_announcement(row: dict[str, Any]) -> MachineRow:
+    """A machine record from the ``row`` of its change announcement (``to_jsonb``)."""
+    return _machine_row(tuple(row[column] for column in _MACHINE_FIELDS))
+
+
+_MACHINE_FIELDS = tuple(name.strip() for name in
+                        _MACHINE_COLUMNS.removeprefix("SELECT ").split(" FROM ")[0].split(","))
 
 
 def _primary_keys(conn: Any) -> dict[str, tuple[str, ...]]:
@@ -251,6 +364,10 @@ class PostgresStore(Store):
         self._reactor = reactor
         self._pool: ThreadPool | None = None
         self._pg: Any = None
+        #: Lease commits have their own thread and connection: an ACK waits for its lease
+        #: commit only, not behind the boot history and machine records of the other.
+        self._lease_pool: ThreadPool | None = None
+        self._lease_pg: Any = None
         #: This store's name in the database: its own change announcements are skipped.
         self.origin = f"pxetwist {secrets.token_hex(6)} {server}"
         self._stopping = threading.Event()
@@ -277,19 +394,28 @@ class PostgresStore(Store):
             raise StoreError(f"state {redact(url)}: {e}") from None
         if reactor is not None:
             self._pool = ThreadPool(minthreads=1, maxthreads=1, name="pxetwist-store")
+            self._lease_pool = ThreadPool(minthreads=1, maxthreads=1,
+                                          name="pxetwist-store-leases")
 
     def __repr__(self) -> str:
         return f"<PostgresStore {redact(self.url)}>"
+
+    def start(self) -> None:
+        super().start()
+        if self._lease_pool is not None and not self._lease_pool.started:
+            self._lease_pool.start()
 
     def close(self) -> None:
         self._stopping.set()
         if self._listener is not None:
             self._listener.join(10)
-        if self._pool is not None and self._pool.started:
-            self._pool.stop()
-        if self._pg is not None:
-            self._pg.close()
-            self._pg = None
+        for pool in (self._pool, self._lease_pool):
+            if pool is not None and pool.started:
+                pool.stop()
+        for conn in (self._pg, self._lease_pg):
+            if conn is not None:
+                conn.close()
+        self._pg = self._lease_pg = None
 
     def status(self) -> dict[str, Any]:
         """The backend, the URL without its password, and whether the database answers
@@ -309,7 +435,7 @@ class PostgresStore(Store):
         except Exception as e:
             DATABASE_ERRORS.labels(kind=kind).inc()
             self._problem = (str(e).strip().splitlines() or [type(e).__name__])[0]
-            self._lost()
+            self._lost(e)
             raise
         DATABASE_SECONDS.labels(kind=kind).observe(time.monotonic() - start)
         self._problem = ""
@@ -320,19 +446,31 @@ class PostgresStore(Store):
             self._pg = _connect(self.url, self.origin)
         return self._pg
 
-    def _lost(self) -> None:
-        """After an error: drop the connection if it broke, so the next call reconnects."""
-        conn = self._pg
-        if conn is not None and (conn.closed or conn.broken):
-            conn.close()
-            self._pg = None
+    def _lease_connection(self) -> Any:
+        if self._lease_pg is None or self._lease_pg.closed:
+            self._lease_pg = _connect(self.url, self.origin)
+        return self._lease_pg
+
+    def _lost(self, error: Exception) -> None:
+        """After an error: when a connection broke or could not be made, drop both (they go
+        to the same server: the idle one is most likely dead too), so the next calls
+        connect again."""
+        import psycopg
+
+        connections = [c for c in (self._pg, self._lease_pg) if c is not None]
+        if isinstance(error, psycopg.OperationalError) or any(
+                c.closed or c.broken for c in connections):
+            for conn in connections:
+                conn.close()
+            self._pg = self._lease_pg = None
 
     def _write(self, statements: Iterable[tuple[str, Sequence[object]]]) -> None:
         self._timed("write", self._write_now, statements)
 
     def _write_now(self, statements: Iterable[tuple[str, Sequence[object]]]) -> None:
         conn = self._connection()
-        with conn.transaction(), conn.cursor() as cursor:
+        # one round trip, BEGIN and COMMIT included (pipeline mode)
+        with conn.pipeline(), conn.transaction(), conn.cursor() as cursor:
             for sql, run in groupby(statements, key=itemgetter(0)):
                 cursor.executemany(to_postgres(sql, self._keys),
                                    [params for _, params in run])
@@ -342,37 +480,51 @@ class PostgresStore(Store):
     ) -> Deferred[dict[str, LeaseRow]]:
         """Bind in one transaction; a row whose address another client holds in the database
         (bound by another server, unexpired) is not written, and the holder's row is
-        returned for it. A bound row first releases its client's other bound addresses."""
-        return self._run(self._bind, rows, now)
+        returned for it. A bound row first releases its client's other bound addresses.
+        Runs on the leases' own thread and connection, in the order called."""
+        if self._lease_pool is None or self._reactor is None:
+            return self._run(self._bind, rows, now)
+        return deferToThreadPool(self._reactor, self._lease_pool, self._bind, rows, now)
 
     def _bind(self, rows: Sequence[tuple[LeaseRow, str]], now: float) -> dict[str, LeaseRow]:
         return self._timed("bind", self._bind_now, rows, now)
 
     def _bind_now(self, rows: Sequence[tuple[LeaseRow, str]], now: float
                   ) -> dict[str, LeaseRow]:
+        conn = self._lease_connection()
+        # The whole batch, BEGIN and COMMIT included, in one round trip (pipeline mode),
+        # and two statements a run, not two a lease: with the CPU shared, each round trip
+        # waits for the database's process to be scheduled, and adapting two statements'
+        # parameters per lease in Python took ~1 ms a lease (batches of 500 took 0.5 s).
+        written: list[tuple[list[tuple[LeaseRow, str]], Any]] = []
+        with conn.pipeline(), conn.transaction():
+            for run in lease_runs(rows):
+                bound = [row for row, _ in run if row.state == "bound"]
+                if bound:
+                    conn.execute(_RELEASE_OTHERS, (now, [r.client_id for r in bound],
+                                                   [r.ip for r in bound]))
+                ips = [row.ip for row, _ in run]
+                written.append((run, conn.execute(_CONDITIONAL_UPSERT, (
+                    ips, [row.mac for row, _ in run], [row.client_id for row, _ in run],
+                    [row.hostname for row, _ in run], [row.expires for row, _ in run],
+                    [row.state for row, _ in run], now, ips, [owner for _, owner in run]))))
         lost: dict[str, LeaseRow] = {}
-        conn = self._connection()
-        with conn.transaction():
-            # one round trip for the whole batch (pipeline mode), in order
-            upserts: list[tuple[LeaseRow, Any]] = []
-            with conn.pipeline():
-                for row, owner in rows:
-                    if row.state == "bound":
-                        conn.execute(_RELEASE_OTHERS, (now, row.client_id, row.ip))
-                    upserts.append((row, conn.execute(_CONDITIONAL_UPSERT, (
-                        row.ip, row.mac, row.client_id, row.hostname, row.expires, row.state,
-                        owner, now))))
-            for row, cursor in upserts:
-                if cursor.fetchone() is None:
-                    held = conn.execute(f"{_LEASE_COLUMNS} WHERE ip = %s", (row.ip,))
-                    lost[row.ip] = LeaseRow(*held.fetchone())
+        for run, cursor in written:
+            won = {ip for (ip,) in cursor.fetchall()}
+            for row, _ in run:
+                if row.ip not in won:  # another client holds it: who, now
+                    held = conn.execute(f"{_LEASE_COLUMNS} WHERE ip = %s",
+                                        (row.ip,)).fetchone()
+                    lost[row.ip] = LeaseRow(*held) if held is not None else LeaseRow(
+                        row.ip, "", "", "", now, "released")  # and gave it back meanwhile
         return lost
 
     # -- changes made by the other servers -----------------------------------------------
 
     def listen(self, changed: Callable[[str | None, Any, str], object]) -> None:
         """Call ``changed(table, key, server)`` in the reactor thread whenever another
-        server changes a machine (``"machines"``, its MAC), a catalog setting
+        server changes a machine (``"machines"``, its row as a dict, or its MAC when the
+        row was too long to announce or the record was deleted), a catalog setting
         (``"catalog_settings"``, its entry id), records a boot event (``"events"``, the
         event's fields) or writes a lease (``"leases"``, its fields), a moment after it
         commits; and ``changed(None, None, "")`` after
@@ -389,6 +541,9 @@ class PostgresStore(Store):
         import psycopg
 
         lost = False
+        # json_build_object's spelling of the origin key and value; quotes inside a value
+        # are escaped, so only the origin itself reads like this
+        own = f'"origin" : {json.dumps(self.origin)}'
         while not self._stopping.is_set():
             try:
                 with _connect(self.url, self.origin + " listen") as conn:
@@ -399,12 +554,15 @@ class PostgresStore(Store):
                         lost = False
                     while not self._stopping.is_set():
                         for note in conn.notifies(timeout=0.5):
+                            if own in note.payload:
+                                continue  # this store's change: no need to decode it
                             message = json.loads(note.payload)
                             origin = str(message.get("origin", ""))
                             if origin != self.origin:
                                 reactor.callFromThread(
                                     changed, message.get("table"),
-                                    message.get("event", message.get("key")),
+                                    message.get("event") or message.get("row")
+                                    or message.get("key"),
                                     origin.split(" ", 2)[2] if origin.count(" ") >= 2
                                     else "")
             except (psycopg.Error, ValueError) as e:
@@ -428,6 +586,35 @@ class PostgresStore(Store):
     def machines(self) -> Deferred[list[MachineRow]]:
         """Every stored machine record."""
         return self._run(self.machines_now)
+
+    def append_events(
+        self, events: Sequence[EventRow], machines: Sequence[MachineRow] = (),
+        forget: Sequence[str] = (),
+    ) -> Deferred[None]:
+        """As :meth:`pxetwist.store.Store.append_events`, in five set-based statements at
+        most, not three a machine: a DHCP storm flushes hundreds of machines at once, and
+        adapting a statement's parameters per row in Python took ~1 ms a row, on a thread
+        that shares the GIL with the reactor."""
+        kept = _newest_per_mac(events, EVENTS_PER_MACHINE)
+        records = list({m.mac: m for m in machines}.values())  # the last of each MAC
+        return self._run(self._timed, "write", self._append_now, kept, records,
+                         sorted({e.mac for e in events}), list(forget))
+
+    def _append_now(self, events: list[EventRow], machines: list[MachineRow],
+                    macs: list[str], forget: list[str]) -> None:
+        conn = self._connection()
+        with conn.pipeline(), conn.transaction():
+            if events:
+                conn.execute(_INSERT_EVENTS, _columns(
+                    (e.time, e.mac, e.ip, e.stage, e.detail, e.arch, e.uuid) for e in events))
+            if machines:
+                conn.execute(_UPSERT_MACHINES, _columns(_machine_upsert(m)[1]
+                                                        for m in machines))
+            if macs:
+                conn.execute(_PRUNE_EVENTS, (macs, EVENTS_PER_MACHINE))
+            if forget:
+                conn.execute("DELETE FROM machines WHERE mac = ANY(%s)", (forget,))
+                conn.execute("DELETE FROM events WHERE mac = ANY(%s)", (forget,))
 
     def heartbeat(self, server: str, timeout: float) -> Deferred[list[str]]:
         """Record that ``server`` is alive now (the database's clock, so the servers' own

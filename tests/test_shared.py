@@ -120,3 +120,36 @@ async def test_a_lease_bound_on_one_server_is_held_in_the_others_pool(
     finally:
         a.close()
         b.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_changed_machine_arrives_in_its_announcement_not_read_back(
+    tmp_path: Path, pg_cluster: Any, reactor: Any
+) -> None:
+    """B takes a record A changed from the announcement itself (no read of the database per
+    change); a record too long to announce is still read back."""
+    url = pg_cluster.new_database()
+    a = Server(url, tmp_path / "a", reactor, "10.0.0.1")
+    b = Server(url, tmp_path / "b", reactor, "10.0.0.2")
+    reads: list[str] = []
+    read = b.store.machine
+
+    def counted(mac: str) -> Any:
+        reads.append(mac)
+        return read(mac)
+
+    b.store.machine = counted  # type: ignore[method-assign]
+    try:
+        await deferLater(reactor, 0.3, lambda: None)  # both listening
+        await a.machines.assign(MAC, "debian", once=True, hostname="node1")
+        await until(reactor, lambda: (m := b.machines.get(MAC)) is not None
+                    and (m.entry, m.hostname, m.once) == ("debian", "node1", True))
+        assert reads == []
+        long = "x" * 9000  # past NOTIFY's 8000 bytes: the key alone, read back
+        await a.machines.assign(MAC, "debian", once=True, hostname="node1",
+                                vars={"blob": long})
+        await until(reactor, lambda: dict(b.machines.get(MAC).vars).get("blob") == long)  # type: ignore[union-attr]
+        assert reads == [MAC]
+    finally:
+        a.close()
+        b.close()

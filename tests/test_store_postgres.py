@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from pxetwist.store import MIGRATIONS, LeaseRow, StoreError
 from pxetwist.store_postgres import (
     PostgresStore,
+    lease_runs,
     migration_to_postgres,
     open_store,
     redact,
@@ -136,3 +137,35 @@ def test_a_client_binding_elsewhere_frees_its_other_address(pg_cluster: Any) -> 
                                                             ("10.0.0.6", "bound")]
     one.close()
     two.close()
+
+
+def test_lease_runs_split_where_a_row_by_row_write_would_differ() -> None:
+    """A run holds each address once and each bound client once; order is kept."""
+    rows = [(LeaseRow("10.0.0.1", "a", "ka", "", 2e9, "bound"), "ka"),
+            (LeaseRow("10.0.0.2", "b", "kb", "", 2e9, "bound"), "kb"),
+            (LeaseRow("10.0.0.1", "a", "ka", "", 1e9, "released"), "ka"),
+            (LeaseRow("10.0.0.3", "a", "ka", "", 2e9, "bound"), "ka"),
+            (LeaseRow("10.0.0.4", "a", "ka", "", 2e9, "bound"), "ka")]
+    assert [[row.ip for row, _ in run] for run in lease_runs(rows)] == [
+        ["10.0.0.1", "10.0.0.2"], ["10.0.0.1", "10.0.0.3"], ["10.0.0.4"]]
+    assert lease_runs([]) == []
+
+
+def test_one_batch_with_an_address_or_a_client_twice_ends_as_written_in_order(
+    pg_cluster: Any
+) -> None:
+    """A batch binding an address and releasing it, and binding one client twice, leaves
+    what writing its rows one by one would: the last state of the address, and the client
+    bound to its last address only."""
+    url = pg_cluster.new_database()
+    store = PostgresStore(url)
+    lost = store.bind_leases([
+        (LeaseRow("10.0.0.5", "m", "k", "", 2e9, "bound"), "k"),
+        (LeaseRow("10.0.0.5", "m", "k", "", 1e9, "released"), "k"),
+        (LeaseRow("10.0.0.6", "n", "j", "", 2e9, "bound"), "j"),
+        (LeaseRow("10.0.0.7", "n", "j", "", 2e9, "bound"), "j"),
+    ], 1e9)
+    assert lost.result == {}  # type: ignore[attr-defined]
+    assert [(r.ip, r.state) for r in store.leases_now()] == [
+        ("10.0.0.5", "released"), ("10.0.0.6", "released"), ("10.0.0.7", "bound")]
+    store.close()

@@ -119,6 +119,16 @@ class LeasePool:
 
     # -- allocation ------------------------------------------------------------------
 
+    def share(self, part: int, parts: int) -> None:
+        """Servers sharing this pool (``[dhcp] peers``): this one hands out never-used
+        addresses from part ``part`` of ``parts`` equal slices of the range first, and
+        from the others' only once its own is used up. Started at the same address, two
+        servers offered the same addresses to two clients at once, and the REQUEST
+        committed second was NAKed (a third of the REQUESTs at 500/s); apart, they meet
+        only when a slice runs out."""
+        size = self._end - self._start + 1
+        self._next_free = self._start + size * part // parts
+
     def available_for(self, ip: Address, key: str, mac: str) -> bool:
         """Whether ``ip`` may be given to this client now."""
         return self.unavailable_because(ip, key, mac) is None

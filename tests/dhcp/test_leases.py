@@ -119,3 +119,18 @@ def test_learn_takes_only_this_pools_family(tmp_path: Path) -> None:
     assert pool.holder("fd77::100") is None
     held = pool.holder("10.77.0.105")
     assert held is not None and held.mac == "52:54:00:00:00:08"
+
+
+def test_servers_sharing_the_pool_start_in_their_own_slices(tmp_path: Path) -> None:
+    """With the pool shared by two servers, each offers never-used addresses from its own
+    half of the range first, and from the other half once its own is used up."""
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    first, _, _ = make_pool(tmp_path / "a")
+    second, _, _ = make_pool(tmp_path / "b")
+    first.share(0, 2)
+    second.share(1, 2)
+    assert first.allocate("mac:a", "a", None) == IPv4Address("10.77.0.100")
+    assert second.allocate("mac:b", "b", None) == IPv4Address("10.77.0.110")
+    given = [second.allocate(f"mac:{n}", f"{n}", None) for n in range(11)]
+    assert given[-2:] == [IPv4Address("10.77.0.120"), IPv4Address("10.77.0.100")]
