@@ -3,12 +3,12 @@
 During a boot storm each transfer has one plain socket, and every ACK on it would be one
 event of the reactor: Twisted wraps each in its logging context and reads the socket
 until it is empty (a second, failing ``recvfrom`` per ACK), and a ``udp.Port`` costs a
-log line and a delayed call to open and close. Those were ~40 % of the server's time in
-a storm of 2,000 (bench/RESULTS.md, issue 18). So the plain sockets live in one
-:class:`SessionSockets`: an ``epoll`` set of its own, which the reactor watches as one
-descriptor (an epoll descriptor is readable while one of its sockets is); one reactor
-event then reads one datagram from each socket that has one (level-triggered: a second
-one waiting is found on the next turn).
+log line and a delayed call to open and close (py-spy, a storm of 2,000: ~20 % of the
+server's time in that dispatch, ~9 % in ``listenUDP``; bench/RESULTS.md, issue 18).
+So the plain sockets live in one :class:`SessionSockets`: an ``epoll`` set of its own,
+which the reactor watches as one descriptor (an epoll descriptor is readable while one
+of its sockets is); one reactor event then reads one datagram from each socket that has
+one (level-triggered: a second one waiting is found on the next turn).
 
 A socket connected to the client is cheaper per datagram on Linux: the kernel keeps the
 route for its sends and finds it without a full lookup for each ACK (early demux); on
