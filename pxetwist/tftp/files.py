@@ -10,8 +10,8 @@ memory, keyed by path, mtime and size, so a boot storm reads each once; larger
 files are read with ``os.pread`` in read-ahead chunks by the session.
 
 Resolving a name (``realpath`` of the name and of its folder: an ``lstat`` per path
-component) cost more than the rest of starting a transfer together in a boot storm
-(bench/RESULTS.md, issue 18). So the real path of a name found in a folder is
+component) was a quarter of starting a transfer in a boot storm (bench/RESULTS.md,
+issue 18). So the real path of a name found in a folder is
 remembered with the identity (device, inode) of the file it named, and reused only
 while the name still leads to that same file (one ``stat`` that follows links) and the
 real path still names it (``open`` without following a link, then ``fstat``); anything

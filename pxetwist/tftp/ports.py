@@ -68,8 +68,6 @@ class SessionSockets:
     makes it and has the reactor watch it, the last one closed removes and closes it.
     """
 
-    _log = Logger()
-
     def __init__(self, reactor: Any) -> None:
         self._reactor = reactor
         self._epoll: Any = None
@@ -79,9 +77,6 @@ class SessionSockets:
     def usable(reactor: Any) -> bool:
         """Whether ``reactor`` can watch the set (a real reactor, on Linux)."""
         return IReactorFDSet.providedBy(reactor) and hasattr(select, "epoll")
-
-    def __len__(self) -> int:
-        return len(self._ports)
 
     def open(self, interface: str, session: TftpSession) -> SessionPort:
         """A new socket on an ephemeral port of ``interface`` for ``session``, which starts
