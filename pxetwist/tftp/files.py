@@ -9,6 +9,16 @@ Small hot files (``undionly.kpxe`` is ~70 KB, ``ipxe.efi`` ~1 MB) are kept in
 memory, keyed by path, mtime and size, so a boot storm reads each once; larger
 files are read with ``os.pread`` in read-ahead chunks by the session.
 
+Resolving a name (``realpath`` of the name and of its folder: an ``lstat`` per path
+component) was a quarter of starting a transfer in a boot storm (bench/RESULTS.md,
+issue 18). So the real path of a name found in a folder is
+remembered with the identity (device, inode) of the file it named, and reused only
+while the name still leads to that same file (one ``stat`` that follows links) and the
+real path still names it (``open`` without following a link, then ``fstat``); anything
+else (the file replaced, a link changed to point elsewhere, the name gone) resolves the
+name again with every check. A name is thus only ever answered with a file that a full
+resolution found inside its folder.
+
 netascii is converted as a stream (:class:`NetasciiSource`), a chunk at a time as the
 session reads, never the whole file at once. Its converted size is not known until the
 last chunk has been converted, so a netascii transfer acknowledges no ``tsize`` (RFC 2347
@@ -33,6 +43,8 @@ from pxetwist.paths import PathRefusedError, normalise, resolve_inside
 CACHE_FILE_LIMIT = 8 * 1024 * 1024
 #: Total bytes the memory cache may hold.
 CACHE_TOTAL_LIMIT = 64 * 1024 * 1024
+#: Names whose resolution is remembered (all are forgotten when it is full).
+RESOLVED_LIMIT = 4096
 #: Bytes of the file converted to netascii at a time.
 NETASCII_CHUNK = 64 * 1024
 
@@ -174,6 +186,8 @@ class FileResolver:
     open_descriptors: int = 0
     _cache: OrderedDict[_CacheKey, bytes] = field(factory=OrderedDict)
     _cache_bytes: int = 0
+    #: ``(folder, name) -> (real path, (st_dev, st_ino))`` of names resolved in a folder
+    _resolved: dict[tuple[Path, str], tuple[str, tuple[int, int]]] = field(factory=dict)
 
     def open(self, name: str, netascii: bool = False) -> Source:
         """Resolve ``name`` to a :class:`FileSource` (a :class:`NetasciiSource` over it with
@@ -201,15 +215,41 @@ class FileResolver:
         raise FileRefusedError(1, "file not found")
 
     def _open_in(self, folder: Path, relative: str) -> FileSource | None:
+        key = (folder, relative)
+        known = self._resolved.get(key)
+        if known is not None:
+            source = self._reopen(folder, relative, *known)
+            if source is not None:
+                return source
+            del self._resolved[key]
         try:
             real = resolve_inside(folder, relative, links_may_leave=folder in self.trusted)
         except PathRefusedError:
             raise FileRefusedError(2, "access violation") from None
         if real is None:
             return None
-        return self._open_real(real, relative)
+        return self._open_real(real, relative, remember=key)
 
-    def _open_real(self, real: str, relative: str) -> FileSource:
+    def _reopen(self, folder: Path, relative: str, real: str,
+                identity: tuple[int, int]) -> FileSource | None:
+        """The file a name resolved to before, if the name still leads to it and its real
+        path still names it; ``None``: resolve again."""
+        try:
+            now = os.stat(os.path.join(folder, relative))
+        except (OSError, ValueError):
+            return None
+        if (now.st_dev, now.st_ino) != identity:
+            return None
+        try:
+            return self._open_real(real, relative, identity=identity)
+        except FileRefusedError:
+            return None
+
+    def _open_real(self, real: str, relative: str,
+                   remember: tuple[Path, str] | None = None,
+                   identity: tuple[int, int] | None = None) -> FileSource:
+        """Open the resolved ``real`` path. :param remember: note its resolution under this
+        key. :param identity: refuse it unless it is this file (device, inode)."""
         try:
             fd = os.open(real, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
         except OSError:
@@ -218,6 +258,12 @@ class FileResolver:
             info = os.fstat(fd)
             if not stat.S_ISREG(info.st_mode):
                 raise FileRefusedError(2, "not a regular file")
+            if identity is not None and (info.st_dev, info.st_ino) != identity:
+                raise FileRefusedError(2, "changed since it was resolved")
+            if remember is not None:
+                if len(self._resolved) >= RESOLVED_LIMIT:
+                    self._resolved.clear()
+                self._resolved[remember] = (real, (info.st_dev, info.st_ino))
             if info.st_size <= CACHE_FILE_LIMIT:
                 key = _CacheKey(real, info.st_mtime_ns, info.st_size)
                 data = self._cached(key, fd)

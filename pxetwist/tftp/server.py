@@ -36,7 +36,7 @@ from pxetwist.metrics import (
 from pxetwist.tftp import packet
 from pxetwist.tftp.core import Result
 from pxetwist.tftp.files import FileRefusedError, FileResolver
-from pxetwist.tftp.ports import open_session_port
+from pxetwist.tftp.ports import SessionSockets, open_session_port
 from pxetwist.tftp.session import MAX_RTO, TftpSession, log_packet
 
 #: Protocol limits of the options (RFC 2348, 2349, 7440).
@@ -124,6 +124,8 @@ class TftpServerProtocol(DatagramProtocol):
         self._unanswered: dict[TftpSession, None] = {}
         #: client addresses that have answered a session (not spoofed)
         self._proven: OrderedDict[str, None] = OrderedDict()
+        #: the transfers' plain sockets, watched as one (None: a listenUDP port each)
+        self._plain = SessionSockets(reactor) if SessionSockets.usable(reactor) else None
 
     def datagramReceived(self, data: bytes, addr: tuple[str, int]) -> None:
         assert self.transport is not None
@@ -207,7 +209,7 @@ class TftpServerProtocol(DatagramProtocol):
                             detail=source.name)
         try:
             open_session_port(self.reactor, session_interface(self.config.address, host),
-                              session, connected=self._only_session())
+                              session, connected=self._only_session(), plain=self._plain)
         except Exception:
             session.core.end(Result.ERROR)
             self._forget(session)

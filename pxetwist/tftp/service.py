@@ -3,6 +3,12 @@
 An empty ``[tftp] address`` listens on both families: ``0.0.0.0`` and ``[::]`` (an
 IPv6-only socket, so IPv4 clients keep their plain addresses); an IPv4 or IPv6
 address listens on that one.
+
+A boot storm sends its requests at once: the kernel's default receive buffer (~208 KiB,
+a few hundred small datagrams) overflows, and a dropped RRQ costs that client its whole
+retry timeout (1 s or more). Each listening socket asks for :data:`LISTEN_RCVBUF`
+(``SO_RCVBUFFORCE`` as root, past ``net.core.rmem_max``; else what ``rmem_max`` allows);
+it is a limit, not memory taken up front.
 """
 
 from __future__ import annotations
@@ -23,6 +29,24 @@ from pxetwist.dualstack import stop_listening
 from pxetwist.events import EventBus
 from pxetwist.tftp.files import FileResolver
 from pxetwist.tftp.server import TftpServerProtocol
+
+#: Receive buffer asked for on each listening socket: ~2,000 RRQs queued at once (the kernel
+#: counts each small datagram as ~1 KiB and doubles what it is given).
+LISTEN_RCVBUF = 2 * 1024 * 1024
+
+
+def enlarge_receive_buffer(sock: socket.socket, size: int = LISTEN_RCVBUF) -> int:
+    """Ask for a ``size`` receive buffer (forced as root). :returns: the bytes granted."""
+    for option in (getattr(socket, "SO_RCVBUFFORCE", None), socket.SO_RCVBUF):
+        if option is None:
+            continue
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, option, size)
+            break
+        except OSError:  # not root: SO_RCVBUF, capped at net.core.rmem_max
+            continue
+    granted: int = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+    return granted
 
 
 class TftpListener(DatagramProtocol):
@@ -95,6 +119,11 @@ class TftpService(Service):
                                                  TftpListener(self.protocol))
             except OSError as e:  # IPv6 off on this host
                 self._log.warn("TFTP not on IPv6: {error}", error=e)
+        for port in (self._listening, self._listening6):
+            sock = getattr(port, "socket", None)  # the tests' fake ports have none
+            if sock is not None:
+                granted = enlarge_receive_buffer(sock)
+                self._log.debug("TFTP receive buffer: {granted} bytes", granted=granted)
         super().privilegedStartService()
 
     def _listen6(self, address: str, port: int, protocol: DatagramProtocol) -> Any:

@@ -93,6 +93,50 @@ def test_symlink_leaving_the_root_is_error_2(folders: tuple[Path, Path]) -> None
     assert info.value.code == 2
 
 
+def test_a_resolved_name_replaced_by_a_link_out_of_the_root_is_error_2(
+        folders: tuple[Path, Path]) -> None:
+    """A name resolved before (its real path remembered) that now is a symlink leaving the
+    root is refused, not answered with the file it named before."""
+    root, _ = folders
+    resolver = FileResolver(folders)
+    assert resolver.open("pxelinux.0").data == b"root copy"
+    (root / "pxelinux.0").unlink()
+    (root / "pxelinux.0").symlink_to(root.parent / "secret")
+    with pytest.raises(FileRefusedError) as info:
+        resolver.open("pxelinux.0")
+    assert info.value.code == 2
+
+
+def test_a_resolved_folder_swapped_for_a_link_out_of_the_root_is_error_2(
+        folders: tuple[Path, Path]) -> None:
+    """A folder on the way to a resolved name, swapped for a symlink that leaves the root,
+    is refused too (the name no longer leads to the file resolved before)."""
+    root, _ = folders
+    outside = root.parent / "outside"
+    outside.mkdir()
+    (outside / "grub.cfg").write_bytes(b"not yours")
+    resolver = FileResolver(folders)
+    assert resolver.open("sub/grub.cfg").read(0, 10) == b"cfg"
+    (root / "inside").unlink()  # the fixture's link into sub/
+    (root / "sub").rename(root / "old")
+    (root / "sub").symlink_to(outside)
+    with pytest.raises(FileRefusedError) as info:
+        resolver.open("sub/grub.cfg")
+    assert info.value.code == 2
+
+
+def test_a_resolved_name_that_is_gone_or_replaced_resolves_again(
+        folders: tuple[Path, Path]) -> None:
+    """Removed from the root: the next folder's copy; a new file under the name: its bytes."""
+    root, _ = folders
+    resolver = FileResolver(folders)
+    assert resolver.open("pxelinux.0").data == b"root copy"
+    (root / "pxelinux.0").unlink()
+    assert resolver.open("pxelinux.0").data == b"ipxe copy"
+    (root / "pxelinux.0").write_bytes(b"a new file")
+    assert resolver.open("pxelinux.0").data == b"a new file"
+
+
 def test_small_files_are_cached_until_they_change(folders: tuple[Path, Path]) -> None:
     """A cached small file is served from memory until its mtime or size changes."""
     root, _ = folders

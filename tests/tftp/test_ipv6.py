@@ -91,3 +91,16 @@ def test_missing_file_is_refused_over_ipv6(server: tuple[str, int]) -> None:
         sock.sendto(b"\0\1nope.bin\0octet\0", ("::1", port))
         data, addr = sock.recvfrom(600)
     assert data[:4] == b"\0\5\0\1" and addr[1] == port
+
+
+def test_concurrent_transfers_over_ipv6(server: tuple[str, int], root: Path,
+                                        tmp_path: Path) -> None:
+    """Transfers started together share one epoll set (pxetwist.tftp.ports.SessionSockets);
+    over IPv6 each still gets the exact bytes."""
+    _, port = server
+    outs = [tmp_path / f"out{i}" for i in range(4)]
+    curls = [subprocess.Popen(["curl", "-sS", "--max-time", "60", "--tftp-blksize", "1432",
+                               f"tftp://[::1]:{port}/big.bin", "-o", str(out)])
+             for out in outs]
+    assert [curl.wait(timeout=90) for curl in curls] == [0] * len(outs)
+    assert {sha256(out) for out in outs} == {sha256(root / "big.bin")}
