@@ -246,6 +246,13 @@ class Store:
         """What ``/health`` says of the state: the backend and whether it can be written."""
         return {"backend": "sqlite", "ok": True}
 
+    @property
+    def writable(self) -> bool:
+        """Whether a commit can be expected to succeed now. DHCP offers no address while
+        it is false: the ACK would wait for a commit that cannot happen. A local file
+        always is; a database server is not while it is away."""
+        return True
+
     def _run(self, work: Callable[..., T], *args: Any) -> Deferred[T]:
         if self._pool is None or self._reactor is None:
             try:

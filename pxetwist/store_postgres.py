@@ -374,6 +374,8 @@ class PostgresStore(Store):
         self._listener: threading.Thread | None = None
         #: The last call's failure while the database is away, else "" (``/health``).
         self._problem = ""
+        #: Whether the database is away (a connection lost): :attr:`writable`.
+        self._away = False
         try:
             import psycopg
         except ImportError:
@@ -426,6 +428,14 @@ class PostgresStore(Store):
             result["error"] = self._problem
         return result
 
+    @property
+    def writable(self) -> bool:
+        """False from a lost connection (a call's, or the listener's) until a call
+        succeeds again or the listener reconnects (it retries every second). A statement
+        that fails on a working connection does not count: nothing would clear it while
+        DHCP, refusing to offer, writes nothing."""
+        return not self._away
+
     def _timed(self, kind: str, work: Callable[..., T], *args: Any) -> T:
         """Run ``work`` against the database: timed, counted, and the connection dropped
         when it broke (the next call connects again)."""
@@ -435,10 +445,11 @@ class PostgresStore(Store):
         except Exception as e:
             DATABASE_ERRORS.labels(kind=kind).inc()
             self._problem = (str(e).strip().splitlines() or [type(e).__name__])[0]
-            self._lost(e)
+            self._away = self._lost(e)
             raise
         DATABASE_SECONDS.labels(kind=kind).observe(time.monotonic() - start)
         self._problem = ""
+        self._away = False
         return result
 
     def _connection(self) -> Any:
@@ -451,10 +462,10 @@ class PostgresStore(Store):
             self._lease_pg = _connect(self.url, self.origin)
         return self._lease_pg
 
-    def _lost(self, error: Exception) -> None:
+    def _lost(self, error: Exception) -> bool:
         """After an error: when a connection broke or could not be made, drop both (they go
         to the same server: the idle one is most likely dead too), so the next calls
-        connect again."""
+        connect again; whether it was so."""
         import psycopg
 
         connections = [c for c in (self._pg, self._lease_pg) if c is not None]
@@ -463,6 +474,8 @@ class PostgresStore(Store):
             for conn in connections:
                 conn.close()
             self._pg = self._lease_pg = None
+            return True
+        return False
 
     def _write(self, statements: Iterable[tuple[str, Sequence[object]]]) -> None:
         self._timed("write", self._write_now, statements)
@@ -549,6 +562,7 @@ class PostgresStore(Store):
                 with _connect(self.url, self.origin + " listen") as conn:
                     conn.execute(f"LISTEN {CHANNEL}")
                     self._problem = ""
+                    self._away = False
                     if lost:
                         reactor.callFromThread(changed, None, None, "")
                         lost = False
@@ -567,6 +581,7 @@ class PostgresStore(Store):
                                     else "")
             except (psycopg.Error, ValueError) as e:
                 self._problem = (str(e).strip().splitlines() or [type(e).__name__])[0]
+                self._away = isinstance(e, psycopg.OperationalError)
                 if not lost:
                     reactor.callFromThread(self._log.warn, "state {url}: change announcements"
                                            " lost ({error}); reconnecting",

@@ -45,11 +45,16 @@ def test_no_ack_while_the_database_is_away_and_recovery_after(
         assert DATABASE_ERRORS.labels(kind="bind")._value.get() > errors
         status = store.status()
         assert status["ok"] is False and status["error"]
+        # and no new client is offered an address it could not be ACKed
+        assert not store.writable
+        assert rig.send(ipxe_rom(opt.DISCOVER, mac="52:54:00:00:00:09")) == []
     finally:
         own_cluster.start()
     rig.reactor.advance(10)  # the client's retry, later
     [(ack, _)] = rig.send(ipxe_rom(opt.REQUEST, options=[
         server_id(SERVER), requested(str(offer.yiaddr))]))
     assert opt.message_type(ack) == opt.ACK and store.status()["ok"] is True
+    [(second, _)] = rig.send(ipxe_rom(opt.DISCOVER, mac="52:54:00:00:00:09"))
+    assert opt.message_type(second) == opt.OFFER and store.writable
     assert [(r.ip, r.state) for r in store.leases_now()] == [(str(offer.yiaddr), "bound")]
     store.close()

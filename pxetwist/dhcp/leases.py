@@ -151,6 +151,10 @@ class LeasePool:
             return "address offered to another client"
         return None
 
+    def can_commit(self) -> bool:
+        """Whether the store can commit a lease now (see :attr:`Store.writable`)."""
+        return self._store.writable
+
     def allocate(self, key: str, mac: str, requested: Address | None) -> Address | None:
         """An address for this client (its reservation, its previous address, the one it
         asks for, or a free one), held for it for :data:`OFFER_HOLD` seconds; ``None``

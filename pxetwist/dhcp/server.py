@@ -121,6 +121,9 @@ class DhcpServer:
         if self.balancer is not None and not self.balancer.serves(packet):
             DHCP_DROPPED.labels(reason="peer-bucket").inc()  # a peer's client
             return
+        if not self.pool.can_commit():  # the database is away: an ACK could not follow
+            DHCP_DROPPED.labels(reason="store-unavailable").inc()
+            return
         key = opt.client_key(packet)
         ip = self.pool.allocate(key, packet.mac, opt.requested_ip(packet))
         if ip is None:

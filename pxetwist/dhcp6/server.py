@@ -228,6 +228,11 @@ class Dhcp6Server:
         options: list[tuple[int, bytes]] = []
         for ia in self._ias(message):
             wanted = ia.addresses[0].address if ia.addresses else None
+            if not pool.can_commit():  # the database is away: a Reply could not follow
+                DHCP_DROPPED.labels(reason="store-unavailable").inc()
+                options.append((p6.IA_NA, p6.encode_ia_na(IaNa(
+                    ia.iaid, 0, 0, (), (p6.status(p6.NO_ADDRS_AVAIL, "state unavailable"),)))))
+                continue
             ip = pool.allocate(self._key(client, ia.iaid), client.mac, wanted)
             if ip is None:
                 DHCP_DROPPED.labels(reason="pool-exhausted").inc()

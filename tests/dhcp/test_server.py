@@ -301,6 +301,30 @@ def test_failing_store_is_logged_with_context(tmp_path: Path) -> None:
                     ]) == 1
 
 
+class AwayableStore(Store):
+    """A SQLite store that can play a database server that went away."""
+
+    away = False
+
+    @property
+    def writable(self) -> bool:
+        return not self.away
+
+
+def test_no_offer_while_the_store_cannot_commit(tmp_path: Path) -> None:
+    """Issue 16: while the shared state's database is away no address is offered (its ACK
+    could not follow); the drop is counted, and offers resume once it is back."""
+    store = AwayableStore(tmp_path / "state.sqlite")
+    rig = make_rig(tmp_path, store=store)
+    dropped = DHCP_DROPPED.labels(reason="store-unavailable")._value.get()
+    store.away = True
+    assert rig.send(ipxe_rom(opt.DISCOVER)) == []
+    assert DHCP_DROPPED.labels(reason="store-unavailable")._value.get() == dropped + 1
+    store.away = False
+    [(offer, _)] = rig.send(ipxe_rom(opt.DISCOVER))
+    assert opt.message_type(offer) == opt.OFFER
+
+
 def test_decline_of_a_free_address_ignored(tmp_path: Path) -> None:
     """Issue 13 item 1: DECLINEs of addresses nobody holds cannot drain the pool."""
     rig = make_rig(tmp_path)

@@ -23,6 +23,7 @@ from pxetwist.events import EventBus
 from pxetwist.metrics import DHCP_DROPPED
 from pxetwist.policy import BootPolicy
 from pxetwist.store import Store
+from tests.dhcp.test_server import AwayableStore
 from tests.dhcp6.clients import LINK_LOCAL, LL_DUID, ia, ipxe, ovmf, plain
 from tests.fakes import FakeUDPReactor
 
@@ -54,7 +55,8 @@ class Rig:
         return reply
 
 
-def make_rig(tmp_path: Path, mode: str = "full", extra: str = "") -> Rig:
+def make_rig(tmp_path: Path, mode: str = "full", extra: str = "",
+             store: Store | None = None) -> Rig:
     for name in ("tftproot", "catalog"):
         (tmp_path / name).mkdir(parents=True, exist_ok=True)
     config = load_text(
@@ -64,7 +66,7 @@ def make_rig(tmp_path: Path, mode: str = "full", extra: str = "") -> Rig:
         f"[tftp]\nroot = tftproot\n[catalog]\npaths = catalog\n{extra}", tmp_path)
     reactor = FakeUDPReactor()
     reactor.advance(1_000_000)
-    store = Store(tmp_path / "state.sqlite")
+    store = store or Store(tmp_path / "state.sqlite")
     events = EventBus(reactor)
     pool = LeasePool(config.dhcp6, store, reactor) if mode == "full" else None
     if pool is not None:
@@ -305,3 +307,17 @@ def test_garbage_through_the_protocol_raises_nothing(tmp_path: Path, data: bytes
     for sent, _ in rig.transport.written:
         assert p6.parse(sent).msg_type in (p6.ADVERTISE, p6.REPLY, p6.RELAY_REPL)
     rig.store.close()
+
+
+def test_no_address_advertised_while_the_store_cannot_commit(tmp_path: Path) -> None:
+    """Issue 16: while the shared state's database is away an Advertise carries no address
+    (NoAddrsAvail: the Reply to its Request could not follow); once back, it does."""
+    store = AwayableStore(tmp_path / "state.sqlite")
+    rig = make_rig(tmp_path, store=store)
+    store.away = True
+    advertise = rig.one(ovmf(p6.SOLICIT, ia(1)))
+    assert addresses(advertise) == []
+    [body] = advertise.all(p6.IA_NA)
+    assert b"state unavailable" in body
+    store.away = False
+    assert addresses(rig.one(ovmf(p6.SOLICIT, ia(1)))) == ["fd77::100"]
