@@ -567,6 +567,9 @@ class PostgresStore(Store):
                         reactor.callFromThread(changed, None, None, "")
                         lost = False
                     while not self._stopping.is_set():
+                        if self._away:  # a call's connection broke, this one may not have:
+                            conn.execute("SELECT 1")  # the database answers, offer again
+                            self._away = False
                         for note in conn.notifies(timeout=0.5):
                             if own in note.payload:
                                 continue  # this store's change: no need to decode it

@@ -153,3 +153,21 @@ async def test_a_changed_machine_arrives_in_its_announcement_not_read_back(
     finally:
         a.close()
         b.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_listener_clears_a_lost_call_connection_once_the_database_answers(
+    tmp_path: Path, pg_cluster: Any, reactor: Any
+) -> None:
+    """A call whose connection broke makes the store unwritable (DHCP stops offering); the
+    listener, whose own connection still works, sees the database answer and makes it
+    writable again without waiting for another call."""
+    a = Server(pg_cluster.new_database(), tmp_path / "a", reactor, "10.0.0.1")
+    try:
+        await deferLater(reactor, 0.3, lambda: None)  # listening
+        assert a.store.writable
+        a.store._away = True  # what a broken lease connection leaves (see _timed)
+        assert not a.store.writable
+        await until(reactor, lambda: a.store.writable, seconds=5)
+    finally:
+        a.close()
