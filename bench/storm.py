@@ -301,33 +301,39 @@ class Client:
 
     async def dhcp(self, mac: bytes, uuid_: bytes, ipxe: bool, result: dict[str, Any]
                    ) -> dict[str, Any]:
-        """DISCOVER/OFFER then REQUEST/ACK; each message resent after 4, 8, 16 s."""
-        xid = random.getrandbits(32)
-        offer = await self._exchange(mac, xid, dhcp_request(
-            mac, xid, self.relay_ip, DISCOVER, ipxe, uuid_), (OFFER,), result)
-        ack = await self._exchange(mac, xid, dhcp_request(
-            mac, xid, self.relay_ip, REQUEST, ipxe, uuid_, offer["yiaddr"], offer["server"]),
-            (ACK, NAK), result)
-        if ack["kind"] == NAK:
-            raise BootFailedError("dhcp: NAK")
-        return ack
+        """DISCOVER/OFFER then REQUEST/ACK; each message resent after 4, 8, 16 s; after
+        a NAK the client starts again with a DISCOVER (RFC 2131 3.1), at most 3 times."""
+        for _ in range(3):
+            xid = random.getrandbits(32)
+            offer = await self._exchange(mac, xid, dhcp_request(
+                mac, xid, self.relay_ip, DISCOVER, ipxe, uuid_), (OFFER,), result)
+            ack = await self._exchange(mac, xid, dhcp_request(
+                mac, xid, self.relay_ip, REQUEST, ipxe, uuid_, offer["yiaddr"],
+                offer["server"]), (ACK, NAK), result)
+            if ack["kind"] == ACK:
+                return ack
+            result["retries"]["dhcp"] += 1
+        raise BootFailedError("dhcp: NAK three times")
 
     async def _exchange(self, mac: bytes, xid: int, packet: bytes, kinds: tuple[int, ...],
                         result: dict[str, Any]) -> dict[str, Any]:
+        """Send ``packet`` until a reply of one of ``kinds`` comes; others (a late OFFER
+        of a resent DISCOVER) are ignored, as a client does."""
         assert self.relay.transport is not None
         try:
             for tries, timeout in enumerate(DHCP_TIMEOUTS):
-                future: asyncio.Future[dict[str, Any]] = self.loop.create_future()
-                self.relay.waiting[xid] = (mac, future)
                 self.relay.transport.sendto(packet, (self.spec["server"], 67))
                 result["retries"]["dhcp"] += 1 if tries else 0
-                try:
-                    reply = await asyncio.wait_for(future, timeout)
-                except TimeoutError:
-                    continue
-                if reply["kind"] in kinds:
-                    return reply
-                raise BootFailedError(f"dhcp: unexpected message type {reply['kind']}")
+                until = self.loop.time() + timeout
+                while (left := until - self.loop.time()) > 0:
+                    future: asyncio.Future[dict[str, Any]] = self.loop.create_future()
+                    self.relay.waiting[xid] = (mac, future)
+                    try:
+                        reply = await asyncio.wait_for(future, left)
+                    except TimeoutError:
+                        break
+                    if reply["kind"] in kinds:
+                        return reply
         finally:
             self.relay.waiting.pop(xid, None)
         raise BootFailedError(f"dhcp: no answer to message type {packet[242]} after "
@@ -362,8 +368,15 @@ class Client:
         request = (f"GET {path or '/'} HTTP/1.1\r\nConnection: keep-alive\r\n"
                    f"User-Agent: iPXE/1.0.0+git-20190125\r\nHost: {parts.netloc}\r\n\r\n"
                    ).encode()
+        try:
+            return await self._get(ip, url, parts.hostname, parts.port or 80, request, keep)
+        except OSError as e:
+            raise BootFailedError(f"http: {url}: {type(e).__name__}: {e}") from None
+
+    async def _get(self, ip: str, url: str, host: str, port: int, request: bytes,
+                   keep: bool) -> tuple[int, bytes, str]:
         with _sock(ip) as sock:
-            await self.loop.sock_connect(sock, (parts.hostname, parts.port or 80))
+            await self.loop.sock_connect(sock, (host, port))
             await self.loop.sock_sendall(sock, request)
             head = b""
             while b"\r\n\r\n" not in head:
@@ -790,6 +803,18 @@ def peak_rss_mib(pids: list[int]) -> float:
     return total / 1024
 
 
+def listen_drops(ns: str) -> int:
+    """TcpExt ListenDrops of namespace ``ns`` (SYNs or handshakes a full accept queue
+    dropped; the client then retries after 1, 3, 7... s)."""
+    text = subprocess.run(in_ns(ns, "cat", "/proc/net/netstat"), capture_output=True,
+                          text=True, timeout=10).stdout.splitlines()
+    for names, values in zip(text[0::2], text[1::2], strict=False):
+        if names.startswith("TcpExt:"):
+            fields = dict(zip(names.split()[1:], values.split()[1:], strict=False))
+            return int(fields.get("ListenDrops", 0))
+    return 0
+
+
 def storm(kind: str, server_ns: str, client_ns: str, root: Path, count: int,
           expected: dict[str, tuple[int, str]], args: argparse.Namespace, seed: int
           ) -> dict[str, Any]:
@@ -808,6 +833,7 @@ def storm(kind: str, server_ns: str, client_ns: str, root: Path, count: int,
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             time.sleep(1.0)
         before = cpu_seconds(pids)
+        drops = listen_drops(server_ns)
         load_before = Path("/proc/loadavg").read_text().split()[0]
         start_wall = time.time() + 1.0 + 0.2 * args.workers  # the workers' common t0
         workers = []
@@ -829,6 +855,7 @@ def storm(kind: str, server_ns: str, client_ns: str, root: Path, count: int,
                 raise RuntimeError(f"client worker failed: {err.decode()[-2000:]}")
             machines += json.loads(out)
         after = cpu_seconds(pids)
+        drops = listen_drops(server_ns) - drops
         rss = peak_rss_mib(pids)
         load_after = Path("/proc/loadavg").read_text().split()[0]
     finally:
@@ -840,7 +867,7 @@ def storm(kind: str, server_ns: str, client_ns: str, root: Path, count: int,
         shutil.rmtree(run, ignore_errors=True)
     return {"server": kind, "n": count, "machines": machines,
             "cpu": sum(after.get(p, 0.0) - before.get(p, 0.0) for p in after),
-            "rss": rss, "load": f"{load_before}-{load_after}"}
+            "rss": rss, "load": f"{load_before}-{load_after}", "listen_drops": drops}
 
 
 def percentile(values: list[float], fraction: float) -> float:
@@ -861,6 +888,7 @@ def summary(result: dict[str, Any]) -> dict[str, Any]:
         "last": max((m["done"] for m in good), default=float("nan")),
         "p50": percentile(totals, 0.5), "p99": percentile(totals, 0.99),
         "cpu": result["cpu"], "rss": result["rss"], "load": result["load"],
+        "listen_drops": result["listen_drops"],
         "retries": {k: sum(m["retries"][k] for m in machines) for k in ("dhcp", "tftp")},
         "bytes": {k: sorted({m["bytes"][k] for m in good}) for k in
                   ("tftp", "script", "kernel", "initrd")},
@@ -878,8 +906,8 @@ def med(values: list[float]) -> float:
 def table(summaries: list[dict[str, Any]], servers: list[str], counts: list[int]) -> str:
     lines = ["| N | server | time to last machine (s) per round | median | per machine "
              "p50 / p99 (s) | failures | server CPU (s) | peak RSS (MiB) | retries DHCP/TFTP |"
-             " load (1 min) |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             " TCP listen drops | load (1 min) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for count in counts:
         medians = {}
         for kind in servers:
@@ -896,11 +924,12 @@ def table(summaries: list[dict[str, Any]], servers: list[str], counts: list[int]
                 f"{med([r['cpu'] for r in runs]):.1f} | {max(r['rss'] for r in runs):.0f} | "
                 f"{sum(r['retries']['dhcp'] for r in runs)}/"
                 f"{sum(r['retries']['tftp'] for r in runs)} | "
+                f"{'/'.join(str(r['listen_drops']) for r in runs)} | "
                 f"{', '.join(r['load'] for r in runs)} |")
         for name in ("pxetwist", "pxetwist-compare"):
             if name in medians and "dnsmasq" in medians:
                 lines.append(f"| {count} | ratio {name}/dnsmasq+nginx | | "
-                             f"**{medians[name] / medians['dnsmasq']:.2f}** | | | | | | |")
+                             f"**{medians[name] / medians['dnsmasq']:.2f}** | | | | | | | |")
     lines += ["", "Per phase, p50 / p99 seconds (medians over rounds):", "",
               "| N | server | " + " | ".join(PHASES) + " |",
               "|---|---|" + "---|" * len(PHASES)]
@@ -983,6 +1012,7 @@ def main() -> None:
                                  f"{figures['last']:.2f} s, p50 {figures['p50']:.2f} s, "
                                  f"failures {figures['failures']} {figures['errors']}, "
                                  f"CPU {figures['cpu']:.1f} s, RSS {figures['rss']:.0f} MiB, "
+                                 f"listen drops {figures['listen_drops']}, "
                                  f"load {figures['load']}")
     finally:
         if args.json:
