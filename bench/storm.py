@@ -884,6 +884,8 @@ def summary(result: dict[str, Any]) -> dict[str, Any]:
     totals = [m["done"] - m["start"] for m in good]
     out: dict[str, Any] = {
         "server": result["server"], "n": result["n"], "failures": len(machines) - len(good),
+        "machines": len(machines),
+        "completed": sum(1 for m in good if all(m["phases"][p] > 0 for p in PHASES)),
         "errors": sorted({m["error"] for m in machines if m["error"]})[:5],
         "last": max((m["done"] for m in good), default=float("nan")),
         "p50": percentile(totals, 0.5), "p99": percentile(totals, 0.99),
@@ -990,7 +992,8 @@ def main() -> None:
         servers.insert(1, "pxetwist-compare")
     if os.geteuid() != 0:
         sys.exit("needs root (network namespaces, DHCP ports)")
-    missing = [p for p in ("dnsmasq", "nginx", "curl") if shutil.which(p) is None]
+    needed = ["curl"] + (["dnsmasq", "nginx"] if "dnsmasq" in servers else [])
+    missing = [p for p in needed if shutil.which(p) is None]
     if missing or not LOADER.is_file():
         sys.exit(f"missing: {', '.join(missing) or LOADER}")
     root = Path(tempfile.mkdtemp(prefix="pxetwist-storm-"))
