@@ -892,6 +892,7 @@ def summary(result: dict[str, Any]) -> dict[str, Any]:
         "cpu": result["cpu"], "rss": result["rss"], "load": result["load"],
         "listen_drops": result["listen_drops"],
         "retries": {k: sum(m["retries"][k] for m in machines) for k in ("dhcp", "tftp")},
+        "slowest": sorted(good, key=lambda m: m["done"] - m["start"])[-3:],
         "bytes": {k: sorted({m["bytes"][k] for m in good}) for k in
                   ("tftp", "script", "kernel", "initrd")},
         "phases": {p: (percentile([m["phases"][p] for m in good], 0.5),

@@ -50,12 +50,23 @@ def can_sendfile(request: Any, file_object: Any) -> bool:
 
 
 def _send(socket_fd: int, file_fd: int, offset: int, count: int) -> int:
-    """One ``sendfile`` (in a pool thread): bytes sent, 0 at the file's end, -1 when the
-    socket is full."""
-    try:
-        return os.sendfile(socket_fd, file_fd, offset, count)
-    except BlockingIOError:
-        return -1
+    """Up to ``count`` bytes (in a pool thread), calling ``sendfile`` again while the
+    socket takes more: bytes sent, 0 at the file's end, -1 when the socket was full.
+
+    One call per hop would leave a connection whose socket buffer is small (TCP sizes it
+    by the connection's history) a few KiB per trip through the thread pool's queue,
+    while the others move MiBs: in a 500-machine storm a few initrds took 90 s instead
+    of 10."""
+    sent = 0
+    while sent < count:
+        try:
+            step = os.sendfile(socket_fd, file_fd, offset + sent, count - sent)
+        except BlockingIOError:
+            return sent or -1
+        if step == 0:
+            break
+        sent += step
+    return sent
 
 
 class SendfileProducer(StaticProducer):
