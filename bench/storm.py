@@ -803,16 +803,19 @@ def peak_rss_mib(pids: list[int]) -> float:
     return total / 1024
 
 
-def listen_drops(ns: str) -> int:
-    """TcpExt ListenDrops of namespace ``ns`` (SYNs or handshakes a full accept queue
-    dropped; the client then retries after 1, 3, 7... s)."""
-    text = subprocess.run(in_ns(ns, "cat", "/proc/net/netstat"), capture_output=True,
-                          text=True, timeout=10).stdout.splitlines()
-    for names, values in zip(text[0::2], text[1::2], strict=False):
-        if names.startswith("TcpExt:"):
-            fields = dict(zip(names.split()[1:], values.split()[1:], strict=False))
-            return int(fields.get("ListenDrops", 0))
-    return 0
+def drops(ns: str) -> tuple[int, int]:
+    """Namespace ``ns``'s counts of TCP handshakes a full accept queue dropped (TcpExt
+    ListenDrops: the client retries after 1, 3, 7... s) and of datagrams a full UDP
+    receive buffer dropped (Udp RcvbufErrors: DHCP and TFTP requests lost)."""
+    found = {}
+    for table in ("/proc/net/netstat", "/proc/net/snmp"):
+        text = subprocess.run(in_ns(ns, "cat", table), capture_output=True, text=True,
+                              timeout=10).stdout.splitlines()
+        for names, values in zip(text[0::2], text[1::2], strict=False):
+            kind = names.split(":")[0]
+            found.update({f"{kind}.{k}": int(v) for k, v in zip(
+                names.split()[1:], values.split()[1:], strict=False) if v.lstrip("-").isdigit()})
+    return found.get("TcpExt.ListenDrops", 0), found.get("Udp.RcvbufErrors", 0)
 
 
 def storm(kind: str, server_ns: str, client_ns: str, root: Path, count: int,
@@ -833,7 +836,7 @@ def storm(kind: str, server_ns: str, client_ns: str, root: Path, count: int,
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             time.sleep(1.0)
         before = cpu_seconds(pids)
-        drops = listen_drops(server_ns)
+        dropped = drops(server_ns)
         load_before = Path("/proc/loadavg").read_text().split()[0]
         start_wall = time.time() + 1.0 + 0.2 * args.workers  # the workers' common t0
         workers = []
@@ -855,7 +858,7 @@ def storm(kind: str, server_ns: str, client_ns: str, root: Path, count: int,
                 raise RuntimeError(f"client worker failed: {err.decode()[-2000:]}")
             machines += json.loads(out)
         after = cpu_seconds(pids)
-        drops = listen_drops(server_ns) - drops
+        dropped_after = drops(server_ns)
         rss = peak_rss_mib(pids)
         load_after = Path("/proc/loadavg").read_text().split()[0]
     finally:
@@ -867,7 +870,9 @@ def storm(kind: str, server_ns: str, client_ns: str, root: Path, count: int,
         shutil.rmtree(run, ignore_errors=True)
     return {"server": kind, "n": count, "machines": machines,
             "cpu": sum(after.get(p, 0.0) - before.get(p, 0.0) for p in after),
-            "rss": rss, "load": f"{load_before}-{load_after}", "listen_drops": drops}
+            "rss": rss, "load": f"{load_before}-{load_after}",
+            "listen_drops": dropped_after[0] - dropped[0],
+            "udp_drops": dropped_after[1] - dropped[1]}
 
 
 def percentile(values: list[float], fraction: float) -> float:
@@ -890,7 +895,7 @@ def summary(result: dict[str, Any]) -> dict[str, Any]:
         "last": max((m["done"] for m in good), default=float("nan")),
         "p50": percentile(totals, 0.5), "p99": percentile(totals, 0.99),
         "cpu": result["cpu"], "rss": result["rss"], "load": result["load"],
-        "listen_drops": result["listen_drops"],
+        "listen_drops": result["listen_drops"], "udp_drops": result["udp_drops"],
         "retries": {k: sum(m["retries"][k] for m in machines) for k in ("dhcp", "tftp")},
         "slowest": sorted(good, key=lambda m: m["done"] - m["start"])[-3:],
         "bytes": {k: sorted({m["bytes"][k] for m in good}) for k in
@@ -909,7 +914,7 @@ def med(values: list[float]) -> float:
 def table(summaries: list[dict[str, Any]], servers: list[str], counts: list[int]) -> str:
     lines = ["| N | server | time to last machine (s) per round | median | per machine "
              "p50 / p99 (s) | failures | server CPU (s) | peak RSS (MiB) | retries DHCP/TFTP |"
-             " TCP listen drops | load (1 min) |",
+             " TCP listen / UDP buffer drops | load (1 min) |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for count in counts:
         medians = {}
@@ -927,7 +932,8 @@ def table(summaries: list[dict[str, Any]], servers: list[str], counts: list[int]
                 f"{med([r['cpu'] for r in runs]):.1f} | {max(r['rss'] for r in runs):.0f} | "
                 f"{sum(r['retries']['dhcp'] for r in runs)}/"
                 f"{sum(r['retries']['tftp'] for r in runs)} | "
-                f"{'/'.join(str(r['listen_drops']) for r in runs)} | "
+                f"{'/'.join(str(r['listen_drops']) for r in runs)} / "
+                f"{'/'.join(str(r['udp_drops']) for r in runs)} | "
                 f"{', '.join(r['load'] for r in runs)} |")
         for name in ("pxetwist", "pxetwist-compare"):
             if name in medians and "dnsmasq" in medians:
@@ -1017,6 +1023,7 @@ def main() -> None:
                                  f"failures {figures['failures']} {figures['errors']}, "
                                  f"CPU {figures['cpu']:.1f} s, RSS {figures['rss']:.0f} MiB, "
                                  f"listen drops {figures['listen_drops']}, "
+                                 f"UDP drops {figures['udp_drops']}, "
                                  f"load {figures['load']}")
     finally:
         if args.json:
