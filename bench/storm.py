@@ -275,11 +275,19 @@ class TftpDownload(asyncio.DatagramProtocol):
             self._finish(BootFailedError(f"tftp: error {data[2:].decode('latin-1', 'replace')!r}"))
 
 
+#: Each machine's TCP receive buffer (iPXE's own window is of this order). Left to
+#: autotuning (up to tcp_rmem's 32 MiB here), 500 connections in one namespace pushed the
+#: kernel into TCP memory pressure: pruned queues, retransmissions backing off, and a few
+#: initrds stalled for 60-90 s, a cost of the simulation that real machines never pay.
+RCVBUF = 256 * 1024
+
+
 @contextlib.contextmanager
 def _sock(local_ip: str) -> Iterator[socket.socket]:
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     try:
         sock.setblocking(False)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RCVBUF)
         sock.bind((local_ip, 0))
         yield sock
     finally:
