@@ -23,6 +23,13 @@ def stop_listening(ports: list[Any]) -> Deferred[Any] | None:
     return DeferredList(stopping) if stopping else None
 
 
+#: Connections the kernel queues for us to accept (Twisted's default is 50). A fleet
+#: powering on at once opens ~3 per machine within seconds; a full queue drops the
+#: handshake and the client retries after 1, 3, 7... s (bench/RESULTS.md, "Boot storm":
+#: 6,792 drops and 43 s for 1000 machines at 50). The kernel caps it at somaxconn.
+BACKLOG = 4096
+
+
 def ipv6_only_tcp_socket(port: int) -> socket.socket:
     """A listening, non-blocking TCP socket on ``[::]:port`` for IPv6 alone."""
     sock = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
@@ -30,7 +37,7 @@ def ipv6_only_tcp_socket(port: int) -> socket.socket:
         sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(("::", port))
-        sock.listen(128)
+        sock.listen(BACKLOG)
         sock.setblocking(False)
     except OSError:
         sock.close()
@@ -59,7 +66,7 @@ class DualStackTCPServer(Service):
         self.ports: list[Any] = []
 
     def privilegedStartService(self) -> None:
-        v4 = self._reactor.listenTCP(self._port, self.factory, interface="")
+        v4 = self._reactor.listenTCP(self._port, self.factory, backlog=BACKLOG, interface="")
         self.ports = [v4]
         if IReactorSocket.providedBy(self._reactor):
             port = v4.getHost().port

@@ -31,7 +31,7 @@ from pxetwist.config import Config
 from pxetwist.dhcp.leases import BOUND, LeasePool
 from pxetwist.dhcp.service import build_dhcp_service
 from pxetwist.dhcp6.service import build_dhcp6_service
-from pxetwist.dualstack import DualStackTCPServer
+from pxetwist.dualstack import BACKLOG, DualStackTCPServer
 from pxetwist.events import BootEvent, EventBus
 from pxetwist.http.app import PxeApp
 from pxetwist.http.unattended import Unattended
@@ -228,7 +228,7 @@ def build_http(config: Config, app: PxeApp, reactor: Any, app6: PxeApp | None = 
         both.setName("http")
         return both
     family = "tcp6" if ":" in config.http.interface else "tcp"
-    description = f"{family}:{config.http.port}"
+    description = f"{family}:{config.http.port}:backlog={BACKLOG}"
     description += ":interface=" + config.http.interface.replace(":", "\\:")
     served = app6 if family == "tcp6" else app
     service = strports.service(description, Site(served.resource()), reactor=reactor)

@@ -8,11 +8,13 @@ from pathlib import Path
 
 import pytest
 import pytest_twisted
+from attrs import evolve
 from twisted.application.service import IService, IServiceMaker
 from twisted.internet.testing import MemoryReactorClock
 from twisted.plugin import getPlugins
 
 from pxetwist.config import Config, load_text
+from pxetwist.dualstack import BACKLOG
 from pxetwist.service import make_service
 from pxetwist.tap import Options
 
@@ -83,6 +85,21 @@ def test_service_tree_binds_http_when_started(tmp_path: Path) -> None:
         assert [(port, interface) for port, _, _, interface in reactor.tcpServers] == [
             (0, "127.0.0.1")
         ]
+    finally:
+        top.stopService()
+
+
+@pytest.mark.parametrize("interface", ["127.0.0.1", ""])
+def test_http_listens_with_a_deep_accept_queue(tmp_path: Path, interface: str) -> None:
+    """The HTTP port queues BACKLOG connections, not Twisted's 50: a fleet powering on
+    at once must not have its handshakes dropped (one interface, or both families)."""
+    reactor = MemoryReactorClock()
+    config = lab_config(tmp_path).http
+    top = make_service(evolve(lab_config(tmp_path), http=evolve(config, interface=interface)),
+                       reactor)
+    top.privilegedStartService()
+    try:
+        assert [backlog for _, _, backlog, _ in reactor.tcpServers][:1] == [BACKLOG]
     finally:
         top.stopService()
 
