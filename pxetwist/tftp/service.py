@@ -6,9 +6,9 @@ address listens on that one.
 
 A boot storm sends its requests at once: the kernel's default receive buffer (~208 KiB,
 a few hundred small datagrams) overflows, and a dropped RRQ costs that client its whole
-retry timeout (1 s or more). Each listening socket asks for :data:`LISTEN_RCVBUF`
-(``SO_RCVBUFFORCE`` as root, past ``net.core.rmem_max``; else what ``rmem_max`` allows);
-it is a limit, not memory taken up front.
+retry timeout (1 s or more). Each listening socket asks for
+:data:`pxetwist.sockets.LISTEN_RCVBUF` (``SO_RCVBUFFORCE`` as root, past
+``net.core.rmem_max``; else what ``rmem_max`` allows).
 """
 
 from __future__ import annotations
@@ -27,26 +27,9 @@ from twisted.logger import Logger
 from pxetwist.config import Config
 from pxetwist.dualstack import stop_listening
 from pxetwist.events import EventBus
+from pxetwist.sockets import enlarge_receive_buffer
 from pxetwist.tftp.files import FileResolver
 from pxetwist.tftp.server import TftpServerProtocol
-
-#: Receive buffer asked for on each listening socket: ~2,000 RRQs queued at once (the kernel
-#: counts each small datagram as ~1 KiB and doubles what it is given).
-LISTEN_RCVBUF = 2 * 1024 * 1024
-
-
-def enlarge_receive_buffer(sock: socket.socket, size: int = LISTEN_RCVBUF) -> int:
-    """Ask for a ``size`` receive buffer (forced as root). :returns: the bytes granted."""
-    for option in (getattr(socket, "SO_RCVBUFFORCE", None), socket.SO_RCVBUF):
-        if option is None:
-            continue
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, option, size)
-            break
-        except OSError:  # not root: SO_RCVBUF, capped at net.core.rmem_max
-            continue
-    granted: int = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
-    return granted
 
 
 class TftpListener(DatagramProtocol):
