@@ -296,7 +296,8 @@ def test_bad_messages_are_dropped_and_counted(tmp_path: Path, message: Message6)
     assert after == before + 1
 
 
-@settings(max_examples=100, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=100, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.binary(max_size=400))
 def test_garbage_through_the_protocol_raises_nothing(tmp_path: Path, data: bytes) -> None:
     """Random datagrams into the protocol (full mode): nothing raised, and whatever is
