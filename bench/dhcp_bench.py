@@ -64,17 +64,31 @@ def ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
 
 
 @contextlib.contextmanager
+def network_namespaces(*names: str) -> Iterator[None]:
+    """Make ``names`` (loopback up); on the way out, also on failure, kill what runs in
+    them and remove them. The benches share it (storm.py, dhcp_peers_bench.py)."""
+    made: list[str] = []
+    try:
+        for ns in names:
+            ip("netns", "add", ns)
+            made.append(ns)
+            ip("-n", ns, "link", "set", "lo", "up")
+        yield
+    finally:
+        for ns in made:
+            for pid in ip("netns", "pids", ns, check=False).stdout.split():
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(int(pid), signal.SIGKILL)
+            ip("netns", "del", ns, check=False)
+
+
+@contextlib.contextmanager
 def namespaces() -> Iterator[tuple[str, str]]:
     """A server and a client namespace joined by a veth; removed (and what runs in them
     killed) on the way out, also on failure."""
     tag = uuid.uuid4().hex[:6]
     server, client = f"pxds{tag}", f"pxdc{tag}"
-    made: list[str] = []
-    try:
-        for ns in (server, client):
-            ip("netns", "add", ns)
-            made.append(ns)
-            ip("-n", ns, "link", "set", "lo", "up")
+    with network_namespaces(server, client):
         ip("-n", server, "link", "add", "pxdv0", "type", "veth", "peer", "name", "pxdv1")
         ip("-n", server, "link", "set", "pxdv1", "netns", client)
         ip("-n", server, "addr", "add", f"{SERVER_IP}/16", "dev", "pxdv0")
@@ -82,12 +96,6 @@ def namespaces() -> Iterator[tuple[str, str]]:
         ip("-n", client, "addr", "add", f"{CLIENT_IP}/16", "dev", "pxdv1")
         ip("-n", client, "link", "set", "pxdv1", "up")
         yield server, client
-    finally:
-        for ns in made:
-            for pid in ip("netns", "pids", ns, check=False).stdout.split():
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(int(pid), signal.SIGKILL)
-            ip("netns", "del", ns, check=False)
 
 
 #: The PostgreSQL database of the current pxetwist-pg run (see :func:`main`).

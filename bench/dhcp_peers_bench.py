@@ -68,12 +68,7 @@ def segment() -> Iterator[tuple[list[str], str]]:
     removed, with whatever runs in them, on the way out."""
     tag = uuid.uuid4().hex[:6]
     servers, client = [f"i16bs{n}{tag}" for n in (1, 2)], f"i16bc{tag}"
-    made: list[str] = []
-    try:
-        for ns in (client, *servers):
-            ip("netns", "add", ns)
-            made.append(ns)
-            ip("-n", ns, "link", "set", "lo", "up")
+    with v4.network_namespaces(client, *servers):
         ip("-n", client, "link", "add", "br0", "type", "bridge")
         ip("-n", client, "addr", "add", f"{v4.CLIENT_IP}/16", "dev", "br0")
         for number, (ns, address) in enumerate(zip(servers, SERVERS, strict=True), 1):
@@ -86,12 +81,6 @@ def segment() -> Iterator[tuple[list[str], str]]:
             ip("-n", client, "link", "set", port, "up")
         ip("-n", client, "link", "set", "br0", "up")
         yield servers, client
-    finally:
-        for ns in made:
-            for pid in ip("netns", "pids", ns, check=False).stdout.split():
-                with contextlib.suppress(ProcessLookupError):
-                    v4.os.kill(int(pid), v4.signal.SIGKILL)
-            ip("netns", "del", ns, check=False)
 
 
 # -- Kea -------------------------------------------------------------------------------

@@ -67,6 +67,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import dhcp_bench  # bench/ is not a package: its folder on the path
+from dhcp_bench import ip
+
 REPO = Path(__file__).resolve().parent.parent
 SERVER_IP = "10.78.0.1"
 RELAY_BASE = "10.78.0.2"  # worker k relays from RELAY_BASE + k
@@ -571,11 +576,6 @@ def progress(text: str) -> None:
     print(f"# {time.strftime('%H:%M:%S', time.gmtime())} {text}", file=sys.stderr, flush=True)
 
 
-def ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["ip", *args], check=check, capture_output=True, text=True,
-                          timeout=30)
-
-
 @contextlib.contextmanager
 def namespaces(workers: int) -> Iterator[tuple[str, str]]:
     """A server and a client namespace joined by a veth (``stormv0``/``stormv1``); the
@@ -584,12 +584,7 @@ def namespaces(workers: int) -> Iterator[tuple[str, str]]:
     and both are removed on the way out, also on failure."""
     tag = uuid.uuid4().hex[:6]
     server, client = f"storms{tag}", f"stormc{tag}"
-    made: list[str] = []
-    try:
-        for ns in (server, client):
-            ip("netns", "add", ns)
-            made.append(ns)
-            ip("-n", ns, "link", "set", "lo", "up")
+    with dhcp_bench.network_namespaces(server, client):
         ip("-n", server, "link", "add", "stormv0", "type", "veth", "peer", "name", "stormv1")
         ip("-n", server, "link", "set", "stormv1", "netns", client)
         ip("-n", server, "addr", "add", f"{SERVER_IP}/16", "dev", "stormv0")
@@ -600,12 +595,6 @@ def namespaces(workers: int) -> Iterator[tuple[str, str]]:
         ip("-n", client, "link", "set", "stormv1", "up")
         ip("-n", client, "route", "add", "local", POOL_NET, "dev", "lo")
         yield server, client
-    finally:
-        for ns in made:
-            for pid in ip("netns", "pids", ns, check=False).stdout.split():
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(int(pid), signal.SIGKILL)
-            ip("netns", "del", ns, check=False)
 
 
 def mac_of(index: int) -> str:

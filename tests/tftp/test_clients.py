@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import shutil
@@ -24,6 +25,23 @@ def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+@contextlib.contextmanager
+def tftp_server_process(root: Path) -> Iterator[tuple[subprocess.Popen[str], int]]:
+    """bench/tftp_server.py serving ``root`` on 127.0.0.1: the process and its port,
+    once it says READY; stopped with SIGTERM on the way out."""
+    process = subprocess.Popen([sys.executable, str(REPO / "bench" / "tftp_server.py"),
+                                str(root)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                               text=True)
+    try:
+        assert process.stdout is not None
+        line = process.stdout.readline()
+        assert line.startswith("READY "), line
+        yield process, int(line.split()[1])
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=10)
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, Path]]:
     """pxetwist's TFTP service in its own process on 127.0.0.1, serving a folder of files."""
@@ -34,17 +52,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, Path
     (root / "text.txt").write_bytes(b"line one\nline two\r\nend\n")
     (root / "edges.txt").write_bytes(bytes(b"\r\n\n\rab\0"[c % 7] if c % 3 else c
                                            for c in os.urandom(300 * 1024)))
-    process = subprocess.Popen([sys.executable, str(REPO / "bench" / "tftp_server.py"),
-                                str(root)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                               text=True)
-    try:
-        assert process.stdout is not None
-        line = process.stdout.readline()
-        assert line.startswith("READY "), line
-        yield int(line.split()[1]), root
-    finally:
-        process.send_signal(signal.SIGTERM)
-        process.wait(timeout=10)
+    with tftp_server_process(root) as (_, port):
+        yield port, root
 
 
 def need(program: str) -> None:
@@ -133,14 +142,7 @@ def test_a_storm_of_transfers_gets_the_exact_bytes_and_frees_every_descriptor(
     root.mkdir()
     (root / "small.bin").write_bytes(os.urandom(74 * 1024))
     (root / "large.bin").write_bytes(os.urandom(9 * 1024 * 1024 + 5))  # read, not cached
-    process = subprocess.Popen([sys.executable, str(REPO / "bench" / "tftp_server.py"),
-                                str(root)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                               text=True)
-    try:
-        assert process.stdout is not None
-        line = process.stdout.readline()
-        assert line.startswith("READY "), line
-        port = int(line.split()[1])
+    with tftp_server_process(root) as (process, port):
         before = _descriptors(process.pid)
         names = ["large.bin" if i % 10 == 0 else "small.bin" for i in range(30)]
         outs = [tmp_path / f"out{i}" for i in range(len(names))]
@@ -155,9 +157,6 @@ def test_a_storm_of_transfers_gets_the_exact_bytes_and_frees_every_descriptor(
             assert time.monotonic() < deadline, (sorted(set(now) - set(before)),
                                                  sorted(set(before) - set(now)))
             time.sleep(0.05)
-    finally:
-        process.send_signal(signal.SIGTERM)
-        process.wait(timeout=10)
 
 
 def _remote_ports_on(port: int) -> list[int]:
