@@ -9,6 +9,8 @@ larger one on their listening sockets; it is a limit, not memory taken up front.
 from __future__ import annotations
 
 import socket
+from collections.abc import Iterable
+from typing import Any
 
 #: Receive buffer asked for on each listening socket: ~2,000 RRQs queued at once (the kernel
 #: counts each small datagram as ~1 KiB and doubles what it is given).
@@ -27,3 +29,10 @@ def enlarge_receive_buffer(sock: socket.socket, size: int = LISTEN_RCVBUF) -> in
             continue
     granted: int = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
     return granted
+
+
+def enlarge_port_buffers(ports: Iterable[Any]) -> list[int]:
+    """:func:`enlarge_receive_buffer` for each listening port that has a socket (the
+    tests' fake ports and ``None`` have none). :returns: the bytes granted to each."""
+    return [enlarge_receive_buffer(sock) for port in ports
+            if (sock := getattr(port, "socket", None)) is not None]

@@ -28,7 +28,7 @@ from pxetwist.dhcp.server import DhcpServer
 from pxetwist.dualstack import stop_listening
 from pxetwist.events import EventBus
 from pxetwist.policy import BootPolicy
-from pxetwist.sockets import enlarge_receive_buffer
+from pxetwist.sockets import enlarge_port_buffers
 from pxetwist.store import Store
 
 _SO_BINDTODEVICE = getattr(socket, "SO_BINDTODEVICE", 25)
@@ -116,10 +116,7 @@ class DhcpService(Service):
             self.pool.load()
         self._ports = [self._listen(self.config.dhcp.port, self.main),
                        self._listen(self.config.dhcp.proxy_port, self.boot_server)]
-        for port in self._ports:  # a rack powering on at once (pxetwist.sockets)
-            sock = getattr(port, "socket", None)  # the tests' fake ports have none
-            if sock is not None:
-                enlarge_receive_buffer(sock)
+        enlarge_port_buffers(self._ports)  # a rack powering on at once (pxetwist.sockets)
         super().privilegedStartService()
 
     def startService(self) -> None:

@@ -27,7 +27,7 @@ from twisted.logger import Logger
 from pxetwist.config import Config
 from pxetwist.dualstack import stop_listening
 from pxetwist.events import EventBus
-from pxetwist.sockets import enlarge_receive_buffer
+from pxetwist.sockets import enlarge_port_buffers
 from pxetwist.tftp.files import FileResolver
 from pxetwist.tftp.server import TftpServerProtocol
 
@@ -102,11 +102,8 @@ class TftpService(Service):
                                                  TftpListener(self.protocol))
             except OSError as e:  # IPv6 off on this host
                 self._log.warn("TFTP not on IPv6: {error}", error=e)
-        for port in (self._listening, self._listening6):
-            sock = getattr(port, "socket", None)  # the tests' fake ports have none
-            if sock is not None:
-                granted = enlarge_receive_buffer(sock)
-                self._log.debug("TFTP receive buffer: {granted} bytes", granted=granted)
+        granted = enlarge_port_buffers((self._listening, self._listening6))
+        self._log.debug("TFTP receive buffers: {granted} bytes", granted=granted)
         super().privilegedStartService()
 
     def _listen6(self, address: str, port: int, protocol: DatagramProtocol) -> Any:
