@@ -118,6 +118,8 @@ class SendfileProducer(StaticProducer):
 
     def _sent(self, sent: int, want: int) -> None:
         self._in_flight = False
+        if sent > 0:
+            self.offset += sent
         if self.request is None:  # stopped while the thread was sending
             self._release()
             return
@@ -127,7 +129,6 @@ class SendfileProducer(StaticProducer):
             self._abort()
             return
         if sent > 0:
-            self.offset += sent
             self.request.sentLength += sent
         if self.offset >= self.size:
             self._finish()

@@ -71,6 +71,16 @@ def open_fds() -> int:
     return len(os.listdir("/proc/self/fd"))
 
 
+async def eventually(check: Any, seconds: float = 4.0) -> bool:
+    """Whether ``check()`` holds within ``seconds``. The client can have every byte
+    before the reactor has run the callback of the thread that sent the last chunk
+    (both come back through ``callFromThread``, in either order)."""
+    deadline = time.monotonic() + seconds
+    while not check() and time.monotonic() < deadline:
+        await deferToThread(time.sleep, 0.02)
+    return bool(check())
+
+
 @pytest_twisted.ensureDeferred
 async def test_whole_file_twice_on_one_connection(served: Any) -> None:
     """A whole file of many chunks arrives byte for byte, by sendfile, and the connection
@@ -81,7 +91,8 @@ async def test_whole_file_twice_on_one_connection(served: Any) -> None:
     answers = await deferToThread(get, port, "", 2)
     for head, body in answers:
         assert head.startswith(b"HTTP/1.1 200") and body == content
-    assert len(made) == 2 and all(p.offset == len(content) for p in made)
+    assert await eventually(
+        lambda: len(made) == 2 and all(p.offset == len(content) for p in made))
 
 
 @pytest_twisted.ensureDeferred
@@ -118,10 +129,8 @@ async def test_client_gone_mid_file_releases_everything(served: Any, reactor: An
         f.truncate(64 * MIB)
     before = open_fds()
     await deferToThread(read_some_then_close, port)
-    for _ in range(200):  # the reactor notices the reset within a few turns
-        if made and made[0].fileObject.closed and open_fds() <= before:
-            break
-        await deferToThread(time.sleep, 0.02)
+    # the reactor notices the reset within a few turns
+    await eventually(lambda: made and made[0].fileObject.closed and open_fds() <= before)
     assert made and made[0].fileObject.closed and made[0].offset < 64 * MIB
     assert open_fds() <= before
 
