@@ -3,7 +3,7 @@ database, against Kea's ``kea-dhcp4`` on its PostgreSQL lease backend, in one ru
 
     sudo python bench/dhcp_peers_bench.py [--seconds 10] [--rate 2000 --rate 1000]
         [--rounds 3] [--servers pxetwist,pxetwist-pg,pxetwist-pg2,kea-pg] [--capture]
-        [--compare DIR]
+        [--compare DIR] [--py-spy DIR]
 
 Kinds: ``pxetwist`` (SQLite), ``pxetwist-pg`` (one server, PostgreSQL), ``pxetwist-pg2``
 (two ``twistd -n pxeboot``, server identifiers 10.78.0.1 and 10.78.0.3, both in
@@ -213,10 +213,15 @@ def run_once(name: str, servers: list[str], client: str, rate: int, seconds: flo
                  "16384", "-U", "-w", str(folder / "client.pcap"), "udp", "port", "67"],
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             time.sleep(1.0)
+        profilers = [v4.profiler(f"{name}-{address}", process.pid, rate, seconds)
+                     for process, address in zip(processes, SERVERS, strict=False)]
         argv = ["ip", "netns", "exec", client, "perfdhcp", "-4", "-l", v4.CLIENT_IP,
                 "-r", str(rate), "-p", f"{seconds:g}", "-R", "1000000", "-x", "t", *target]
         out = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60)
         time.sleep(1.0)  # let the last commits land before the kill
+        for profiler in profilers:
+            if profiler is not None:
+                profiler.wait(timeout=60)
         if kind.startswith("pxetwist"):
             for ns, address in zip(servers, SERVERS[:len(processes)], strict=False):
                 metrics[address] = scrape(ns)
@@ -295,7 +300,12 @@ def main() -> None:
     parser.add_argument("--compare", type=Path,
                         help="also run each pxetwist kind with the code in this folder")
     parser.add_argument("--keep", action="store_true", help="keep state folders")
+    parser.add_argument("--py-spy", type=Path,
+                        help="record each pxetwist server's profile here (py-spy raw)")
     args = parser.parse_args()
+    if args.py_spy:
+        args.py_spy.mkdir(parents=True, exist_ok=True)
+        v4.PROFILE["folder"] = args.py_spy
     seconds = min(max(args.seconds, 1.0), 120.0)
     rates = [min(max(r, 1), 20000) for r in (args.rate or [2000, 1000])]
     rounds = min(max(args.rounds, 1), 10)

@@ -5,10 +5,13 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 import pytest_twisted
 from attrs import evolve
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from twisted.application.service import IService, IServiceMaker
 from twisted.internet.testing import MemoryReactorClock
 from twisted.plugin import getPlugins
@@ -135,6 +138,29 @@ def test_port_chatter_filter_drops_only_session_port_lines() -> None:
     assert chatter({"message": ("(UDP Port 50123 Closed)",)}) is PredicateResult.no
     assert chatter({"log_text": "TftpServerProtocol starting on 69"}) is PredicateResult.maybe
     assert chatter({"log_format": "TFTP {file} to {client}"}) is PredicateResult.maybe
+
+
+@settings(max_examples=300)
+@given(when=st.one_of(st.none(), st.floats(min_value=0, max_value=4e9)),
+       system=st.one_of(st.none(), st.text(max_size=20)),
+       text=st.text(max_size=40))
+def test_log_line_is_twisteds_text_observers_line(when: float | None, system: str | None,
+                                                  text: str) -> None:
+    """The twistd log writes each event exactly as Twisted's textFileLogObserver would,
+    its timestamp made once a second included."""
+    from twisted.logger import LogLevel, formatEventAsClassicLogText, formatTime
+
+    from pxetwist.tap import classic_log_text
+
+    event: dict[str, Any] = {"log_format": "{text} and {n}", "text": text, "n": 7,
+                             "log_level": LogLevel.info, "log_namespace": "pxetwist.x"}
+    if when is not None:
+        event["log_time"] = when
+    if system is not None:
+        event["log_system"] = system
+    expected = formatEventAsClassicLogText(event, formatTime=formatTime)
+    assert classic_log_text(event) == expected
+    assert classic_log_text(event) == expected  # from the per-second cache
 
 
 def test_full_tree_has_every_named_child(tmp_path: Path) -> None:
