@@ -328,7 +328,7 @@ def profiler(kind: str, pid: int, rate: int, seconds: float
         return None
     name = kind.replace("=", "-").replace("/", "_")
     out = folder / f"{name}-{rate}-{time.strftime('%H%M%S')}.txt"
-    return subprocess.Popen(["py-spy", "record", "-r", "200", "-f", "raw", "-d",
+    return subprocess.Popen(["py-spy", "record", "--nonblocking", "-r", "200", "-f", "raw", "-d",
                              str(int(seconds) + 1), "-p", str(pid), "-o", str(out)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 

@@ -171,3 +171,62 @@ async def test_the_listener_clears_a_lost_call_connection_once_the_database_answ
         await until(reactor, lambda: a.store.writable, seconds=5)
     finally:
         a.close()
+
+
+def announcements(url: str, write: Any) -> list[str]:
+    """The payloads announced while ``write()`` runs (blocking; a listening connection of
+    the test's own)."""
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("LISTEN pxetwist")
+        write()
+        return [note.payload for note in conn.notifies(timeout=1.0)]
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_rows_of_one_statement_go_out_together_each_announcement_fitting(
+    tmp_path: Path, pg_cluster: Any, reactor: Any
+) -> None:
+    """A batch of leases and a flush of boot events are announced a few dozen rows at a
+    time, each announcement within NOTIFY's 8000 bytes, and the other server takes every
+    row, the events in the order they were recorded."""
+    from twisted.internet.threads import deferToThread
+
+    from pxetwist.dhcp.leases import LeasePool
+    from pxetwist.store import EventRow, LeaseRow
+
+    url = pg_cluster.new_database()
+    a = Server(url, tmp_path / "a", reactor, "10.0.0.1")
+    b = Server(url, tmp_path / "b", reactor, "10.0.0.2")
+    try:
+        config = load_text("[server]\naddress = 10.0.0.2\n[dhcp]\nmode = full\n"
+                           "range_start = 10.0.1.0\nrange_end = 10.0.3.255\nnetmask = 255.255.0.0\n"
+                           "[tftp]\nroot = tftproot\n[catalog]\npaths = catalog\n",
+                           tmp_path / "b")
+        pool = LeasePool(config.dhcp, b.store, reactor)
+        pool.load()
+        b.shared.pool = pool
+        await deferLater(reactor, 0.3, lambda: None)  # listening
+        now = time.time()
+        leases = [LeaseRow(f"10.0.{1 + n // 256}.{n % 256}", f"52:54:00:00:{n // 256:02x}:"
+                           f"{n % 256:02x}", f"mac:{n}", "h" * (n % 40), now + 600, "bound")
+                  for n in range(300)]
+        events = [EventRow(now + n / 1000, MAC, "", Stage.DHCP_ACK, f"{n} " + "d" * (n % 900),
+                           "", "") for n in range(200)]
+
+        def write() -> None:
+            a.store._bind_now([(row, row.client_id) for row in leases], now)
+            a.store._append_now(events, [], [MAC], [])
+
+        payloads = await deferToThread(announcements, url, write)
+        assert all(len(p.encode()) < 8000 for p in payloads)
+        assert len(payloads) < (len(leases) + len(events)) / 10
+        await until(reactor, lambda: all(pool.holder(row.ip) == row for row in leases))
+        await until(reactor, lambda: sum(e.mac == MAC for e in b.bus.recent()) == 200)
+        seen = [e.detail for e in b.bus.recent() if e.mac == MAC]
+        assert seen == [e.detail for e in events]
+        assert all(e.server == "10.0.0.1" for e in b.bus.recent() if e.mac == MAC)
+    finally:
+        a.close()
+        b.close()
