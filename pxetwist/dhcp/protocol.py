@@ -8,6 +8,7 @@ controller. It decides nothing; garbage is dropped and counted.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from functools import partial
 from typing import Any, Protocol
 
@@ -64,6 +65,9 @@ class DhcpDatagramProtocol(DatagramProtocol):
                  clock: Any = None) -> None:
         self.controller = controller
         self.packet_dumps = packet_dumps
+        #: A controller's look at each datagram before it is decoded: ``True`` drops it
+        #: (the controller counted it), e.g. the clients of a DHCP peer.
+        self.screen: Callable[[bytes], bool] | None = None
         self._clock = clock
         self._discovers: deque[tuple[DhcpPacket, Address, float]] = deque()
         self._drain_call: Any = None
@@ -86,6 +90,14 @@ class DhcpDatagramProtocol(DatagramProtocol):
             self._log.warn("DHCP reply to {addr} not sent: {error}", addr=addr, error=e)
 
     def datagramReceived(self, data: bytes, addr: Address) -> None:
+        if self.screen is not None:
+            try:
+                if self.screen(data):
+                    return
+            except Exception:
+                DHCP_DROPPED.labels(reason="internal-error").inc()
+                self._log.failure("DHCP datagram from {addr} not screened", addr=addr)
+                return
         try:
             packet = parse(data)
         except DhcpPacketError as e:

@@ -115,6 +115,16 @@ class DhcpServer:
             return
         handler(packet, source)
 
+    def screen(self, data: bytes) -> bool:
+        """Whether a datagram is a peer's client's (with ``[dhcp] peers``), seen before it
+        is decoded: counted as received and dropped here, and not decoded at all."""
+        kind = self.balancer.peers_message(data) if self.balancer is not None else None
+        if kind is None:
+            return False
+        self._packets(opt.MESSAGE_NAMES[kind]).inc()
+        DHCP_DROPPED.labels(reason="peer-bucket").inc()
+        return True
+
     # -- messages --------------------------------------------------------------------
 
     def _discover(self, packet: DhcpPacket, source: Address) -> None:

@@ -89,6 +89,7 @@ class DhcpService(Service):
             # full mode only: proxies answer every client, no buckets
             balancer = Balancer(dhcp.peers, IPv4Address(server_address))
             self.main_controller.balancer = balancer
+            self.main.screen = self.main_controller.screen
             assert self.pool is not None
             self.pool.share(balancer.peers.index(balancer.me), len(balancer.peers))
             self.heartbeat = HeartbeatService(balancer, store, dhcp.peer_timeout, reactor)

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pxetwist.config import ConfigError, load_text
@@ -162,3 +162,100 @@ def test_proxies_answer_every_client(tmp_path: Path, pg_cluster: Any) -> None:
     for rig in (one, two):
         rig.service.stopService()
         rig.store.close()
+
+
+#: Options besides the message type (a second one of which comes from the last line).
+_OPTION = st.one_of(
+    st.tuples(st.just(opt.SERVER_ID),
+              st.one_of(st.sampled_from([A.packed, B.packed, C.packed]), st.binary(max_size=6))),
+    st.tuples(st.just(opt.CLIENT_ID), st.binary(max_size=20)),
+    st.tuples(st.integers(1, 254), st.binary(max_size=12)),
+)
+
+
+def full_path_says_peers(balancer: Balancer, data: bytes) -> bool:
+    """What the decoding path decides: a DISCOVER of another server's bucket, or a
+    REQUEST of such a client naming another server."""
+    from pxetwist.dhcp.packet import BOOTREQUEST, DhcpPacketError, parse
+
+    try:
+        packet = parse(data)
+    except DhcpPacketError:
+        return False
+    kind = opt.message_type(packet)
+    if packet.op != BOOTREQUEST or kind not in (opt.DISCOVER, opt.REQUEST):
+        return False
+    if kind == opt.REQUEST and opt.server_id(packet) in (None, balancer.me):
+        return False
+    return not balancer.serves(packet)
+
+
+@settings(max_examples=400)
+@given(me=st.sampled_from([A, B]), hlen=st.sampled_from([6, 6, 0, 16, 17]),
+       op=st.sampled_from([1, 1, 1, 2]), chaddr=st.binary(min_size=16, max_size=16),
+       kind=st.sampled_from([opt.DISCOVER, opt.REQUEST, opt.DISCOVER, opt.REQUEST, opt.INFORM]),
+       options=st.lists(_OPTION, max_size=5), at=st.integers(0, 5),
+       cut=st.one_of(st.none(), st.none(), st.integers(0, 400)),
+       garbage=st.binary(max_size=40), end=st.sampled_from([True, True, False]))
+def test_screening_undecoded_datagrams_agrees_with_decoding_them(
+    me: IPv4Address, hlen: int, op: int, chaddr: bytes, kind: int,
+    options: list[tuple[int, bytes]], at: int, cut: int | None, garbage: bytes, end: bool,
+) -> None:
+    """A datagram read as a peer's without decoding is one the decoding path drops as a
+    peer's too; and a well-formed one it drops is screened out. Arbitrary options, repeated
+    ones, short or cut datagrams, trailing garbage."""
+    import struct
+
+    from pxetwist.dhcp.packet import MAGIC
+
+    header = struct.pack("!BBBBIHH4s4s4s4s16s64s128s", op, 1, hlen, 0, 7, 0, 0, bytes(4),
+                         bytes(4), bytes(4), bytes(4), chaddr, bytes(64), bytes(128))
+    options.insert(at, (opt.MESSAGE_TYPE, bytes((kind,))))
+    body = b"".join(bytes((code, len(value))) + value for code, value in options)
+    data = header + MAGIC + body + (b"\xff" if end else b"") + garbage
+    whole = cut is None or cut >= len(data)
+    data = data if whole else data[:cut]
+    balancer = Balancer([A, B], me)
+    screened = balancer.peers_message(data)
+    if screened is not None:
+        assert full_path_says_peers(balancer, data)
+    codes = [code for code, _ in options]
+    well_formed = (end and whole and len(codes) == len(set(codes)) and op == 1
+                   and hlen <= 16 and 52 not in codes)
+    if well_formed and full_path_says_peers(balancer, data):
+        assert screened is not None
+
+
+def test_a_peers_clients_are_counted_and_never_decoded(tmp_path: Path, pg_cluster: Any,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """With peers, the other server's DISCOVERs and the REQUESTs naming it are counted as
+    received and dropped without being decoded; this server's own are answered."""
+    from pxetwist.dhcp import protocol
+    from pxetwist.metrics import DHCP_DROPPED, DHCP_PACKETS
+
+    url = pg_cluster.new_database()
+    one, _ = peer_rigs(tmp_path, url)
+    split = Balancer([A, B], A)
+    theirs = [m for m in MACS if split.server_of(bucket_of(ipxe_rom(
+        opt.DISCOVER, mac=m))) == B][:3]
+    decoded: list[bytes] = []
+    parse = protocol.parse
+
+    def counted(data: bytes) -> Any:
+        decoded.append(data)
+        return parse(data)
+
+    monkeypatch.setattr(protocol, "parse", counted)
+    dropped = DHCP_DROPPED.labels(reason="peer-bucket")._value.get()
+    discovers = DHCP_PACKETS.labels(type="DISCOVER")._value.get()
+    for mac in theirs:
+        assert one.send(ipxe_rom(opt.DISCOVER, mac=mac)) == []
+        assert one.send(ipxe_rom(opt.REQUEST, mac=mac, options=[
+            (opt.SERVER_ID, B.packed), (opt.REQUESTED_IP, bytes((10, 77, 0, 101)))])) == []
+    assert decoded == []
+    assert DHCP_DROPPED.labels(reason="peer-bucket")._value.get() == dropped + 6
+    assert DHCP_PACKETS.labels(type="DISCOVER")._value.get() == discovers + 3
+    mine = next(m for m in MACS if split.server_of(bucket_of(ipxe_rom(
+        opt.DISCOVER, mac=m))) == A)
+    assert len(one.send(ipxe_rom(opt.DISCOVER, mac=mine))) == 1 and len(decoded) == 1
+    one.store.close()
