@@ -27,7 +27,15 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from pxetwist.dhcp import options as opt
-from pxetwist.dhcp.packet import BOOTREQUEST, MAGIC, OPT_END, OPT_OVERLOAD, OPT_PAD, DhcpPacket
+from pxetwist.dhcp.packet import (
+    BOOTREQUEST,
+    HEADER,
+    MAGIC,
+    OPT_OVERLOAD,
+    DhcpPacket,
+    DhcpPacketError,
+    walk_options,
+)
 
 #: RFC 3074 section 6: the mixing table, a permutation of 0..255.
 MIXING_TABLE = bytes((
@@ -71,49 +79,34 @@ def bucket_of(packet: DhcpPacket) -> int:
 
 
 #: Where a datagram's options start (after the BOOTP header and the magic cookie).
-_OPTIONS_AT = 240
+_OPTIONS_AT = HEADER.size + len(MAGIC)
 _CHADDR_AT = 28
+#: The options :func:`_scan` reads: message type, server identifier, client identifier.
+_SCANNED = frozenset((opt.MESSAGE_TYPE, opt.SERVER_ID, opt.CLIENT_ID))
 
 
 def _scan(data: bytes) -> tuple[int, bytes | None, bytes | None] | None:
     """Options 53, 54 and 61 read straight from a BOOTREQUEST's bytes, without decoding
     the rest; ``None`` for anything the full parser must see (short, no cookie, a bad
-    hardware address length, options overloaded, repeated, badly formed or unended)."""
+    hardware address length, options overloaded, repeated or badly formed)."""
     if (len(data) < _OPTIONS_AT or data[0] != BOOTREQUEST or data[2] > 16
-            or data[236:240] != MAGIC):
+            or data[HEADER.size:_OPTIONS_AT] != MAGIC):
         return None
-    kind = server = client_id = None
-    i, end = _OPTIONS_AT, len(data)
-    while i < end:
-        code = data[i]
-        if code == OPT_PAD:
-            i += 1
-            continue
-        if code == OPT_END:
-            break
-        if i + 1 >= end or i + 2 + data[i + 1] > end:
-            return None
-        value = data[i + 2:i + 2 + data[i + 1]]
-        i += 2 + data[i + 1]
-        if code == opt.MESSAGE_TYPE:
-            if kind is not None or len(value) != 1:
+    found: dict[int, bytes] = {}
+    try:
+        for code, value in walk_options(data, _OPTIONS_AT):
+            if code in _SCANNED:
+                if code in found:
+                    return None
+                found[code] = value
+            elif code == OPT_OVERLOAD:
                 return None
-            kind = value[0]
-        elif code == opt.SERVER_ID:
-            if server is not None:
-                return None
-            server = value
-        elif code == opt.CLIENT_ID:
-            if client_id is not None:
-                return None
-            client_id = value
-        elif code == OPT_OVERLOAD:
-            return None
-    else:
-        return None  # no END option
-    if kind is None:
+    except DhcpPacketError:
         return None
-    return kind, server, client_id
+    kind = found.get(opt.MESSAGE_TYPE)
+    if kind is None or len(kind) != 1:
+        return None
+    return kind[0], found.get(opt.SERVER_ID), found.get(opt.CLIENT_ID)
 
 
 class Balancer:

@@ -11,7 +11,7 @@ and those fields then read as empty. Every malformed datagram raises
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from ipaddress import IPv4Address
 
 from attrs import field, frozen
@@ -82,8 +82,11 @@ class DhcpPacket:
         return None
 
 
-def _read_options(data: bytes, into: dict[int, bytearray], order: list[int]) -> None:
-    i = 0
+def walk_options(data: bytes, start: int = 0) -> Iterator[tuple[int, bytes]]:
+    """``(code, value)`` of each option in ``data`` from ``start``, in wire order, until
+    END or the end of ``data`` (PAD skipped). :raises DhcpPacketError: for an option cut
+    short."""
+    i = start
     end = len(data)
     while i < end:
         code = data[i]
@@ -98,11 +101,16 @@ def _read_options(data: bytes, into: dict[int, bytearray], order: list[int]) -> 
         value = data[i + 2:i + 2 + length]
         if len(value) != length:
             raise DhcpPacketError(f"option {code} runs past the end")
+        yield code, value
+        i += 2 + length
+
+
+def _read_options(data: bytes, into: dict[int, bytearray], order: list[int]) -> None:
+    for code, value in walk_options(data):
         if code not in into:
             into[code] = bytearray()
             order.append(code)
         into[code] += value
-        i += 2 + length
 
 
 def _cstring(field_bytes: bytes) -> bytes:
