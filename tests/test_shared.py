@@ -44,6 +44,21 @@ class Server:
         self.store.close()
 
 
+def lease_pool(server: Server, folder: Path, reactor: Any, start: str, end: str,
+               netmask: str = "255.255.255.0") -> Any:
+    """A full-mode lease pool of ``start``-``end`` on ``server``'s store, told of the
+    leases the other servers write."""
+    from pxetwist.dhcp.leases import LeasePool
+
+    config = load_text(f"[server]\naddress = 10.0.0.2\n[dhcp]\nmode = full\n"
+                       f"range_start = {start}\nrange_end = {end}\nnetmask = {netmask}\n"
+                       "[tftp]\nroot = tftproot\n[catalog]\npaths = catalog\n", folder)
+    pool = LeasePool(config.dhcp, server.store, reactor)
+    pool.load()
+    server.shared.pool = pool
+    return pool
+
+
 async def until(reactor: Any, check: Any, seconds: float = 10.0) -> float:
     """Wait (bounded) until ``check()`` holds; the seconds it took."""
     start = time.monotonic()
@@ -96,20 +111,13 @@ async def test_a_lease_bound_on_one_server_is_held_in_the_others_pool(
     tmp_path: Path, pg_cluster: Any, reactor: Any
 ) -> None:
     """B's pool learns the leases A writes, so B does not offer A's addresses."""
-    from pxetwist.dhcp.leases import LeasePool
     from pxetwist.store import LeaseRow
 
     url = pg_cluster.new_database()
     a = Server(url, tmp_path / "a", reactor, "10.0.0.1")
     b = Server(url, tmp_path / "b", reactor, "10.0.0.2")
     try:
-        config = load_text("[server]\naddress = 10.0.0.2\n[dhcp]\nmode = full\n"
-                           "range_start = 10.0.0.100\nrange_end = 10.0.0.101\n"
-                           "[tftp]\nroot = tftproot\n[catalog]\npaths = catalog\n",
-                           tmp_path / "b")
-        pool = LeasePool(config.dhcp, b.store, reactor)
-        pool.load()
-        b.shared.pool = pool
+        pool = lease_pool(b, tmp_path / "b", reactor, "10.0.0.100", "10.0.0.101")
         await deferLater(reactor, 0.3, lambda: None)  # listening
         row = LeaseRow("10.0.0.100", "52:54:00:00:05:01", "mac:52:54:00:00:05:01", "",
                        time.time() + 600, "bound")
@@ -193,20 +201,14 @@ async def test_the_rows_of_one_statement_go_out_together_each_announcement_fitti
     row, the events in the order they were recorded."""
     from twisted.internet.threads import deferToThread
 
-    from pxetwist.dhcp.leases import LeasePool
     from pxetwist.store import EventRow, LeaseRow
 
     url = pg_cluster.new_database()
     a = Server(url, tmp_path / "a", reactor, "10.0.0.1")
     b = Server(url, tmp_path / "b", reactor, "10.0.0.2")
     try:
-        config = load_text("[server]\naddress = 10.0.0.2\n[dhcp]\nmode = full\n"
-                           "range_start = 10.0.1.0\nrange_end = 10.0.3.255\nnetmask = 255.255.0.0\n"
-                           "[tftp]\nroot = tftproot\n[catalog]\npaths = catalog\n",
-                           tmp_path / "b")
-        pool = LeasePool(config.dhcp, b.store, reactor)
-        pool.load()
-        b.shared.pool = pool
+        pool = lease_pool(b, tmp_path / "b", reactor, "10.0.1.0", "10.0.3.255",
+                          "255.255.0.0")
         await deferLater(reactor, 0.3, lambda: None)  # listening
         now = time.time()
         leases = [LeaseRow(f"10.0.{1 + n // 256}.{n % 256}", f"52:54:00:00:{n // 256:02x}:"
