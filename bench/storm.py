@@ -31,11 +31,15 @@ Byte counts are checked against the files for every download, in every mode.
 
 Reported per server and N: time from power-on of the window to the last machine done,
 per-machine and per-phase p50/p99, failures, server CPU seconds (utime + stime of every
-server process, during the storm) and peak RSS (VmHWM summed). Rounds alternate the
+server process, during the storm), the client workers' CPU seconds (on a machine of two
+cores they share with the server, the storm is bound by the sum) and peak RSS (VmHWM
+summed). Rounds alternate the
 servers (order reversed every other round); tables give medians. Needs root, dnsmasq,
 nginx, curl and ``/usr/lib/ipxe/undionly.kpxe``. Everything is bounded: the storm by
 ``--deadline``, each server's start by 30 s; only PIDs started here are signalled and
-the two namespaces (``storm...``) are removed at the end, also on failure.
+the two namespaces (``storm...``) are removed at the end, also on failure. The host's
+ARP table limits (``net.ipv4.neigh.default.gc_thresh2/3``, one table for all namespaces)
+are raised to fit N machines for the run and put back at the end.
 
 The client side is this file run with ``--client SPEC`` inside the client namespace (one
 asyncio process per ``--workers``, each with its own relay address).
@@ -51,6 +55,7 @@ import json
 import os
 import random
 import re
+import resource
 import shutil
 import signal
 import socket
@@ -75,6 +80,7 @@ from dhcp_bench import ip
 REPO = Path(__file__).resolve().parent.parent
 SERVER_IP = "10.78.0.1"
 RELAY_BASE = "10.78.0.2"  # worker k relays from RELAY_BASE + k
+RELAY_RCVBUF = 8 * 1024 * 1024
 POOL = ("10.78.128.1", "10.78.255.254")  # local to the client namespace (AnyIP route)
 POOL_NET = "10.78.128.0/17"
 NETMASK = "255.255.0.0"
@@ -531,8 +537,16 @@ class Client:
 
     async def run(self) -> list[dict[str, Any]]:
         spec = self.spec
-        await self.loop.create_datagram_endpoint(lambda: self.relay,
-                                                 local_addr=(self.relay_ip, 67))
+        transport, _ = await self.loop.create_datagram_endpoint(
+            lambda: self.relay, local_addr=(self.relay_ip, 67))
+        # one socket stands for hundreds of machines' NICs: a busy worker must not lose
+        # their replies to a full buffer (counted as the client's UDP drops)
+        relay_socket = transport.get_extra_info("socket")
+        try:  # SO_RCVBUFFORCE (33 on Linux; Python names it only on some builds)
+            relay_socket.setsockopt(socket.SOL_SOCKET, getattr(socket, "SO_RCVBUFFORCE", 33),
+                                    RELAY_RCVBUF)
+        except OSError:
+            relay_socket.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RELAY_RCVBUF)
         self.t0 = self.loop.time() + (spec["start_wall"] - time.time())
         rng = random.Random(spec["seed"])
         results = []
@@ -557,10 +571,12 @@ class Client:
 
 
 def client_main(spec_path: str) -> None:
-    """``--client SPEC``: run the machines of one worker, print their results as JSON."""
+    """``--client SPEC``: run the machines of one worker, print their results and the
+    worker's own CPU seconds as JSON."""
     spec = json.loads(Path(spec_path).read_text())
     results = asyncio.run(_client(spec))
-    json.dump(results, sys.stdout)
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    json.dump({"machines": results, "cpu": usage.ru_utime + usage.ru_stime}, sys.stdout)
 
 
 async def _client(spec: dict[str, Any]) -> list[dict[str, Any]]:
@@ -574,6 +590,32 @@ async def _client(spec: dict[str, Any]) -> list[dict[str, Any]]:
 
 def progress(text: str) -> None:
     print(f"# {time.strftime('%H:%M:%S', time.gmtime())} {text}", file=sys.stderr, flush=True)
+
+
+NEIGH = Path("/proc/sys/net/ipv4/neigh/default")
+
+
+@contextlib.contextmanager
+def neighbour_room(machines: int) -> Iterator[None]:
+    """Room in the kernel's ARP table for every machine, for the storm's length.
+
+    The table is one for the whole host (its ``gc_thresh*`` exist only in the first
+    namespace), 1,024 entries at most by default: the server namespace needs one per
+    machine address, and past the limit the kernel drops the first packet to each new
+    address ("neighbor table overflow"). At N=1,000 that failed ~300 machines per storm
+    on their first TFTP block, with either server (bench/RESULTS.md). A server on a LAN
+    of that many machines needs the same. The old values are put back on the way out."""
+    want = {"gc_thresh2": 2 * machines + 1024,
+            "gc_thresh3": 4 * machines + 2048}
+    old = {name: int((NEIGH / name).read_text()) for name in want}
+    try:
+        for name, value in want.items():
+            if value > old[name]:
+                (NEIGH / name).write_text(str(value))
+        yield
+    finally:
+        for name, value in old.items():
+            (NEIGH / name).write_text(str(value))
 
 
 @contextlib.contextmanager
@@ -828,12 +870,16 @@ def storm(kind: str, server_ns: str, client_ns: str, root: Path, count: int,
         if args.profile and kind.startswith("pxetwist"):
             args.profile.mkdir(parents=True, exist_ok=True)
             profiler = subprocess.Popen(
-                ["py-spy", "record", "-r", "200", "-f", "raw", "-p", str(processes[0].pid),
+                # --nonblocking: the blocking default stopped the server at each sample
+                # and made a 16 s storm last 136 s
+                ["py-spy", "record", "--nonblocking", "-r", "200", "-f", "raw",
+                 "-p", str(processes[0].pid),
                  "-o", str(args.profile / f"{kind}-n{count}-{seed}.txt")],
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             time.sleep(1.0)
         before = cpu_seconds(pids)
         dropped = drops(server_ns)
+        client_dropped = drops(client_ns)
         load_before = Path("/proc/loadavg").read_text().split()[0]
         start_wall = time.time() + 1.0 + 0.2 * args.workers  # the workers' common t0
         workers = []
@@ -849,15 +895,24 @@ def storm(kind: str, server_ns: str, client_ns: str, root: Path, count: int,
                 in_ns(client_ns, sys.executable, str(Path(__file__).resolve()), "--client",
                       str(path)), stdout=subprocess.PIPE, stderr=subprocess.PIPE))
         machines: list[dict[str, Any]] = []
+        client_cpu = 0.0
         for worker in workers:
             out, err = worker.communicate(timeout=args.deadline + 120)
             if worker.returncode != 0:
                 raise RuntimeError(f"client worker failed: {err.decode()[-2000:]}")
-            machines += json.loads(out)
+            report = json.loads(out)
+            machines += report["machines"]
+            client_cpu += report["cpu"]
         after = cpu_seconds(pids)
         dropped_after = drops(server_ns)
+        client_dropped_after = drops(client_ns)
         rss = peak_rss_mib(pids)
         load_after = Path("/proc/loadavg").read_text().split()[0]
+        if args.keep and kind.startswith("pxetwist"):  # its counters, to read afterwards
+            subprocess.run(in_ns(server_ns, "curl", "-sf", "--max-time", "10", "-o",
+                                 str(run / "metrics.txt"),
+                                 f"http://127.0.0.1:{HTTP_PORT}/metrics"),
+                           capture_output=True, timeout=30)
     finally:
         if profiler is not None:
             profiler.send_signal(signal.SIGINT)  # py-spy writes its file on SIGINT
@@ -867,9 +922,10 @@ def storm(kind: str, server_ns: str, client_ns: str, root: Path, count: int,
         shutil.rmtree(run, ignore_errors=True)
     return {"server": kind, "n": count, "machines": machines,
             "cpu": sum(after.get(p, 0.0) - before.get(p, 0.0) for p in after),
-            "rss": rss, "load": f"{load_before}-{load_after}",
+            "client_cpu": client_cpu, "rss": rss, "load": f"{load_before}-{load_after}",
             "listen_drops": dropped_after[0] - dropped[0],
-            "udp_drops": dropped_after[1] - dropped[1]}
+            "udp_drops": dropped_after[1] - dropped[1],
+            "client_udp_drops": client_dropped_after[1] - client_dropped[1]}
 
 
 def percentile(values: list[float], fraction: float) -> float:
@@ -891,8 +947,10 @@ def summary(result: dict[str, Any]) -> dict[str, Any]:
         "errors": sorted({m["error"] for m in machines if m["error"]})[:5],
         "last": max((m["done"] for m in good), default=float("nan")),
         "p50": percentile(totals, 0.5), "p99": percentile(totals, 0.99),
-        "cpu": result["cpu"], "rss": result["rss"], "load": result["load"],
+        "cpu": result["cpu"], "client_cpu": result["client_cpu"], "rss": result["rss"],
+        "load": result["load"],
         "listen_drops": result["listen_drops"], "udp_drops": result["udp_drops"],
+        "client_udp_drops": result["client_udp_drops"],
         "retries": {k: sum(m["retries"][k] for m in machines) for k in ("dhcp", "tftp")},
         "slowest": sorted(good, key=lambda m: m["done"] - m["start"])[-3:],
         "bytes": {k: sorted({m["bytes"][k] for m in good}) for k in
@@ -910,9 +968,10 @@ def med(values: list[float]) -> float:
 
 def table(summaries: list[dict[str, Any]], servers: list[str], counts: list[int]) -> str:
     lines = ["| N | server | time to last machine (s) per round | median | per machine "
-             "p50 / p99 (s) | failures | server CPU (s) | peak RSS (MiB) | retries DHCP/TFTP |"
-             " TCP listen / UDP buffer drops | load (1 min) |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "p50 / p99 (s) | failures | server CPU (s) | client CPU (s) | peak RSS (MiB) | "
+             "retries DHCP/TFTP | TCP listen / UDP buffer drops | client UDP buffer drops | "
+             "load (1 min) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for count in counts:
         medians = {}
         for kind in servers:
@@ -926,16 +985,18 @@ def table(summaries: list[dict[str, Any]], servers: list[str], counts: list[int]
                 f"**{medians[kind]:.2f}** | {med([r['p50'] for r in runs]):.2f} / "
                 f"{med([r['p99'] for r in runs]):.2f} | "
                 f"{'/'.join(str(r['failures']) for r in runs)} | "
-                f"{med([r['cpu'] for r in runs]):.1f} | {max(r['rss'] for r in runs):.0f} | "
+                f"{med([r['cpu'] for r in runs]):.1f} | "
+                f"{med([r['client_cpu'] for r in runs]):.1f} | {max(r['rss'] for r in runs):.0f} | "
                 f"{sum(r['retries']['dhcp'] for r in runs)}/"
                 f"{sum(r['retries']['tftp'] for r in runs)} | "
                 f"{'/'.join(str(r['listen_drops']) for r in runs)} / "
                 f"{'/'.join(str(r['udp_drops']) for r in runs)} | "
+                f"{'/'.join(str(r['client_udp_drops']) for r in runs)} | "
                 f"{', '.join(r['load'] for r in runs)} |")
         for name in ("pxetwist", "pxetwist-compare"):
             if name in medians and "dnsmasq" in medians:
                 lines.append(f"| {count} | ratio {name}/dnsmasq+nginx | | "
-                             f"**{medians[name] / medians['dnsmasq']:.2f}** | | | | | | | |")
+                             f"**{medians[name] / medians['dnsmasq']:.2f}** | | | | | | | | | |")
     lines += ["", "Per phase, p50 / p99 seconds (medians over rounds):", "",
               "| N | server | " + " | ".join(PHASES) + " |",
               "|---|---|" + "---|" * len(PHASES)]
@@ -975,7 +1036,8 @@ def main() -> None:
                         help="seconds after the window opens when unfinished machines fail "
                              "(max 1800)")
     parser.add_argument("--json", type=Path, help="write every storm's figures here")
-    parser.add_argument("--keep", action="store_true", help="keep the temp folder")
+    parser.add_argument("--keep", action="store_true",
+                        help="keep the temp folder (and pxetwist's /metrics of each storm)")
     parser.add_argument("--profile", type=Path, metavar="DIR",
                         help="py-spy (raw, 200 Hz) each pxetwist storm into DIR")
     parser.add_argument("--compare", type=Path, metavar="TREE",
@@ -1006,7 +1068,7 @@ def main() -> None:
     expected = write_files(root, SMALL_SIZES if args.small else SIZES, max(counts))
     summaries: list[dict[str, Any]] = []
     try:
-        with namespaces(args.workers) as (server_ns, client_ns):
+        with neighbour_room(max(counts)), namespaces(args.workers) as (server_ns, client_ns):
             for round_number in range(args.rounds):
                 for count in counts:
                     order = servers if round_number % 2 == 0 else servers[::-1]
@@ -1018,9 +1080,12 @@ def main() -> None:
                         progress(f"round {round_number + 1} N={count} {kind}: last "
                                  f"{figures['last']:.2f} s, p50 {figures['p50']:.2f} s, "
                                  f"failures {figures['failures']} {figures['errors']}, "
-                                 f"CPU {figures['cpu']:.1f} s, RSS {figures['rss']:.0f} MiB, "
+                                 f"CPU {figures['cpu']:.1f} s (client "
+                                 f"{figures['client_cpu']:.1f} s), "
+                                 f"RSS {figures['rss']:.0f} MiB, "
                                  f"listen drops {figures['listen_drops']}, "
-                                 f"UDP drops {figures['udp_drops']}, "
+                                 f"UDP drops {figures['udp_drops']} "
+                                 f"(client {figures['client_udp_drops']}), "
                                  f"load {figures['load']}")
     finally:
         if args.json:

@@ -1,43 +1,57 @@
-"""Whole files sent with ``sendfile(2)`` from a thread: the kernel copies from the page
-cache to the socket, and the reactor thread only hands out the work.
+"""Whole files sent with ``sendfile(2)`` by a thread of their own: the kernel copies from
+the page cache to the socket, and the reactor thread only starts and ends each body.
 
 Twisted's ``static.File`` reads a file into Python and writes it to the transport, two
 copies per byte on the one reactor thread. In a boot storm (bench/storm.py: 100 machines
 fetching 56 MiB each) that was over half of the server's samples and held up every
 DHCP and TFTP answer behind it; ``sendfile`` on the reactor thread still spent a third
-of its samples in the system call (bench/RESULTS.md, "Boot storm"). So a whole-file GET
-on a plain TCP connection is sent here, each chunk by ``os.sendfile`` in the reactor's
-thread pool (it releases the GIL); ranges, HEAD and anything not on a plain TCP socket
-keep Twisted's producers.
+of its samples in the system call (bench/RESULTS.md, "Boot storm"). Each chunk sent from
+the reactor's thread pool then cost a trip through the reactor per socket-full (its
+writability event, a queue put to the pool, a ``callFromThread`` back), so a 48 MiB
+initrd waited for hundreds of loop turns. So a whole-file GET on a plain TCP connection
+is now handed, once its headers are written, to one of :data:`SENDERS` sending threads
+(:class:`~pxetwist.epollthread.EpollThread`), which calls ``sendfile`` whenever the
+socket takes more (``EPOLLOUT``) until the body is sent, and tells the reactor once.
+Ranges, HEAD and anything not on a plain TCP socket keep Twisted's producers.
 
-How it fits Twisted's flow control without a second reader of the socket: the producer
+How it fits Twisted's flow control without a second writer of the socket: the producer
 is registered with the request as a push producer; the HTTP channel resumes it only when
 the transport has written everything it held (``FileDescriptor.doWrite`` resumes a
 paused producer once its buffer is empty). So the headers go first through the
-transport, and each time the socket is full the producer marks the transport's producer
-paused and asks it to watch for writability: the next ``doWrite`` finds nothing of its
-own to send and resumes us. The thread writes to a duplicate of the socket's descriptor
-(and the file stays open) until its call has returned, so a connection the reactor
-closes meanwhile can never have its descriptor number reused under the thread.
+transport, and the thread starts on the body only after that. The thread writes to a
+duplicate of the socket's descriptor (and the file stays open) until it has reported
+back, so a connection the reactor closes meanwhile can never have its descriptor number
+reused under the thread; a connection lost meanwhile has the thread stop at once.
 """
 
 from __future__ import annotations
 
 import errno
+import itertools
 import os
+import select
+import weakref
+from collections.abc import Callable
 from typing import Any
 
 from twisted.internet import tcp
-from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
-from twisted.python.failure import Failure
 from twisted.web.static import StaticProducer
+
+from pxetwist.epollthread import EpollThread
 
 #: The most one ``sendfile`` call is asked to send; the socket's free space bounds it
 #: first in practice.
 SENDFILE_CHUNK = 4 * 1024 * 1024
+#: Threads sending bodies (a connection stays with one): the kernel's work for a
+#: ``sendfile`` (and, on a local link, the receiver's TCP work it triggers) runs in the
+#: calling thread, so two use both cores of a small server; more would only queue for
+#: the GIL.
+SENDERS = 2
 
 _log = Logger()
+_senders: weakref.WeakKeyDictionary[Any, tuple[list[EpollThread], Any]] = (
+    weakref.WeakKeyDictionary())
 
 
 def can_sendfile(request: Any, file_object: Any) -> bool:
@@ -49,30 +63,73 @@ def can_sendfile(request: Any, file_object: Any) -> bool:
             and hasattr(file_object, "fileno"))
 
 
-def _send(socket_fd: int, file_fd: int, offset: int, count: int) -> int:
-    """Up to ``count`` bytes (in a pool thread), calling ``sendfile`` again while the
-    socket takes more: bytes sent, 0 at the file's end, -1 when the socket was full.
+def sender_for(reactor: Any) -> EpollThread:
+    """The next of ``reactor``'s sending threads, in turn."""
+    known = _senders.get(reactor)
+    if known is None:
+        threads = [EpollThread(f"sendfile {i + 1}", reactor.seconds) for i in range(SENDERS)]
+        known = _senders[reactor] = (threads, itertools.cycle(threads))
+    return next(known[1])
 
-    One call per hop would leave a connection whose socket buffer is small (TCP sizes it
-    by the connection's history) a few KiB per trip through the thread pool's queue,
-    while the others move MiBs: in a 500-machine storm a few initrds took 90 s instead
-    of 10."""
-    sent = 0
-    while sent < count:
-        try:
-            step = os.sendfile(socket_fd, file_fd, offset + sent, count - sent)
-        except BlockingIOError:
-            return sent or -1
-        if step == 0:
-            break
-        sent += step
-    return sent
+
+class _Body:
+    """One body being sent, on its sending thread: ``sendfile`` while the socket takes
+    more, waiting for ``EPOLLOUT`` when it is full, until all is sent, the file ends
+    early, the socket fails or :meth:`cancel` is called; then ``report(sent, outcome)``
+    once, from the thread (``outcome``: ``None`` when all was sent, ``"shrank"``, or the
+    ``OSError``)."""
+
+    def __init__(self, thread: EpollThread, socket_fd: int, file_fd: int, offset: int,
+                 count: int, report: Callable[[int, object], object]) -> None:
+        self._thread = thread
+        self._socket_fd = socket_fd
+        self._file_fd = file_fd
+        self._offset = offset
+        self._count = count
+        self._sent = 0
+        self._report: Callable[[int, object], object] | None = report
+        self._waiting = False
+
+    def pump(self, events: int = 0) -> None:
+        """Send what the socket takes now."""
+        if self._report is None:
+            return
+        while self._sent < self._count:
+            try:
+                step = os.sendfile(self._socket_fd, self._file_fd, self._offset + self._sent,
+                                   min(self._count - self._sent, SENDFILE_CHUNK))
+            except BlockingIOError:
+                if not self._waiting:
+                    self._waiting = True
+                    self._thread.register(self._socket_fd, select.EPOLLOUT, self.pump)
+                return
+            except OSError as e:
+                self._end(e)
+                return
+            if step == 0:  # the file is shorter than the Content-Length we promised
+                self._end("shrank")
+                return
+            self._sent += step
+        self._end(None)
+
+    def cancel(self) -> None:
+        """The connection is gone: stop now."""
+        if self._report is not None:
+            self._end("cancelled")
+
+    def _end(self, outcome: object) -> None:
+        if self._waiting:
+            self._waiting = False
+            self._thread.unregister(self._socket_fd)
+        report, self._report = self._report, None
+        assert report is not None
+        report(self._sent, outcome)
 
 
 class SendfileProducer(StaticProducer):
     """Writes all ``size`` bytes of ``file_object`` to ``request`` with ``sendfile``.
 
-    :ivar offset: bytes of the file sent so far.
+    :ivar offset: bytes of the file sent so far (known once the thread has reported).
     """
 
     def __init__(self, request: Any, file_object: Any, size: int) -> None:
@@ -81,7 +138,8 @@ class SendfileProducer(StaticProducer):
         self.offset = 0
         self._transport: Any = None
         self._socket_fd = -1
-        self._in_flight = False
+        self._body: _Body | None = None
+        self._thread: EpollThread | None = None
 
     def start(self) -> None:
         request = self.request
@@ -89,64 +147,49 @@ class SendfileProducer(StaticProducer):
         request.write(b"")  # the status line and headers, through the transport
         self._transport = request.channel.transport
         self._socket_fd = os.dup(self._transport.getHandle().fileno())
-        self._wait_until_written()
-
-    def _wait_until_written(self) -> None:
-        """Be resumed once the transport has sent all it holds and the socket can take
-        more (see the module's docstring)."""
         transport = self._transport
         if transport.connected and not transport.disconnecting:
+            # resumed once the transport has sent the headers (see the module docstring)
             transport.producerPaused = True
             transport.startWriting()
 
     def pauseProducing(self) -> None:
-        """Nothing to do: we are resumed only when the transport is empty anyway."""
+        """Nothing to do: the thread sends only what the socket takes."""
 
     def resumeProducing(self) -> None:
-        """The transport's buffer is empty: send the next chunk from a thread."""
-        if self.request is None or self._in_flight:
+        """The transport has sent the headers: the thread sends the body."""
+        if self.request is None or self._body is not None:
             return
         if self.offset >= self.size:
             self._finish()
             return
-        want = min(self.size - self.offset, SENDFILE_CHUNK)
-        self._in_flight = True
         reactor = self._transport.reactor
-        d = deferToThreadPool(reactor, reactor.getThreadPool(), _send, self._socket_fd,
-                              self.fileObject.fileno(), self.offset, want)
-        d.addCallbacks(self._sent, self._failed, callbackArgs=(want,))
+        thread = self._thread = sender_for(reactor)
+        self._body = _Body(thread, self._socket_fd, self.fileObject.fileno(), self.offset,
+                           self.size - self.offset,
+                           lambda sent, outcome: reactor.callFromThread(self._sent, sent,
+                                                                        outcome))
+        thread.call(self._body.pump)
 
-    def _sent(self, sent: int, want: int) -> None:
-        self._in_flight = False
-        if sent > 0:
-            self.offset += sent
+    def _sent(self, sent: int, outcome: object) -> None:
+        """The thread is done with the body (on the reactor)."""
+        self._body = None
+        self.offset += sent
         if self.request is None:  # stopped while the thread was sending
             self._release()
             return
-        if sent == 0:  # the file is shorter than the Content-Length we promised
+        self.request.sentLength += sent
+        if outcome is None:
+            self._finish()
+        elif outcome == "shrank":
             _log.warn("file shrank while being sent ({sent} of {size} bytes)",
                       sent=self.offset, size=self.size)
             self._abort()
-            return
-        if sent > 0:
-            self.request.sentLength += sent
-        if self.offset >= self.size:
-            self._finish()
-        elif sent == want:
-            self.resumeProducing()  # the socket took it all: it may take more
         else:
-            self._wait_until_written()
-
-    def _failed(self, failure: Failure) -> None:
-        self._in_flight = False
-        if self.request is None:
-            self._release()
-            return
-        error = failure.value
-        if not (isinstance(error, OSError)
-                and error.errno in (errno.EPIPE, errno.ECONNRESET)):
-            _log.failure("sendfile failed", failure)
-        self._abort()
+            if not (isinstance(outcome, OSError)
+                    and outcome.errno in (errno.EPIPE, errno.ECONNRESET)):
+                _log.error("sendfile failed: {error}", error=outcome)
+            self._abort()
 
     def _finish(self) -> None:
         request = self.request
@@ -163,10 +206,14 @@ class SendfileProducer(StaticProducer):
 
     def stopProducing(self) -> None:
         """Done or the client went: close the file and our descriptor of the socket,
-        once no thread is using them."""
+        once the thread is done with them."""
         self.request = None
-        if not self._in_flight:
+        body = self._body
+        if body is None:
             self._release()
+        else:
+            assert self._thread is not None
+            self._thread.call(body.cancel)
 
     def _release(self) -> None:
         self.fileObject.close()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import socket
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,6 +14,7 @@ from typing import Any
 
 import pytest
 import pytest_twisted
+from twisted.internet.task import deferLater
 from twisted.internet.threads import deferToThread
 from twisted.web.resource import Resource
 from twisted.web.server import Site
@@ -93,6 +95,40 @@ async def test_whole_file_twice_on_one_connection(served: Any) -> None:
         assert head.startswith(b"HTTP/1.1 200") and body == content
     assert await eventually(
         lambda: len(made) == 2 and all(p.offset == len(content) for p in made))
+
+
+@pytest_twisted.ensureDeferred
+async def test_body_is_sent_while_the_reactor_is_busy(served: Any, reactor: Any) -> None:
+    """Once the headers are out, the sending thread moves the whole body on its own: this
+    test reads all of it while holding the reactor thread (no reactor turn in between),
+    and the sending thread ends after it."""
+    port, path, made = served
+    content = os.urandom(12 * MIB + 3)
+    path.write_bytes(content)
+    with socket.create_connection(("127.0.0.1", port), timeout=20) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)  # many trips
+        sock.sendall(b"GET /f HTTP/1.1\r\nHost: x\r\n\r\n")
+        sock.setblocking(False)
+        data = b""
+        deadline = time.monotonic() + 10
+        while b"\r\n\r\n" not in data:
+            assert time.monotonic() < deadline
+            try:
+                data += sock.recv(65536)
+            except BlockingIOError:
+                await deferLater(reactor, 0.01, lambda: None)
+        # from here on the reactor thread is ours until the body is in
+        sock.settimeout(10)
+        head, _, body = data.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200")
+        while len(body) < len(content):
+            more = sock.recv(MIB)
+            assert more, "connection closed early"
+            body += more
+        assert body == content
+    assert await eventually(lambda: made and made[0].offset == len(content))
+    assert await eventually(lambda: not any(thread.name.startswith("sendfile")
+                                            for thread in threading.enumerate()))
 
 
 @pytest_twisted.ensureDeferred
