@@ -1,15 +1,16 @@
 """A thread with an ``epoll`` loop of its own, for I/O that must not wait for the reactor.
 
-In a boot storm the reactor's loop turn grows long (DHCP, HTTP requests, boot events), and
-work that answers the network one small step at a time waited a whole turn for each step:
-a lock-step TFTP block (each ACK's answer), a whole-file HTTP body (each time the socket
-took more). Such work runs here instead: the thread sleeps in ``epoll_wait`` on its own
-descriptors and a wake-up ``eventfd``, and acts as soon as one is ready and it holds the
-interpreter (Python hands the GIL over within its switch interval, 5 ms, while another
-thread computes). Its timers are its own, so nothing of that work touches the reactor;
-other threads hand it work with :meth:`EpollThread.call`, and it reports back through
-the reactor's ``callFromThread``. The thread and its descriptors exist only while it has
-something to serve: a registered descriptor, a pending call or timer.
+In a boot storm the reactor's loop turn grows long (DHCP, TFTP, HTTP requests, boot
+events), and work that moves the network on one small step at a time waited a whole turn
+for each step: a whole-file HTTP body, each time the socket could take more
+(:mod:`pxetwist.http.sendfile`). Such work runs here instead: the thread sleeps in
+``epoll_wait`` on its own descriptors and a wake-up ``eventfd``, and acts as soon as one
+is ready and it holds the interpreter (Python hands the GIL over within its switch
+interval, 5 ms, while another thread computes). Its timers are its own, so nothing of that
+work touches the reactor; other threads hand it work with :meth:`EpollThread.call`, and it
+reports back through the reactor's ``callFromThread``. The thread and its descriptors
+exist only while it has something to serve: a registered descriptor, a pending call or
+timer.
 """
 
 from __future__ import annotations
@@ -163,7 +164,7 @@ class EpollThread:
     def _run_timers(self) -> None:
         """Fire the timers that are due, after handling what became ready meanwhile: the
         thread may have waited for the interpreter since ``epoll_wait`` returned, and a
-        timer must not fire for an answer that is already here (a TFTP resend)."""
+        timer must not fire for an answer that is already here (a timeout that is not)."""
         timers = self._timers
         now = self.seconds()
         if not (timers and timers[0][0] <= now):

@@ -30,8 +30,9 @@ import errno
 import itertools
 import os
 import select
+import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from twisted.internet import tcp
@@ -40,8 +41,8 @@ from twisted.web.static import StaticProducer
 
 from pxetwist.epollthread import EpollThread
 
-#: The most one ``sendfile`` call is asked to send; the socket's free space bounds it
-#: first in practice.
+#: The most sent for one body before the thread's other bodies have their turn; the
+#: socket's free space bounds it first in practice.
 SENDFILE_CHUNK = 4 * 1024 * 1024
 #: Threads sending bodies (a connection stays with one): the kernel's work for a
 #: ``sendfile`` (and, on a local link, the receiver's TCP work it triggers) runs in the
@@ -50,8 +51,8 @@ SENDFILE_CHUNK = 4 * 1024 * 1024
 SENDERS = 2
 
 _log = Logger()
-_senders: weakref.WeakKeyDictionary[Any, tuple[list[EpollThread], Any]] = (
-    weakref.WeakKeyDictionary())
+#: each reactor's sending threads, taken in turn
+_senders: weakref.WeakKeyDictionary[Any, Iterator[EpollThread]] = weakref.WeakKeyDictionary()
 
 
 def can_sendfile(request: Any, file_object: Any) -> bool:
@@ -65,11 +66,11 @@ def can_sendfile(request: Any, file_object: Any) -> bool:
 
 def sender_for(reactor: Any) -> EpollThread:
     """The next of ``reactor``'s sending threads, in turn."""
-    known = _senders.get(reactor)
-    if known is None:
-        threads = [EpollThread(f"sendfile {i + 1}", reactor.seconds) for i in range(SENDERS)]
-        known = _senders[reactor] = (threads, itertools.cycle(threads))
-    return next(known[1])
+    turn = _senders.get(reactor)
+    if turn is None:  # (their timers are unused: any clock will do)
+        turn = _senders[reactor] = itertools.cycle(
+            [EpollThread(f"sendfile {i + 1}", time.monotonic) for i in range(SENDERS)])
+    return next(turn)
 
 
 class _Body:
@@ -91,17 +92,21 @@ class _Body:
         self._waiting = False
 
     def pump(self, events: int = 0) -> None:
-        """Send what the socket takes now."""
+        """Send what the socket takes now, up to :data:`SENDFILE_CHUNK` (then the other
+        bodies of the thread have their turn, and this one goes on at its next
+        ``EPOLLOUT``)."""
         if self._report is None:
             return
+        budget = SENDFILE_CHUNK
         while self._sent < self._count:
+            if budget <= 0:
+                self._wait()
+                return
             try:
                 step = os.sendfile(self._socket_fd, self._file_fd, self._offset + self._sent,
-                                   min(self._count - self._sent, SENDFILE_CHUNK))
+                                   min(self._count - self._sent, budget))
             except BlockingIOError:
-                if not self._waiting:
-                    self._waiting = True
-                    self._thread.register(self._socket_fd, select.EPOLLOUT, self.pump)
+                self._wait()
                 return
             except OSError as e:
                 self._end(e)
@@ -110,7 +115,14 @@ class _Body:
                 self._end("shrank")
                 return
             self._sent += step
+            budget -= step
         self._end(None)
+
+    def _wait(self) -> None:
+        """Be pumped again when the socket can take more."""
+        if not self._waiting:
+            self._waiting = True
+            self._thread.register(self._socket_fd, select.EPOLLOUT, self.pump)
 
     def cancel(self) -> None:
         """The connection is gone: stop now."""
