@@ -26,7 +26,6 @@ from contextlib import suppress
 from functools import partial
 from typing import Any
 
-from twisted.internet.interfaces import IReactorThreads
 from twisted.logger import Logger
 
 
@@ -54,7 +53,7 @@ class EpollThread:
     this thread (from a call, a timer, or a descriptor's handler).
 
     :param name: the thread's name (for debuggers and py-spy).
-    :param seconds: the clock of the timers (the reactor's, so times compare).
+    :param seconds: the clock of the timers.
     """
 
     _log = Logger()
@@ -71,12 +70,6 @@ class EpollThread:
         self._handlers: dict[int, Callable[[int], object]] = {}
         self._timers: list[tuple[float, int, Timer]] = []
         self._order = itertools.count()
-
-    @staticmethod
-    def usable(reactor: Any) -> bool:
-        """Whether ``reactor`` can hear from a thread (a real reactor), on Linux."""
-        return (IReactorThreads.providedBy(reactor) and hasattr(select, "epoll")
-                and hasattr(os, "eventfd"))
 
     @property
     def running(self) -> bool:
@@ -108,9 +101,6 @@ class EpollThread:
         """Call ``handler(events)`` while ``fd`` is ready for ``events`` (level-triggered)."""
         self._epoll.register(fd, events)
         self._handlers[fd] = handler
-
-    def modify(self, fd: int, events: int) -> None:
-        self._epoll.modify(fd, events)
 
     def unregister(self, fd: int) -> None:
         if self._handlers.pop(fd, None) is not None:
