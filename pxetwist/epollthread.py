@@ -6,17 +6,14 @@ for each step: a whole-file HTTP body, each time the socket could take more
 (:mod:`pxetwist.http.sendfile`). Such work runs here instead: the thread sleeps in
 ``epoll_wait`` on its own descriptors and a wake-up ``eventfd``, and acts as soon as one
 is ready and it holds the interpreter (Python hands the GIL over within its switch
-interval, 5 ms, while another thread computes). Its timers are its own, so nothing of that
-work touches the reactor; other threads hand it work with :meth:`EpollThread.call`, and it
-reports back through the reactor's ``callFromThread``. The thread and its descriptors
-exist only while it has something to serve: a registered descriptor, a pending call or
-timer.
+interval, 5 ms, while another thread computes). Other threads hand it work with
+:meth:`EpollThread.call`, and it reports back through the reactor's ``callFromThread``.
+The thread and its descriptors exist only while it has something to serve: a registered
+descriptor or a pending call.
 """
 
 from __future__ import annotations
 
-import heapq
-import itertools
 import os
 import select
 import threading
@@ -29,38 +26,19 @@ from typing import Any
 from twisted.logger import Logger
 
 
-class Timer:
-    """A timer on the thread (the part of ``IDelayedCall`` its users need)."""
-
-    __slots__ = ("at", "function", "pending")
-
-    def __init__(self, at: float, function: Callable[[], object]) -> None:
-        self.at = at
-        self.function = function
-        self.pending = True
-
-    def active(self) -> bool:
-        return self.pending
-
-    def cancel(self) -> None:
-        self.pending = False
-
-
 class EpollThread:
-    """Serves registered descriptors, calls and timers on one thread of its own.
+    """Serves registered descriptors and calls on one thread of its own.
 
-    :meth:`call` and :meth:`join` may be used from any thread; everything else only on
-    this thread (from a call, a timer, or a descriptor's handler).
+    :meth:`call` and :meth:`join` may be used from any thread; :meth:`register` and
+    :meth:`unregister` only on this thread (from a call or a descriptor's handler).
 
     :param name: the thread's name (for debuggers and py-spy).
-    :param seconds: the clock of the timers.
     """
 
     _log = Logger()
 
-    def __init__(self, name: str, seconds: Callable[[], float]) -> None:
+    def __init__(self, name: str) -> None:
         self.name = name
-        self.seconds = seconds
         #: guards the calls, and the thread's coming and going with its descriptors
         self._lock = threading.Lock()
         self._calls: deque[Callable[[], object]] = deque()
@@ -68,8 +46,6 @@ class EpollThread:
         self._epoll: Any = None
         self._wake = -1
         self._handlers: dict[int, Callable[[int], object]] = {}
-        self._timers: list[tuple[float, int, Timer]] = []
-        self._order = itertools.count()
 
     @property
     def running(self) -> bool:
@@ -106,65 +82,26 @@ class EpollThread:
         if self._handlers.pop(fd, None) is not None:
             self._epoll.unregister(fd)
 
-    def callLater(self, delay: float, function: Callable[[], object]) -> Timer:
-        """Call ``function()`` on the thread after ``delay`` seconds (unless cancelled)."""
-        timer = Timer(self.seconds() + delay, function)
-        heapq.heappush(self._timers, (timer.at, next(self._order), timer))
-        return timer
-
     def _serve(self) -> None:
-        epoll, wake, handlers = self._epoll, self._wake, self._handlers
+        epoll, wake, handlers, calls = self._epoll, self._wake, self._handlers, self._calls
         while True:
-            self._dispatch(epoll.poll(self._timeout()))
-            self._run_calls()
-            self._run_timers()
+            for fd, events in epoll.poll():
+                if fd == wake:
+                    with suppress(BlockingIOError):
+                        os.eventfd_read(wake)
+                    continue
+                handler = handlers.get(fd)
+                if handler is not None:  # unregistered by one handled earlier in this loop
+                    self._guarded(partial(handler, events))
+            while calls:
+                self._guarded(calls.popleft())
             with self._lock:
-                if not handlers and not self._calls and self._timeout() < 0:
+                if not handlers and not calls:
                     epoll.close()
                     os.close(wake)
                     self._epoll, self._wake = None, -1
                     self._thread = None  # last: join() then sees the descriptors closed
                     return
-
-    def _dispatch(self, ready: list[tuple[int, int]]) -> None:
-        wake, handlers = self._wake, self._handlers
-        for fd, events in ready:
-            if fd == wake:
-                with suppress(BlockingIOError):
-                    os.eventfd_read(wake)
-                continue
-            handler = handlers.get(fd)
-            if handler is not None:  # unregistered by one handled earlier in this loop
-                self._guarded(partial(handler, events))
-
-    def _timeout(self) -> float:
-        """Seconds until the next pending timer (-1: none), dropping cancelled ones."""
-        timers = self._timers
-        while timers and not timers[0][2].pending:
-            heapq.heappop(timers)
-        if not timers:
-            return -1
-        return max(timers[0][0] - self.seconds(), 0.0)
-
-    def _run_calls(self) -> None:
-        calls = self._calls
-        while calls:
-            self._guarded(calls.popleft())
-
-    def _run_timers(self) -> None:
-        """Fire the timers that are due, after handling what became ready meanwhile: the
-        thread may have waited for the interpreter since ``epoll_wait`` returned, and a
-        timer must not fire for an answer that is already here (a timeout that is not)."""
-        timers = self._timers
-        now = self.seconds()
-        if not (timers and timers[0][0] <= now):
-            return
-        self._dispatch(self._epoll.poll(0))
-        while timers and timers[0][0] <= now:
-            timer = heapq.heappop(timers)[2]
-            if timer.pending:
-                timer.pending = False
-                self._guarded(timer.function)
 
     def _guarded(self, function: Callable[[], object]) -> None:
         try:

@@ -1,5 +1,5 @@
-"""pxetwist.epollthread.EpollThread on its own: calls, timers and ready descriptors are
-served on its thread, in order; a handler or call that raises is logged and the thread
+"""pxetwist.epollthread.EpollThread on its own: calls and ready descriptors are served on
+its thread, in order; a handler or call that raises is logged and the thread
 goes on; and the thread ends, closing its descriptors, once nothing is left to serve."""
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ def _until(condition: Any, seconds: float = 5.0) -> None:
 
 def test_calls_run_on_the_thread_in_order_then_the_thread_ends() -> None:
     before = _descriptors()
-    loop = EpollThread("test loop", time.monotonic)
+    loop = EpollThread("test loop")
     seen: queue.Queue[tuple[int, str]] = queue.Queue()
     for i in range(50):
         loop.call(lambda i=i: seen.put((i, threading.current_thread().name)))
@@ -47,27 +47,8 @@ def test_calls_run_on_the_thread_in_order_then_the_thread_ends() -> None:
     assert _descriptors() == before  # its epoll set and eventfd are closed
 
 
-def test_timers_fire_in_deadline_order_and_cancelled_ones_never() -> None:
-    loop = EpollThread("test timers", time.monotonic)
-    fired: queue.Queue[str] = queue.Queue()
-
-    def arm() -> None:
-        loop.callLater(0.06, lambda: fired.put("late"))
-        loop.callLater(0.02, lambda: fired.put("early"))
-        cancelled = loop.callLater(0.04, lambda: fired.put("cancelled"))
-        cancelled.cancel()
-        assert not cancelled.active()
-
-    started = time.monotonic()
-    loop.call(arm)
-    assert [fired.get(timeout=5), fired.get(timeout=5)] == ["early", "late"]
-    assert time.monotonic() - started >= 0.06
-    loop.join(5)  # the thread waited for its pending timer, then ended
-    assert not loop.running and fired.empty()
-
-
 def test_a_ready_descriptor_is_served_until_unregistered() -> None:
-    loop = EpollThread("test descriptors", time.monotonic)
+    loop = EpollThread("test descriptors")
     ours, theirs = socket.socketpair()
     ours.setblocking(False)
     received: queue.Queue[bytes] = queue.Queue()
@@ -85,7 +66,7 @@ def test_a_ready_descriptor_is_served_until_unregistered() -> None:
             theirs.send(message)
             assert received.get(timeout=5) == message
         loop.join(5)
-        assert not loop.running  # nothing registered, no call, no timer
+        assert not loop.running  # nothing registered, no call
 
 
 def test_a_failure_is_logged_and_the_thread_goes_on() -> None:
@@ -97,7 +78,7 @@ def test_a_failure_is_logged_and_the_thread_goes_on() -> None:
 
     globalLogPublisher.addObserver(observer)
     try:
-        loop = EpollThread("test failures", time.monotonic)
+        loop = EpollThread("test failures")
         done = threading.Event()
         loop.call(lambda: 1 / 0)
         loop.call(done.set)
@@ -111,7 +92,7 @@ def test_a_failure_is_logged_and_the_thread_goes_on() -> None:
 
 
 def test_a_call_after_the_thread_ended_starts_it_again() -> None:
-    loop = EpollThread("test restart", time.monotonic)
+    loop = EpollThread("test restart")
     for _ in range(3):
         done = threading.Event()
         loop.call(done.set)

@@ -30,7 +30,6 @@ import errno
 import itertools
 import os
 import select
-import time
 import weakref
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -67,9 +66,9 @@ def can_sendfile(request: Any, file_object: Any) -> bool:
 def sender_for(reactor: Any) -> EpollThread:
     """The next of ``reactor``'s sending threads, in turn."""
     turn = _senders.get(reactor)
-    if turn is None:  # (their timers are unused: any clock will do)
+    if turn is None:
         turn = _senders[reactor] = itertools.cycle(
-            [EpollThread(f"sendfile {i + 1}", time.monotonic) for i in range(SENDERS)])
+            [EpollThread(f"sendfile {i + 1}") for i in range(SENDERS)])
     return next(turn)
 
 
@@ -125,7 +124,10 @@ class _Body:
             self._thread.register(self._socket_fd, select.EPOLLOUT, self.pump)
 
     def cancel(self) -> None:
-        """The connection is gone: stop now."""
+        """The connection is gone: have the thread stop (from any thread)."""
+        self._thread.call(self._cancelled)
+
+    def _cancelled(self) -> None:
         if self._report is not None:
             self._end("cancelled")
 
@@ -151,7 +153,6 @@ class SendfileProducer(StaticProducer):
         self._transport: Any = None
         self._socket_fd = -1
         self._body: _Body | None = None
-        self._thread: EpollThread | None = None
 
     def start(self) -> None:
         request = self.request
@@ -176,7 +177,7 @@ class SendfileProducer(StaticProducer):
             self._finish()
             return
         reactor = self._transport.reactor
-        thread = self._thread = sender_for(reactor)
+        thread = sender_for(reactor)
         self._body = _Body(thread, self._socket_fd, self.fileObject.fileno(), self.offset,
                            self.size - self.offset,
                            lambda sent, outcome: reactor.callFromThread(self._sent, sent,
@@ -220,12 +221,10 @@ class SendfileProducer(StaticProducer):
         """Done or the client went: close the file and our descriptor of the socket,
         once the thread is done with them."""
         self.request = None
-        body = self._body
-        if body is None:
+        if self._body is None:
             self._release()
         else:
-            assert self._thread is not None
-            self._thread.call(body.cancel)
+            self._body.cancel()
 
     def _release(self) -> None:
         self.fileObject.close()
