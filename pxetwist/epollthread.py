@@ -9,7 +9,7 @@ is ready and it holds the interpreter (Python hands the GIL over within its swit
 interval, 5 ms, while another thread computes). Other threads hand it work with
 :meth:`EpollThread.call`, and it reports back through the reactor's ``callFromThread``.
 The thread and its descriptors exist only while it has something to serve: a registered
-descriptor or a pending call.
+descriptor or a pending call, and for ``linger`` seconds after its last work.
 """
 
 from __future__ import annotations
@@ -33,12 +33,17 @@ class EpollThread:
     :meth:`unregister` only on this thread (from a call or a descriptor's handler).
 
     :param name: the thread's name (for debuggers and py-spy).
+    :param linger: seconds the thread waits for more work once it has none before it
+        ends: work that comes one piece at a time (a file a request, back to back)
+        would otherwise start a thread for each (a quarter of the reactor's time for
+        small files over keep-alive, bench/RESULTS.md, Boot storm).
     """
 
     _log = Logger()
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, linger: float = 0.0) -> None:
         self.name = name
+        self.linger = linger
         #: guards the calls, and the thread's coming and going with its descriptors
         self._lock = threading.Lock()
         self._calls: deque[Callable[[], object]] = deque()
@@ -84,8 +89,10 @@ class EpollThread:
 
     def _serve(self) -> None:
         epoll, wake, handlers, calls = self._epoll, self._wake, self._handlers, self._calls
+        timeout = -1.0
         while True:
-            for fd, events in epoll.poll():
+            ready = epoll.poll(timeout)
+            for fd, events in ready:
                 if fd == wake:
                     with suppress(BlockingIOError):
                         os.eventfd_read(wake)
@@ -96,7 +103,11 @@ class EpollThread:
             while calls:
                 self._guarded(calls.popleft())
             with self._lock:
-                if not handlers and not calls:
+                if handlers or calls:
+                    timeout = -1.0
+                elif ready and self.linger > 0:
+                    timeout = self.linger  # idle now: wait that long for more
+                else:
                     epoll.close()
                     os.close(wake)
                     self._epoll, self._wake = None, -1

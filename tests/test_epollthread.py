@@ -99,3 +99,19 @@ def test_a_call_after_the_thread_ended_starts_it_again() -> None:
         assert done.wait(5)
         loop.join(5)
         assert not loop.running
+
+
+def test_work_coming_one_piece_at_a_time_keeps_one_thread_until_it_lingered() -> None:
+    """With ``linger``, calls a little apart run on the same thread (no start a call),
+    and the thread still ends, its descriptors closed, once idle that long."""
+    before = _descriptors()
+    loop = EpollThread("test linger", linger=0.3)
+    threads: queue.Queue[int] = queue.Queue()
+    for _ in range(5):
+        loop.call(lambda: threads.put(threading.get_ident()))
+        time.sleep(0.05)
+    assert len({threads.get(timeout=5) for _ in range(5)}) == 1
+    assert loop.running
+    loop.join(5)
+    assert not loop.running
+    assert _descriptors() == before

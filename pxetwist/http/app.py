@@ -38,7 +38,7 @@ from pxetwist.http.unattended import BulkError, Unattended, boot_file_seen, mach
 from pxetwist.machine_source import MachineSource, SourceAnswer
 from pxetwist.machines import KEEP_LOADER, MachineRegistry, machine_json
 from pxetwist.metrics import HTTP_BYTES, HTTP_REQUESTS, HTTP_SECONDS
-from pxetwist.paths import PathRefusedError, normalise, resolve_inside
+from pxetwist.paths import PathRefusedError, ResolvedNames, normalise, resolve_inside
 from pxetwist.policy import ENTRY, EXTERNAL, MENU, BootPlan
 from pxetwist.signed import loader_for
 from pxetwist.store import Store
@@ -109,13 +109,17 @@ def _range_still_valid(if_range: bytes, mtime: float) -> bool:
 
 
 class _BootFastPath(Resource):
-    """The site's root: ``GET /pxe/boot.ipxe`` goes straight to :meth:`PxeApp.boot_script`,
-    everything else (that route's HEAD too) through Klein.
+    """The site's root: the requests every booting machine makes go straight to their
+    :class:`PxeApp` methods, everything else through Klein.
 
-    Every booting machine asks for that script, and Klein's routing and Deferred
-    plumbing cost more than rendering it (bench/RESULTS.md, HTTP). The route stays
-    declared in Klein as well; the answer is the same, sent with a Content-Length
-    instead of chunked.
+    Those are ``GET /pxe/boot.ipxe``, an entry's script (``GET
+    /containers/{id}/boot.ipxe``) and its files (``GET``/``HEAD
+    /containers/{id}/files/{name}``): four requests a machine, where Klein's routing,
+    its Deferred plumbing and the second match that labels the request's metrics cost
+    more than the answer (bench/RESULTS.md, HTTP and Boot storm). The routes stay
+    declared in Klein, which takes any such path with a ``%`` escape or a non-ASCII
+    byte (it decodes them; here a segment is taken as it is). The answers are the
+    same; a script goes with a Content-Length instead of chunked.
     """
 
     isLeaf = True
@@ -126,13 +130,25 @@ class _BootFastPath(Resource):
         self._routes = routes
 
     def render(self, request: Any) -> Any:
-        if request.method == b"GET" and request.path == b"/pxe/boot.ipxe":
+        method, path = request.method, request.path
+        if method == b"GET" and path == b"/pxe/boot.ipxe":
             self._app.measure(request, "/pxe/boot.ipxe")
             answer = self._app.boot_script(request)
             if not isinstance(answer, Deferred):
                 return answer
             _answer_later(answer, request)  # a machine source was asked
             return NOT_DONE_YET
+        if method in (b"GET", b"HEAD") and path.startswith(b"/containers/") \
+                and b"%" not in path and path.isascii():
+            parts = path.split(b"/")
+            if len(parts) == 5 and parts[3] == b"files" and parts[2] and parts[4]:
+                self._app.measure(request, "/containers/<entry_id>/files/<name>")
+                answer = self._app.entry_named_file(request, parts[2].decode(),
+                                                    parts[4].decode())
+                return answer.render(request) if IResource.providedBy(answer) else answer
+            if method == b"GET" and len(parts) == 4 and parts[3] == b"boot.ipxe" and parts[2]:
+                self._app.measure(request, "/containers/<entry_id>/boot.ipxe")
+                return self._app.entry_boot_script(request, parts[2].decode())
         self._app.measure(request)
         return self._routes.render(request)
 
@@ -222,6 +238,7 @@ class PxeApp:
         self.lease_mac = lease_mac
         self.run_in_thread = run_in_thread or maybeDeferred
         self.file_folders = (config.tftp.root, config.tftp.ipxe_dir)
+        self.resolved = ResolvedNames()
         self.unattended = unattended or Unattended(machines, base_url,
                                                    config.dhcp.reservations)
 
@@ -487,7 +504,7 @@ class PxeApp:
         real = None
         if view is not None:
             try:
-                real = resolve_inside(view.entry.folder, normalise(name))
+                real = self.resolved.resolve(view.entry.folder, normalise(name))
             except PathRefusedError:
                 real = None
         if (view is not None and (real is None or not os.path.isfile(real))

@@ -48,6 +48,9 @@ SENDFILE_CHUNK = 4 * 1024 * 1024
 #: calling thread, so two use both cores of a small server; more would only queue for
 #: the GIL.
 SENDERS = 2
+#: seconds a sending thread waits for the next body before it ends (one thread start a
+#: body cost more than the body itself for small files over keep-alive)
+SENDER_LINGER = 2.0
 
 _log = Logger()
 #: each reactor's sending threads, taken in turn
@@ -68,7 +71,7 @@ def sender_for(reactor: Any) -> EpollThread:
     turn = _senders.get(reactor)
     if turn is None:
         turn = _senders[reactor] = itertools.cycle(
-            [EpollThread(f"sendfile {i + 1}") for i in range(SENDERS)])
+            [EpollThread(f"sendfile {i + 1}", SENDER_LINGER) for i in range(SENDERS)])
     return next(turn)
 
 

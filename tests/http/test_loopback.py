@@ -154,3 +154,56 @@ def test_boot_script_has_a_content_length(server: tuple[str, Path]) -> None:
     head, _, body = result.stdout.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 200") and body.startswith(b"#!ipxe")
     assert f"content-length: {len(body)}".encode() in head.lower()
+
+
+def _answer(*args: str) -> tuple[bytes, dict[str, str], bytes]:
+    """Status line, the headers that describe the body, and the body of one curl call."""
+    result = curl(*args) if "-I" in args else curl("-D", "-", *args)
+    head, _, body = result.stdout.partition(b"\r\n\r\n")
+    lines = head.split(b"\r\n")
+    headers = dict(line.decode().lower().split(": ", 1) for line in lines[1:])
+    kept = {k: v for k, v in headers.items()
+            if k in ("content-type", "content-length", "content-range", "accept-ranges",
+                     "last-modified", "cache-control")}
+    return lines[0], kept, body
+
+
+@pytest.mark.parametrize(("plain", "escaped", "extra"), [
+    ("/containers/lab/files/vmlinuz", "/containers/l%61b/files/vmlinu%7a", ()),
+    ("/containers/lab/files/initrd.img", "/containers/lab/files/initrd%2eimg", ("-I",)),
+    ("/containers/lab/files/vmlinuz", "/containers/%6cab/files/vmlinuz", ("-r", "5-9")),
+    ("/containers/lab/files/missing", "/containers/lab/files/missin%67", ()),
+    ("/containers/gone/files/vmlinuz", "/containers/gon%65/files/vmlinuz", ()),
+    (f"/containers/lab/boot.ipxe?mac={MAC}", f"/containers/%6cab/boot.ipxe?mac={MAC}", ()),
+    ("/containers/gone/boot.ipxe", "/containers/gon%65/boot.ipxe", ()),
+])
+def test_boot_paths_answer_as_klein_does(server: tuple[str, Path], plain: str, escaped: str,
+                                         extra: tuple[str, ...]) -> None:
+    """The requests every machine makes skip Klein (`_BootFastPath`); a `%` escape sends
+    the same request through Klein's routing: both answers are the same (but for the
+    Content-Length the fast path gives a script or error that Klein sends chunked), and
+    both are counted under the route's pattern."""
+    base, _ = server
+    pattern = "/containers/<entry_id>/files/<name>" if "/files/" in plain else \
+        "/containers/<entry_id>/boot.ipxe"
+    counted = _requests_counted(base, pattern)
+    fast = _answer(*extra, f"{base}{plain}")
+    routed = _answer(*extra, f"{base}{escaped}")
+    deadline = time.monotonic() + 10  # a sent file is counted once its thread reports
+    while _requests_counted(base, pattern) < counted + 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _requests_counted(base, pattern) == counted + 2
+    assert fast[0] == routed[0] and fast[2] == routed[2]
+    if "content-length" not in routed[1] and "-I" not in extra:
+        assert fast[1].pop("content-length") == str(len(fast[2]))
+    assert fast[1] == routed[1]
+    assert fast[0].split()[1] in (b"200", b"206", b"404")
+
+
+def _requests_counted(base: str, route: str) -> float:
+    """``pxetwist_http_requests_total`` of ``route``, all statuses."""
+    total = 0.0
+    for line in curl(f"{base}/metrics").stdout.decode().splitlines():
+        if line.startswith("pxetwist_http_requests_total{") and f'route="{route}"' in line:
+            total += float(line.rsplit(" ", 1)[1])
+    return total
