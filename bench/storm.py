@@ -876,6 +876,32 @@ def cpu_seconds(pids: list[int]) -> dict[int, float]:
     return out
 
 
+def cpu_parts(pids: list[int]) -> dict[str, float]:
+    """Server CPU seconds (utime + stime) by part: per program (``nginx``, ``dnsmasq``),
+    and for pxetwist its reactor (main) thread apart from its other threads (the sending
+    threads' ``sendfile``, the SQL thread), which tells Python's share from the kernel's
+    copying. A thread that has ended counts in its process's total, so "other threads"
+    is the process's total less the main thread's."""
+    ticks = os.sysconf("SC_CLK_TCK")
+
+    def seconds(stat: Path) -> float:
+        fields = stat.read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / ticks
+
+    parts: dict[str, float] = {}
+    for pid in pids:
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            name = Path(f"/proc/{pid}/comm").read_text().strip()
+            total = seconds(Path(f"/proc/{pid}/stat"))
+            if name.startswith("python"):
+                main = seconds(Path(f"/proc/{pid}/task/{pid}/stat"))
+                parts["reactor thread"] = parts.get("reactor thread", 0.0) + main
+                parts["other threads"] = parts.get("other threads", 0.0) + total - main
+            else:
+                parts[name] = parts.get(name, 0.0) + total
+    return parts
+
+
 def peak_rss_mib(pids: list[int]) -> float:
     total = 0
     for pid in pids:
@@ -929,6 +955,7 @@ def _storm(kind: str, server_ns: str, client_ns: str, run: Path, root: Path, cou
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             time.sleep(1.0)
         before = cpu_seconds(pids)
+        parts_before = cpu_parts(pids)
         dropped = drops(server_ns)
         client_dropped = drops(client_ns)
         load_before = Path("/proc/loadavg").read_text().split()[0]
@@ -955,6 +982,7 @@ def _storm(kind: str, server_ns: str, client_ns: str, run: Path, root: Path, cou
             machines += report["machines"]
             client_cpu += report["cpu"]
         after = cpu_seconds(pids)
+        parts_after = cpu_parts(pids)
         dropped_after = drops(server_ns)
         client_dropped_after = drops(client_ns)
         rss = peak_rss_mib(pids)
@@ -973,7 +1001,9 @@ def _storm(kind: str, server_ns: str, client_ns: str, run: Path, root: Path, cou
         shutil.rmtree(run, ignore_errors=True)
     return {"server": kind, "n": count, "machines": machines,
             "cpu": sum(after.get(p, 0.0) - before.get(p, 0.0) for p in after),
-            "client_cpu": client_cpu, "rss": rss, "load": f"{load_before}-{load_after}",
+            "client_cpu": client_cpu, "rss": rss,
+            "cpu_parts": {k: v - parts_before.get(k, 0.0) for k, v in parts_after.items()},
+            "load": f"{load_before}-{load_after}",
             "listen_drops": dropped_after[0] - dropped[0],
             "udp_drops": dropped_after[1] - dropped[1],
             "client_udp_drops": client_dropped_after[1] - client_dropped[1]}
@@ -999,6 +1029,7 @@ def summary(result: dict[str, Any]) -> dict[str, Any]:
         "last": max((m["done"] for m in good), default=float("nan")),
         "p50": percentile(totals, 0.5), "p99": percentile(totals, 0.99),
         "cpu": result["cpu"], "client_cpu": result["client_cpu"], "rss": result["rss"],
+        "cpu_parts": result["cpu_parts"],
         "load": result["load"],
         "listen_drops": result["listen_drops"], "udp_drops": result["udp_drops"],
         "client_udp_drops": result["client_udp_drops"],
@@ -1059,6 +1090,18 @@ def table(summaries: list[dict[str, Any]], servers: list[str], counts: list[int]
                 cells = [f"{med([r['phases'][p][0] for r in runs]):.3f} / "
                          f"{med([r['phases'][p][1] for r in runs]):.3f}" for p in PHASES]
                 lines.append(f"| {count} | {kind} | " + " | ".join(cells) + " |")
+    lines += ["", "Server CPU seconds by part (medians over rounds), and per machine booted:",
+              "", "| N | server | parts | per machine booted (ms) |", "|---|---|---|---|"]
+    for count in counts:
+        for kind in servers:
+            runs = [s for s in summaries if s["server"] == kind and s["n"] == count]
+            if runs:
+                names = sorted({k for r in runs for k in r["cpu_parts"]})
+                parts = ", ".join(f"{k} {med([r['cpu_parts'].get(k, 0.0) for r in runs]):.2f}"
+                                  for k in names)
+                booted = med([r["machines"] - r["failures"] for r in runs])
+                lines.append(f"| {count} | {kind} | {parts} | "
+                             f"{1000 * med([r['cpu'] for r in runs]) / max(booted, 1):.1f} |")
     lines += ["", "Bytes per machine (distinct values seen, successful machines):", "",
               "| N | server | TFTP | scripts | kernel | initrd |", "|---|---|---|---|---|---|"]
     for count in counts:
