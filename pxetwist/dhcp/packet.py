@@ -31,6 +31,32 @@ OPT_OVERLOAD = 52
 ZERO = IPv4Address("0.0.0.0")
 
 
+def peek_message_type(data: bytes) -> int | None:
+    """Option 53 (the message type) of a datagram, read where it is found without
+    decoding the rest; ``None`` if the datagram is not a BOOTREQUEST with a DHCP magic
+    cookie, or the option is not in the options field before the first END.
+
+    Lets a server under overload decide to queue or drop a DISCOVER for the price of a
+    few byte reads: :func:`parse` of the same datagram costs ~10 times that. The
+    datagram is parsed in full before it is answered.
+    """
+    if len(data) < 241 or data[0] != 1 or data[236:240] != MAGIC:
+        return None
+    index, end = 240, len(data)
+    while index < end:
+        code = data[index]
+        if code == OPT_PAD:
+            index += 1
+            continue
+        if code == OPT_END or index + 1 >= end:
+            return None
+        length = data[index + 1]
+        if code == 53:
+            return data[index + 2] if length == 1 and index + 2 < end else None
+        index += 2 + length
+    return None
+
+
 class DhcpPacketError(ValueError):
     """A datagram that is not a well-formed BOOTP/DHCP message."""
 

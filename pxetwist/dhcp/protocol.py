@@ -16,7 +16,13 @@ from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
 
 from pxetwist.dhcp import options as opt
-from pxetwist.dhcp.packet import BOOTREQUEST, DhcpPacket, DhcpPacketError, parse
+from pxetwist.dhcp.packet import (
+    BOOTREQUEST,
+    DhcpPacket,
+    DhcpPacketError,
+    parse,
+    peek_message_type,
+)
 from pxetwist.metrics import DHCP_DROPPED
 
 Address = tuple[str, int]
@@ -55,7 +61,9 @@ class DhcpDatagramProtocol(DatagramProtocol):
     begun while a DISCOVER only starts one; answering DISCOVERs first filled the socket
     with them, the REQUESTs of the clients offered an address were dropped, and the
     work spent on their offers was lost. Without load the queue is empty at each turn
-    and a DISCOVER is answered in the turn it arrives.
+    and a DISCOVER is answered in the turn it arrives. A DISCOVER waits as the bytes
+    read (its type peeked, :func:`~pxetwist.dhcp.packet.peek_message_type`) and is
+    decoded when its turn comes: one pushed out of a full queue costs no decoding.
     """
 
     noisy = False
@@ -69,7 +77,7 @@ class DhcpDatagramProtocol(DatagramProtocol):
         #: (the controller counted it), e.g. the clients of a DHCP peer.
         self.screen: Callable[[bytes], bool] | None = None
         self._clock = clock
-        self._discovers: deque[tuple[DhcpPacket, Address, float]] = deque()
+        self._discovers: deque[tuple[bytes, Address, float]] = deque()
         self._drain_call: Any = None
 
     def startProtocol(self) -> None:
@@ -98,36 +106,44 @@ class DhcpDatagramProtocol(DatagramProtocol):
                 DHCP_DROPPED.labels(reason="internal-error").inc()
                 self._log.failure("DHCP datagram from {addr} not screened", addr=addr)
                 return
+        if self._clock is not None and self.controller is not None \
+                and peek_message_type(data) == opt.DISCOVER:
+            if len(self._discovers) >= DISCOVER_BACKLOG:
+                self._discovers.popleft()
+                DHCP_DROPPED.labels(reason="overload").inc()
+            self._discovers.append((data, addr, self._clock.seconds()))
+            if self._drain_call is None:
+                self._drain_call = self._clock.callLater(0, self._drain)
+            return
+        packet = self._decoded(data, addr)
+        if packet is not None and self.controller is not None:
+            self._hand_on(packet, addr)
+
+    def _decoded(self, data: bytes, addr: Address) -> DhcpPacket | None:
+        """The request in ``data``; ``None`` (dropped and counted) if it is none."""
         try:
             packet = parse(data)
         except DhcpPacketError as e:
             DHCP_DROPPED.labels(reason="malformed").inc()
             self._log.debug("dropped malformed DHCP datagram from {addr}: {error}", addr=addr,
                             error=e)
-            return
+            return None
         if self.packet_dumps:
             self._log.debug("DHCP in from {addr[0]}:{addr[1]}: {summary()}", addr=addr,
                             summary=partial(opt.describe, packet))
         if packet.op != BOOTREQUEST:
             DHCP_DROPPED.labels(reason="not-a-request").inc()
-            return
-        if self.controller is None:
-            return
-        if self._clock is not None and opt.message_type(packet) == opt.DISCOVER:
-            if len(self._discovers) >= DISCOVER_BACKLOG:
-                self._discovers.popleft()
-                DHCP_DROPPED.labels(reason="overload").inc()
-            self._discovers.append((packet, addr, self._clock.seconds()))
-            if self._drain_call is None:
-                self._drain_call = self._clock.callLater(0, self._drain)
-            return
-        self._hand_on(packet, addr)
+            return None
+        return packet
 
     def _drain(self) -> None:
         """Answer up to :data:`DISCOVERS_PER_TURN` waiting DISCOVERs, oldest first."""
         self._drain_call = None
         for _ in range(min(DISCOVERS_PER_TURN, len(self._discovers))):
-            self._hand_on(*self._discovers.popleft())
+            data, addr, arrived = self._discovers.popleft()
+            packet = self._decoded(data, addr)
+            if packet is not None:
+                self._hand_on(packet, addr, arrived)
         if self._discovers:
             self._drain_call = self._clock.callLater(0, self._drain)
 

@@ -9,7 +9,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pxetwist.dhcp import options as opt
-from pxetwist.dhcp.packet import MIN_LENGTH, DhcpPacket, DhcpPacketError, encode, parse
+from pxetwist.dhcp.packet import (
+    MIN_LENGTH,
+    DhcpPacket,
+    DhcpPacketError,
+    encode,
+    parse,
+    peek_message_type,
+)
 from tests.dhcp.clients import MAC, UUID_RAW, ipxe_rom, ovmf
 
 
@@ -110,3 +117,38 @@ def test_garbage_after_a_valid_header_only_raises_the_codec_error(tail: bytes) -
                    opt.machine_uuid, opt.client_key, opt.requested_ip, opt.server_id,
                    opt.hostname, opt.message_type, opt.describe):
         helper(packet)
+
+
+@settings(max_examples=2000, deadline=None)
+@given(st.binary(max_size=600) | st.binary(max_size=400).map(
+    lambda tail: encode(ipxe_rom(opt.DISCOVER))[:240] + tail))
+def test_peeking_at_the_type_of_garbage_never_raises(data: bytes) -> None:
+    """Random bytes, alone or after a valid header: a type or ``None``, nothing raised;
+    whenever it names a type, the datagram is a BOOTREQUEST with the DHCP cookie."""
+    kind = peek_message_type(data)
+    assert kind is None or (0 <= kind <= 255 and data[0] == 1 and data[236:240] == b"c\x82Sc")
+
+
+OPTION = st.tuples(st.integers(1, 254).filter(lambda c: c not in (52, 53)),
+                   st.binary(max_size=40))
+
+
+@settings(max_examples=1000, deadline=None)
+@given(st.lists(OPTION, max_size=8), st.integers(1, 8), st.integers(0, 8),
+       st.sampled_from([0, 1, 2, 3]))
+def test_peeked_type_is_the_parsed_type(options: list[tuple[int, bytes]], kind: int,
+                                        position: int, pads: int) -> None:
+    """Option 53 anywhere among other options (and pads), once: the peeked type is what
+    the full decoding reads."""
+    body = [bytes([code, len(value)]) + value for code, value in options]
+    body.insert(min(position, len(body)), bytes([53, 1, kind]))
+    data = encode(ipxe_rom(opt.DISCOVER))[:240] + b"\0" * pads + b"".join(body) + b"\xff"
+    assert peek_message_type(data) == opt.message_type(parse(data)) == kind
+
+
+def test_a_reply_or_a_type_past_the_end_is_not_peeked() -> None:
+    data = encode(ipxe_rom(opt.DISCOVER))
+    assert peek_message_type(data) == opt.DISCOVER
+    assert peek_message_type(b"\x02" + data[1:]) is None  # a BOOTREPLY
+    assert peek_message_type(data[:240] + b"\xff" + bytes([53, 1, 1])) is None
+    assert peek_message_type(data[:240] + bytes([53, 1])) is None  # cut short

@@ -100,3 +100,26 @@ def test_without_a_clock_every_message_is_handed_on_at_once() -> None:
     protocol = DhcpDatagramProtocol(controller, packet_dumps=False)
     protocol.datagramReceived(encode(plain(opt.DISCOVER, mac=mac(1))), CLIENT)
     assert controller.seen == [(opt.DISCOVER, mac(1))]
+
+
+def test_a_waiting_discover_is_decoded_at_its_turn() -> None:
+    """A DISCOVER waits as its bytes: one pushed out of the full queue is never decoded
+    (counted as overload only); one that cannot be decoded is dropped and counted as
+    malformed when its turn comes, and the others are answered."""
+    protocol, controller, clock = rig()
+    malformed = DHCP_DROPPED.labels(reason="malformed")._value.get()
+    overload = DHCP_DROPPED.labels(reason="overload")._value.get()
+    good = encode(plain(opt.DISCOVER, mac=mac(1)))
+    # the type is peeked (option 53 comes first) but option 61 runs past the end
+    broken = good[:240] + bytes([53, 1, opt.DISCOVER, 61, 200, 1])
+    protocol.datagramReceived(broken, CLIENT)
+    for i in range(DISCOVER_BACKLOG):
+        protocol.datagramReceived(encode(plain(opt.DISCOVER, mac=mac(i))), CLIENT)
+    assert DHCP_DROPPED.labels(reason="overload")._value.get() == overload + 1
+    protocol.datagramReceived(broken, CLIENT)
+    assert DHCP_DROPPED.labels(reason="overload")._value.get() == overload + 2
+    assert DHCP_DROPPED.labels(reason="malformed")._value.get() == malformed
+    for _ in range(DISCOVER_BACKLOG):
+        clock.turn()
+    assert len(controller.seen) == DISCOVER_BACKLOG - 1
+    assert DHCP_DROPPED.labels(reason="malformed")._value.get() == malformed + 1
