@@ -42,7 +42,9 @@ nginx, curl and ``/usr/lib/ipxe/undionly.kpxe``. Everything is bounded: the stor
 ``--deadline``, each server's start by 30 s; only PIDs started here are signalled and
 the two namespaces (``storm...``) are removed at the end, also on failure. The host's
 ARP table limits (``net.ipv4.neigh.default.gc_thresh2/3``, one table for all namespaces)
-are raised to fit N machines for the run and put back at the end.
+are raised to fit N machines for the run and put back at the end; so is, for the storms
+of a dnsmasq stack, the host's default UDP receive buffer (``net.core.rmem_default``, to
+the 4 MiB pxetwist's listeners set on their own sockets).
 
 The client side is this file run with ``--client SPEC`` inside the client namespace (one
 asyncio process per ``--workers``, each with its own relay address).

@@ -7,6 +7,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -39,22 +40,22 @@ def tree(tmp_path: Path) -> Path:
     return tmp_path
 
 
-def test_a_file_replaced_by_a_link_out_is_refused(tree: Path) -> None:
+def _file_to_link_out(tree: Path) -> None:
+    (tree / "served" / "sub" / "vmlinuz").unlink()
+    (tree / "served" / "sub" / "vmlinuz").symlink_to(tree / "outside" / "vmlinuz")
+
+
+def _folder_to_link_out(tree: Path) -> None:
+    shutil.rmtree(tree / "served" / "sub")
+    (tree / "served" / "sub").symlink_to(tree / "outside")
+
+
+@pytest.mark.parametrize("replace", [_file_to_link_out, _folder_to_link_out])
+def test_a_file_or_folder_replaced_by_a_link_out_is_refused(tree: Path, replace: Any) -> None:
     names = ResolvedNames()
     served = tree / "served"
     assert names.resolve(served, "sub/vmlinuz") == str(served / "sub" / "vmlinuz")
-    (served / "sub" / "vmlinuz").unlink()
-    (served / "sub" / "vmlinuz").symlink_to(tree / "outside" / "vmlinuz")
-    with pytest.raises(PathRefusedError):
-        names.resolve(served, "sub/vmlinuz")
-
-
-def test_a_folder_replaced_by_a_link_out_is_refused(tree: Path) -> None:
-    names = ResolvedNames()
-    served = tree / "served"
-    names.resolve(served, "sub/vmlinuz")
-    shutil.rmtree(served / "sub")
-    (served / "sub").symlink_to(tree / "outside")
+    replace(tree)
     with pytest.raises(PathRefusedError):
         names.resolve(served, "sub/vmlinuz")
 

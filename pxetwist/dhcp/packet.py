@@ -37,8 +37,9 @@ def peek_message_type(data: bytes) -> int | None:
     cookie, or the option is not in the options field before the first END.
 
     Lets a server under overload decide to queue or drop a DISCOVER for the price of a
-    few byte reads: :func:`parse` of the same datagram costs ~10 times that. The
-    datagram is parsed in full before it is answered.
+    few byte reads: :func:`parse` of the same datagram costs ~40 times that (13.6 µs
+    against 0.35 µs for an iPXE DISCOVER, measured with ``timeit``). The datagram is
+    parsed in full before it is answered.
     """
     if len(data) < 241 or data[0] != 1 or data[236:240] != MAGIC:
         return None
