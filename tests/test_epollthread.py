@@ -105,12 +105,14 @@ def test_work_coming_one_piece_at_a_time_keeps_one_thread_until_it_lingered() ->
     """With ``linger``, calls a little apart run on the same thread (no start a call),
     and the thread still ends, its descriptors closed, once idle that long."""
     before = _descriptors()
-    loop = EpollThread("test linger", linger=0.3)
-    threads: queue.Queue[int] = queue.Queue()
+    loop = EpollThread("test linger", linger=1.0)
+    # the Thread objects, not their idents: a new thread often gets an ended one's ident
+    threads: queue.Queue[threading.Thread] = queue.Queue()
     for _ in range(5):
-        loop.call(lambda: threads.put(threading.get_ident()))
+        loop.call(lambda: threads.put(threading.current_thread()))
         time.sleep(0.05)
-    assert len({threads.get(timeout=5) for _ in range(5)}) == 1
+    served = [threads.get(timeout=5) for _ in range(5)]
+    assert all(thread is served[0] for thread in served)
     assert loop.running
     loop.join(5)
     assert not loop.running

@@ -48,8 +48,8 @@ SENDFILE_CHUNK = 4 * 1024 * 1024
 #: calling thread, so two use both cores of a small server; more would only queue for
 #: the GIL.
 SENDERS = 2
-#: seconds a sending thread waits for the next body before it ends (one thread start a
-#: body cost more than the body itself for small files over keep-alive)
+#: seconds a sending thread waits for the next body before it ends (starting a thread
+#: for each body cost more than the body itself for small files over keep-alive)
 SENDER_LINGER = 2.0
 
 _log = Logger()
