@@ -60,6 +60,8 @@ class ResolvedNames:
     real path (``lstat``) both still lead to the file it named, the same (device,
     inode); anything else (the file replaced, a link or folder moved) resolves afresh
     with every check. ``limit`` bounds the memory: past it, everything is forgotten.
+    TFTP remembers names by the same rule in :class:`pxetwist.tftp.files.FileResolver`,
+    which also opens the file and checks the descriptor's inode; HTTP hands a path on.
     """
 
     def __init__(self, limit: int = 4096) -> None:
